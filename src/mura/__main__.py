@@ -1,0 +1,3 @@
+from mura.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""The `mura` command: a thin layer that parses arguments and calls library functions.
+
+Each module in this package adds its subcommands with `register(subparsers)`; every subcommand sets
+`func(args) -> int`. Errors the user can fix (MuraError) print one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mura import __version__
+from mura.cli import data, evaluate, infer, serve, train
+from mura.errors import MuraError
+
+COMMAND_MODULES = (data, train, evaluate, infer, serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mura", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mura {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MuraError as exc:
+        print(f"mura {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mura {args.command}: interrupted", file=sys.stderr)
+        return 130
