@@ -28,6 +28,8 @@ class DataConfig:
     augment: str = "flip_rotate"  # none | flip_rotate (the spec) | strong (adds affine + contrast)
     rotation_degrees: float = 10.0
     max_train_images: int = 0  # 0 = all; >0 caps the train split (quick experiments)
+    max_val_images: int = 0  # 0 = all; >0 caps the validation split
+    persistent_workers: bool = True  # keep DataLoader workers alive between epochs
 
 
 @dataclass
@@ -52,7 +54,8 @@ class TrainConfig:
     warmup_epochs: int = 1
     plateau_patience: int = 2
     plateau_factor: float = 0.5
-    early_stopping_patience: int = 5
+    early_stopping_patience: int = 5  # epochs without improvement of `monitor` before stopping (0 = never)
+    early_stopping_min_delta: float = 0.0  # smallest change of `monitor` that counts as improvement
     monitor: str = "val_loss"  # val_loss (the spec) | val_auc | val_kappa
     body_part_loss_weight: float = 1.0
     loss: str = "ce"  # ce | focal
@@ -62,6 +65,8 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     channels_last: bool = True
     feature_cache: bool = True  # frozen backbone: compute features once, train heads on them
+    feature_cache_views: int = 4  # augmented views per train image in the feature cache (+1 clean)
+    threads: int = 0  # torch intra-op CPU threads (0 = torch's default: one per core)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     target_sensitivity: float = 0.9  # second decision threshold chosen on validation

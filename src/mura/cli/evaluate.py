@@ -1,4 +1,4 @@
-"""Subcommands: (to be filled in)."""
+"""Subcommands: `mura evaluate` (metrics + report for checkpoints on a split) and `mura compare`."""
 
 from __future__ import annotations
 
@@ -7,3 +7,71 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this module's subcommands."""
+    ev = subparsers.add_parser(
+        "evaluate",
+        help="metrics, plots and an HTML report for checkpoint(s) on a split",
+        description="Evaluate one model (or an ensemble: several checkpoints, mean of "
+        "probabilities) on one split of a prepared cache.",
+    )
+    ev.add_argument(
+        "--checkpoint", nargs="+", required=True, metavar="CKPT", help="best.pt (several = ensemble)"
+    )
+    ev.add_argument("--index", help="index CSV (extra columns for --by, data distribution figure)")
+    ev.add_argument("--cache", required=True, help="cache directory written by `mura prepare`")
+    ev.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    ev.add_argument("--out", required=True, help="evaluation directory to write")
+    ev.add_argument(
+        "--body-part-source",
+        choices=("given", "predicted"),
+        default="given",
+        help="body part fed to the fracture head: the index's (given) or the model's own (predicted)",
+    )
+    ev.add_argument(
+        "--by", nargs="*", default=[], metavar="COL", help="also report per value of these columns"
+    )
+    ev.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (0 = none)")
+    ev.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ev.set_defaults(func=run_evaluate)
+
+    cmp = subparsers.add_parser("compare", help="the spec's Tables 8 and 9 across evaluated models")
+    cmp.add_argument(
+        "dirs", nargs="+", metavar="RUN_OR_EVAL_DIR", help="evaluation dirs (or run dirs with eval/)"
+    )
+    cmp.add_argument("--out", required=True, help="directory for the tables (Markdown, CSV) and report.html")
+    cmp.set_defaults(func=run_compare)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from mura.evaluation.runner import evaluate_checkpoints
+
+    files = evaluate_checkpoints(
+        args.checkpoint,
+        args.cache,
+        args.out,
+        index_path=args.index,
+        split=args.split,
+        body_part_source=args.body_part_source,
+        by=args.by,
+        n_bootstrap=args.bootstrap,
+        tta=args.tta,
+        device=args.device,
+        seed=args.seed,
+    )
+    print(f"report: {files['html']}")
+    print(f"metrics: {files['metrics']}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mura.evaluation.compare import compare_runs
+
+    compare_runs(args.dirs, args.out)
+    out = Path(args.out)
+    tables = (out / "comparison.md").read_text().split("\n### ")[0].rstrip()  # Tables 8 and 9, not per model
+    print(tables)
+    print(f"\nreport: {out / 'report.html'}")
+    return 0

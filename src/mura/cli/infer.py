@@ -1,9 +1,205 @@
-"""Subcommands: (to be filled in)."""
+"""Subcommands: predict (files, folders, DICOM; studies), explain (Grad-CAM overlays), export (ONNX)."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from mura.constants import BODY_PARTS
+from mura.errors import MuraError
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image/DICOM files or folders (recursive)")
+    parser.add_argument(
+        "--checkpoint",
+        "-c",
+        nargs="+",
+        required=True,
+        metavar="CKPT",
+        help="checkpoint(s) (.pt or exported .onnx); several = an ensemble",
+    )
+    parser.add_argument(
+        "--body-part",
+        choices=[p.lower() for p in BODY_PARTS] + list(BODY_PARTS),
+        default=None,
+        help="body part of every image (default: DICOM tags, else predicted)",
+    )
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands."""
+    """Add `predict`, `explain` and `export`."""
+    predict = subparsers.add_parser("predict", help="fracture probability per image (and per study)")
+    _add_model_args(predict)
+    predict.add_argument("--study", action="store_true", help="each folder of views is one study (mean)")
+    predict.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    predict.add_argument("--out", "-o", default=None, help="output file (default: stdout)")
+    predict.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    predict.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="auto: ONNX Runtime on CPU where an up-to-date CKPT.onnx exists",
+    )
+    predict.add_argument("--threshold", default=None, help="stored threshold name or a number")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--workers", type=int, default=2, help="decoding threads (overlap with inference)")
+    predict.add_argument("--cam", default=None, metavar="DIR", help="also write Grad-CAM overlays here")
+    predict.set_defaults(func=run_predict)
+
+    explain = subparsers.add_parser("explain", help="Grad-CAM overlay PNG per image")
+    _add_model_args(explain)
+    explain.add_argument("--out", "-o", required=True, metavar="DIR")
+    explain.set_defaults(func=run_explain)
+
+    export = subparsers.add_parser("export", help="export a checkpoint to ONNX (checked, with metadata)")
+    export.add_argument("checkpoint", metavar="CKPT")
+    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("--out", "-o", default=None, help="default: CKPT with .onnx suffix")
+    export.add_argument("--opset", type=int, default=17)
+    export.set_defaults(func=run_export)
+
+
+def _threshold(text: str | None) -> str | float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+CSV_FIELDS = [
+    "kind",
+    "path",
+    "fracture_probability",
+    "decision",
+    "threshold",
+    "body_part",
+    "body_part_used",
+    "body_part_source",
+    "views",
+    "views_failed",
+] + [f"prob_{p}" for p in BODY_PARTS]
+
+
+class RecordWriter:
+    """JSON lines, or CSV with the body-part probabilities flattened into prob_<PART> columns."""
+
+    def __init__(self, handle: TextIO, fmt: str) -> None:
+        self.handle, self.fmt = handle, fmt
+        self.csv = csv.DictWriter(handle, CSV_FIELDS, extrasaction="ignore") if fmt == "csv" else None
+        if self.csv:
+            self.csv.writeheader()
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.csv is None:
+            self.handle.write(json.dumps(record) + "\n")
+            return
+        flat = dict(record)
+        flat.update({f"prob_{k}": v for k, v in record["body_part_probabilities"].items()})
+        self.csv.writerow(flat)
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    if path is None:
+        yield sys.stdout
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        yield handle
+
+
+def _cam_name(path: Path) -> str:
+    return f"{path.parent.name}_{path.stem}_cam.png" if path.parent.name else f"{path.stem}_cam.png"
+
+
+def _write_cam(explainer: Any, result: Any, directory: Path) -> Path:
+    """Grad-CAM overlay of one predicted file, for the body part its prediction used."""
+    from mura.inference.gradcam import overlay, save_png
+
+    given = result.record["body_part_used"] == "given"
+    part = BODY_PARTS.index(result.record["body_part"]) if given else -1
+    return save_png(
+        directory / _cam_name(result.path), overlay(result.pixels, explainer.heatmap(result.pixels, part))
+    )
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from mura.inference.files import expand_paths, iter_file_predictions, study_record
+    from mura.inference.predictor import Predictor
+
+    files = expand_paths(args.paths)
+    if not files:
+        raise MuraError("no image or DICOM files found in " + ", ".join(args.paths))
+    predictor = Predictor.from_checkpoints(
+        args.checkpoint,
+        device=args.device,
+        runtime=args.runtime,
+        tta=args.tta,
+        threshold=_threshold(args.threshold),
+        batch_size=args.batch_size,
+    )
+    explainer = None
+    if args.cam:
+        from mura.inference.gradcam import GradCamExplainer
+
+        explainer = GradCamExplainer.from_predictor(predictor)
+    studies: dict[Path, list] = {}
+    predicted = 0
+    with _output(args.out) as handle:
+        writer = RecordWriter(handle, args.format)
+        for result in iter_file_predictions(
+            predictor, files, args.body_part, workers=args.workers, keep_pixels=explainer is not None
+        ):
+            if args.study:
+                studies.setdefault(result.path.parent, []).append(result)
+            if not result.ok:
+                print(f"mura predict: skipped {result.error}", file=sys.stderr)
+                continue
+            predicted += 1
+            writer.write({"kind": "image", "path": str(result.path), **result.record})
+            if explainer is not None:
+                _write_cam(explainer, result, Path(args.cam))
+        for folder, results in studies.items():
+            if any(r.ok for r in results):
+                writer.write(study_record(folder, results, predictor.threshold))
+    if predicted == 0:
+        print(f"mura predict: none of the {len(files)} file(s) could be predicted", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from mura.inference.files import expand_paths, iter_file_predictions
+    from mura.inference.gradcam import GradCamExplainer
+    from mura.inference.predictor import Predictor
+
+    files = expand_paths(args.paths)
+    predictor = Predictor.from_checkpoints(args.checkpoint, device=args.device, runtime="torch")
+    explainer = GradCamExplainer.from_predictor(predictor)
+    written = 0
+    for result in iter_file_predictions(predictor, files, args.body_part, keep_pixels=True):
+        if not result.ok:
+            print(f"mura explain: skipped {result.error}", file=sys.stderr)
+            continue
+        target = _write_cam(explainer, result, Path(args.out))
+        print(f"{target}\t{result.record['fracture_probability']:.4f}\t{result.record['body_part']}")
+        written += 1
+    return 0 if written else 2
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from mura.inference.onnx_export import export_onnx
+
+    report = export_onnx(args.checkpoint, args.out, opset=args.opset)
+    print(f"wrote {report.path} (opset {report.opset}, max |p_onnx - p_torch| = {report.max_prob_diff:.1e})")
+    return 0

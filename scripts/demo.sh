@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The main job (`make demo`): synthetic MURA -> index -> cache -> the spec's four models (CPU-sized
+# configs) -> evaluation of each on the test split -> runs/demo/report.html with Tables 8 and 9.
+#
+# Idempotent: a rerun reuses the data, index, cache, trained checkpoints and evaluations that are
+# already complete (delete runs/demo, or a model's folder, to redo them).
+# Knobs (environment): DEMO_DIR, DEMO_PATIENTS, DEMO_MODELS, DEMO_CONFIGS, DEMO_BOOTSTRAP, MURA.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+MURA=${MURA:-$ROOT/.venv/bin/mura}
+PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
+DEMO=${DEMO_DIR:-runs/demo}
+PATIENTS=${DEMO_PATIENTS:-600}
+MODELS=${DEMO_MODELS:-custom_cnn resnet50 densenet169 efficientnet_b0}
+CONFIGS=${DEMO_CONFIGS:-configs/demo}
+BOOTSTRAP=${DEMO_BOOTSTRAP:-1000}
+START=$(date +%s)
+
+step() { printf '\n== [%4ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
+
+[ -x "$MURA" ] || { echo "demo: $MURA not found; run \`make demo\` (it creates .venv)" >&2; exit 2; }
+mkdir -p "$DEMO"
+
+step "synthetic MURA ($PATIENTS patients)"
+if [ -f "$DEMO/data/.complete" ]; then
+  echo "reusing $DEMO/data"
+else
+  rm -rf "$DEMO/data"
+  "$MURA" synth "$DEMO/data" --patients "$PATIENTS" --seed 0
+  touch "$DEMO/data/.complete"
+fi
+
+step "index"
+if [ -f "$DEMO/index.csv" ] && [ "$DEMO/index.csv" -nt "$DEMO/data/.complete" ]; then
+  echo "reusing $DEMO/index.csv"
+else
+  "$MURA" index "$DEMO/data" --out "$DEMO/index.csv"
+fi
+
+# Each config says its input size; one cache per distinct size (`mura prepare` reuses an up-to-date one).
+config_size() { "$PYTHON" -c 'import sys; from mura.config import load_config; print(load_config(sys.argv[1]).model.size)' "$1"; }
+
+EVALS=()
+for model in $MODELS; do
+  config="$CONFIGS/$model.yaml"
+  [ -f "$config" ] || { echo "demo: $config not found" >&2; exit 2; }
+  size=$(config_size "$config")
+  cache="$DEMO/cache_$size"
+  run="$DEMO/$model"
+
+  step "cache at ${size}px for $model"
+  "$MURA" prepare "$DEMO/index.csv" --out "$cache" --size "$size" --quiet
+
+  step "train $model"
+  if [ -f "$run/best.pt" ] && [ "$run/best.pt" -nt "$config" ] && [ "$run/best.pt" -nt "$DEMO/index.csv" ]; then
+    echo "reusing $run/best.pt"
+  else
+    "$MURA" train --config "$config" --index "$DEMO/index.csv" --cache "$cache" --out "$run"
+  fi
+
+  step "evaluate $model on test"
+  if [ -f "$run/eval/metrics.json" ] && [ "$run/eval/metrics.json" -nt "$run/best.pt" ]; then
+    echo "reusing $run/eval"
+  else
+    "$MURA" evaluate --checkpoint "$run/best.pt" --index "$DEMO/index.csv" --cache "$cache" \
+      --split test --out "$run/eval" --bootstrap "$BOOTSTRAP" --device cpu
+  fi
+  EVALS+=("$run/eval")
+done
+
+step "compare (the spec's Tables 8 and 9)"
+"$MURA" compare "${EVALS[@]}" --out "$DEMO"
+
+step "done in $(( $(date +%s) - START ))s"
+echo "report: $(cd "$DEMO" && pwd)/report.html"

@@ -1,0 +1,198 @@
+"""Read a DICOM radiograph the way a viewer would show it: 8-bit grey plus the body part it claims to be.
+
+Display pipeline (DICOM PS3.3 C.11): stored values -> modality LUT (rescale slope/intercept) -> VOI LUT or
+window centre/width -> MONOCHROME1 inverted so bone is always bright. Without a VOI, the values present are
+stretched to 0..255. The body part comes from `BodyPartExamined`, else the study/series description.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+from mura.errors import ImageDecodeError
+
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+# Words (after upper-casing and splitting on anything but letters) that name one of MURA's body parts.
+# The first word of a text that matches wins, so "WRIST AND HAND" is a wrist.
+BODY_PART_WORDS: dict[str, str] = {
+    **dict.fromkeys(("ELBOW", "ELBOWS", "OLECRANON"), "ELBOW"),
+    **dict.fromkeys(("FINGER", "FINGERS", "DIGIT", "DIGITS", "THUMB", "PHALANX", "PHALANGES"), "FINGER"),
+    **dict.fromkeys(("FOREARM", "FOREARMS", "RADIUS", "ULNA"), "FOREARM"),
+    **dict.fromkeys(("HAND", "HANDS", "METACARPAL", "METACARPALS"), "HAND"),
+    **dict.fromkeys(("HUMERUS", "HUMERI"), "HUMERUS"),
+    **dict.fromkeys(("SHOULDER", "SHOULDERS", "SCAPULA", "GLENOHUMERAL"), "SHOULDER"),
+    **dict.fromkeys(("WRIST", "WRISTS", "CARPUS", "CARPAL", "SCAPHOID"), "WRIST"),
+}
+BODY_PART_PHRASES: dict[str, str] = {"UPPER ARM": "HUMERUS", "UPPERARM": "HUMERUS", "LOWER ARM": "FOREARM"}
+
+# Tags copied into DicomImage.metadata: enough to describe the image, no patient identity.
+METADATA_KEYWORDS = (
+    "Modality",
+    "BodyPartExamined",
+    "StudyDescription",
+    "SeriesDescription",
+    "ViewPosition",
+    "Laterality",
+    "ImageLaterality",
+    "PhotometricInterpretation",
+    "Rows",
+    "Columns",
+    "BitsStored",
+    "NumberOfFrames",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+)
+
+
+@dataclass
+class DicomImage:
+    pixels: np.ndarray  # [H, W] uint8, bone bright
+    body_part: str | None  # one of BODY_PARTS, or None when the tags name none of them
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def body_part_from_text(text: str | None) -> str | None:
+    """The MURA body part a free-text DICOM field names (`"XR WRIST 3V LT"` -> `"WRIST"`), or None."""
+    if not text:
+        return None
+    upper = str(text).upper()
+    hits: list[tuple[int, str]] = [
+        (m.start(), part) for p, part in BODY_PART_PHRASES.items() for m in re.finditer(rf"\b{p}\b", upper)
+    ]
+    hits += [
+        (m.start(), BODY_PART_WORDS[m.group()])
+        for m in re.finditer(r"[A-Z]+", upper)
+        if m.group() in BODY_PART_WORDS
+    ]
+    return min(hits)[1] if hits else None
+
+
+def body_part_from_dataset(ds: Dataset) -> str | None:
+    """`BodyPartExamined` first (the coded field), then the study and series descriptions."""
+    for keyword in ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName"):
+        part = body_part_from_text(ds.get(keyword))
+        if part is not None:
+            return part
+    return None
+
+
+def _voi_to_unit(values: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """Apply the VOI LUT or window and map its output range onto 0..1; None when the file has no VOI.
+
+    The output range of pydicom's VOI depends on bit depth, rescale and LUT descriptor; instead of
+    re-deriving it, two sentinel inputs far below and above the window go through the same transform and
+    their outputs are the range ends (this also keeps inverted LUTs and negative slopes the right way up).
+    """
+    if ds.get("VOILUTSequence"):
+        descriptor = ds.VOILUTSequence[0].LUTDescriptor
+        first, entries = int(descriptor[1]), int(descriptor[0]) or 2**16
+        values = np.rint(values).astype(np.int64)
+        sentinels = np.array([first - 1, first + entries], dtype=np.int64)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        center = float(ds.WindowCenter[0] if ds["WindowCenter"].VM > 1 else ds.WindowCenter)
+        width = float(ds.WindowWidth[0] if ds["WindowWidth"].VM > 1 else ds.WindowWidth)
+        if width < 1:
+            return None
+        sentinels = np.array([center - 10 * width - 1, center + 10 * width + 1])
+        values = values.astype(np.float64)
+    else:
+        return None
+    extended = np.concatenate([values.ravel(), sentinels.astype(values.dtype)])
+    out = apply_voi_lut(extended, ds, prefer_lut=True).astype(np.float64)
+    low, high = out[-2], out[-1]
+    if high == low:
+        return None
+    return np.clip((out[:-2] - low) / (high - low), 0.0, 1.0).reshape(values.shape)
+
+
+def _stretch_to_unit(values: np.ndarray) -> np.ndarray:
+    values = values.astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape)
+    return (values - low) / (high - low)
+
+
+def _first_frame(ds: Dataset) -> np.ndarray:
+    array = ds.pixel_array
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    return array[0] if frames > 1 else array
+
+
+def _to_unit_grey(ds: Dataset, stored: np.ndarray) -> np.ndarray:
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        stored = apply_color_lut(stored, ds)
+    if stored.ndim == 3:  # RGB (pydicom converts YBR to RGB): luminance, scaled by its own bit depth
+        grey = stored[..., 0] * 0.299 + stored[..., 1] * 0.587 + stored[..., 2] * 0.114
+        depth = 16 if photometric == "PALETTE COLOR" else int(ds.get("BitsStored", 8))
+        return np.clip(grey / (2**depth - 1), 0.0, 1.0)
+    values = apply_modality_lut(stored, ds)
+    unit = _voi_to_unit(values, ds)
+    if unit is None:
+        unit = _stretch_to_unit(values)
+    return 1.0 - unit if photometric == "MONOCHROME1" else unit
+
+
+def read_dicom(source: str | Path | bytes, name: str | None = None) -> DicomImage:
+    """Decode a DICOM file (path or bytes) to 8-bit grey; ImageDecodeError names the file and the problem."""
+    label = name or ("<bytes>" if isinstance(source, bytes | bytearray | memoryview) else str(source))
+    handle = io.BytesIO(bytes(source)) if isinstance(source, bytes | bytearray | memoryview) else source
+    try:
+        ds = pydicom.dcmread(handle)
+    except FileNotFoundError:
+        raise ImageDecodeError(label, "file not found") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(label, "is a directory, not a DICOM file") from None
+    except InvalidDicomError:
+        raise ImageDecodeError(label, "not a DICOM file (no DICM marker)") from None
+    except Exception as exc:  # pydicom raises many types on damaged headers
+        raise ImageDecodeError(label, f"unreadable DICOM header: {_first_line(exc)}") from None
+    if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
+        raise ImageDecodeError(label, "DICOM file has no pixel data")
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    syntax_name = getattr(syntax, "name", None) or str(syntax or "unknown transfer syntax")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stored = _first_frame(ds)
+            unit = _to_unit_grey(ds, stored)
+    except Exception as exc:  # decoder plugins raise NotImplementedError, RuntimeError, ValueError, ...
+        reason = f"cannot decode pixel data ({syntax_name}): {_first_line(exc)}"
+        raise ImageDecodeError(label, reason) from None
+    if unit.ndim != 2 or unit.size == 0:
+        raise ImageDecodeError(label, f"unexpected pixel array shape {unit.shape}")
+    pixels = np.round(np.nan_to_num(unit) * 255.0).astype(np.uint8)
+    metadata = {k: _plain(ds.get(k)) for k in METADATA_KEYWORDS if k in ds}
+    metadata["TransferSyntaxUID"] = str(syntax) if syntax else None
+    return DicomImage(pixels=pixels, body_part=body_part_from_dataset(ds), metadata=metadata)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(":") if text else type(exc).__name__
+
+
+def _plain(value: Any) -> Any:
+    """DICOM element values (IS, DS, PersonName, MultiValue, ...) as JSON-friendly Python values."""
+    if isinstance(value, list | tuple | MultiValue):
+        return [_plain(v) for v in value]
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)

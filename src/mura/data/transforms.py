@@ -1,0 +1,122 @@
+"""Preprocessing settings and batch augmentation.
+
+Workers only read uint8 pixels from the memory-mapped cache; everything else happens here on whole
+batches (one `affine_grid` + `grid_sample` call for a batch of 32 instead of 32 PIL rotations), so
+augmentation costs a few milliseconds per batch and never makes the model wait for data. All random
+numbers come from a caller-owned `torch.Generator`, so a seed gives the same views on every run and
+a resumed run can continue the exact stream.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+AUGMENT_MODES = ("none", "flip_rotate", "strong")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How pixels become model input: uint8 -> float /255 -> (x - mean) / std, at `size` px square."""
+
+    size: int = 224
+    resize_mode: str = "stretch"  # stretch | letterbox (how the cache / predictor resizes)
+    mean: float = 0.5
+    std: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        return cls(
+            size=int(data["size"]),
+            resize_mode=str(data.get("resize_mode", "stretch")),
+            mean=float(data["mean"]),
+            std=float(data["std"]),
+        )
+
+    def normalize(self, unit: torch.Tensor) -> torch.Tensor:
+        """Pixels already in [0, 1] -> model input."""
+        return (unit - self.mean) / self.std
+
+    def to_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 1, H, W] (any H, W) -> normalised float [B, 1, size, size]."""
+        unit = to_unit(images, self.size)
+        return self.normalize(unit)
+
+
+def to_unit(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [B, 1, H, W] -> float in [0, 1], resized to `size` when the cache holds another size."""
+    unit = images.float().div_(255.0)
+    if unit.shape[-1] != size or unit.shape[-2] != size:
+        unit = F.interpolate(unit, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        unit = unit.clamp_(0.0, 1.0)
+    return unit
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=generator) * (high - low) + low
+
+
+def random_affine_params(
+    n: int, mode: str, degrees: float, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Per-image random parameters, drawn on the CPU generator in a fixed order (determinism)."""
+    flip = torch.rand(n, generator=generator) < 0.5
+    angle = _uniform(n, -degrees, degrees, generator)
+    params = {"flip": flip, "angle": angle}
+    if mode == "strong":
+        params.update(
+            scale=_uniform(n, 0.9, 1.1, generator),
+            translate=_uniform(2 * n, -0.06, 0.06, generator).view(n, 2),
+            contrast=_uniform(n, 0.8, 1.2, generator),
+            brightness=_uniform(n, -0.08, 0.08, generator),
+            gamma=torch.exp(_uniform(n, math.log(0.8), math.log(1.25), generator)),
+        )
+    return params
+
+
+def _theta(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sampling matrices [B, 2, 3] mapping output to input coordinates (normalised to [-1, 1])."""
+    radians = params["angle"] * (math.pi / 180.0)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    scale = params.get("scale", torch.ones_like(cos))
+    flip = torch.where(params["flip"], -1.0, 1.0)
+    theta = torch.zeros(len(cos), 2, 3)
+    theta[:, 0, 0] = cos / scale * flip
+    theta[:, 0, 1] = -sin / scale
+    theta[:, 1, 0] = sin / scale * flip
+    theta[:, 1, 1] = cos / scale
+    if "translate" in params:
+        theta[:, :, 2] = params["translate"]
+    return theta
+
+
+def augment_batch(unit: torch.Tensor, mode: str, degrees: float, generator: torch.Generator) -> torch.Tensor:
+    """Random flip + rotation (and for `strong`: scale/shift + contrast/brightness/gamma) of [B,1,H,W].
+
+    Input and output are pixels in [0, 1]; corners uncovered by rotation are black, like the
+    background of a radiograph. The tensor may live on any device; parameters come from `generator`.
+    """
+    if mode not in AUGMENT_MODES:
+        raise ValueError(f"unknown augmentation {mode!r} (choose from {', '.join(AUGMENT_MODES)})")
+    if mode == "none" or unit.shape[0] == 0:
+        return unit
+    params = random_affine_params(unit.shape[0], mode, degrees, generator)
+    theta = _theta(params).to(device=unit.device, dtype=unit.dtype)
+    grid = F.affine_grid(theta, list(unit.shape), align_corners=False)
+    out = F.grid_sample(unit, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if mode == "strong":
+        shape = (-1, 1, 1, 1)
+        contrast = params["contrast"].to(unit.device, unit.dtype).view(shape)
+        brightness = params["brightness"].to(unit.device, unit.dtype).view(shape)
+        gamma = params["gamma"].to(unit.device, unit.dtype).view(shape)
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        out = ((out - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
+        out = out.clamp_min(1e-6).pow(gamma)
+    return out

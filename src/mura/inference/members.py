@@ -1,0 +1,163 @@
+"""One ensemble member: a model behind either runtime (PyTorch or ONNX Runtime) plus what travels with it.
+
+Both runtimes return raw logits for the same inputs, so everything after them (softmax, temperature,
+ensembling, thresholds) is shared code in `predictor.py` and the runtimes cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mura.data.transforms import Preprocessing
+from mura.errors import MuraError
+
+RUNTIMES = ("auto", "torch", "onnx")
+ONNX_META_PREFIX = "mura."
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto` is the first GPU when one is present, else the CPU; anything else is checked."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise MuraError(f"device {device!r} requested but no CUDA GPU is available")
+    return resolved
+
+
+def exported_sibling(checkpoint: Path) -> Path | None:
+    """`best.onnx` next to `best.pt` when it is at least as new as the checkpoint (not stale)."""
+    onnx_path = checkpoint.with_suffix(".onnx")
+    if onnx_path.is_file() and onnx_path.stat().st_mtime >= checkpoint.stat().st_mtime:
+        return onnx_path
+    return None
+
+
+@dataclass
+class Member:
+    """What the predictor needs from one checkpoint; `run` maps model input to (fracture, body) logits."""
+
+    source: Path
+    runtime: str  # torch | onnx
+    preprocessing: Preprocessing
+    threshold: dict[str, float]
+    temperature: float
+    has_body_part_head: bool
+    model_name: str
+    info: dict[str, Any] = field(default_factory=dict)  # val_metrics, epoch, config, ...
+
+    def run(self, image: np.ndarray, body_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+@dataclass
+class TorchMember(Member):
+    model: torch.nn.Module | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def run(self, image: np.ndarray, body_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert self.model is not None
+        x = torch.from_numpy(image).to(self.device, non_blocking=True)
+        x = x.contiguous(memory_format=torch.channels_last)
+        parts = torch.from_numpy(body_part).to(self.device)
+        with torch.inference_mode():
+            fracture, body = self.model(x, parts)
+        return fracture.float().cpu().numpy(), body.float().cpu().numpy()
+
+
+@dataclass
+class OnnxMember(Member):
+    session: Any = None  # onnxruntime.InferenceSession
+
+    def run(self, image: np.ndarray, body_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        fracture, body = self.session.run(
+            ["fracture_logits", "body_part_logits"],
+            {"image": np.ascontiguousarray(image, dtype=np.float32), "body_part": body_part.astype(np.int64)},
+        )
+        return fracture, body
+
+
+def load_torch_member(path: Path, device: torch.device) -> TorchMember:
+    from mura.training.checkpoint import load_model
+
+    model, checkpoint = load_model(path, device)
+    model = model.to(memory_format=torch.channels_last).eval()
+    return TorchMember(
+        source=path,
+        runtime="torch",
+        preprocessing=Preprocessing.from_dict(checkpoint["preprocessing"]),
+        threshold={str(k): float(v) for k, v in dict(checkpoint.get("threshold") or {}).items()},
+        temperature=float(checkpoint.get("temperature", 1.0)),
+        has_body_part_head=bool(getattr(model, "has_body_part_head", True)),
+        model_name=str(checkpoint["config"]["model"]["name"]),
+        info={k: checkpoint.get(k) for k in ("val_metrics", "epoch", "versions", "config")},
+        model=model,
+        device=device,
+    )
+
+
+def _decode_metadata(path: Path, raw: dict[str, str]) -> dict[str, Any]:
+    meta = {
+        k.removeprefix(ONNX_META_PREFIX): json.loads(v)
+        for k, v in raw.items()
+        if k.startswith(ONNX_META_PREFIX)
+    }
+    if "preprocessing" not in meta:
+        raise MuraError(f"{path}: ONNX model has no mura metadata (export it with `mura export`)")
+    return meta
+
+
+def load_onnx_member(path: Path, device: torch.device, threads: int = 0) -> OnnxMember:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:
+        raise MuraError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+    meta = _decode_metadata(path, session.get_modelmeta().custom_metadata_map)
+    return OnnxMember(
+        source=path,
+        runtime="onnx",
+        preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
+        threshold={str(k): float(v) for k, v in dict(meta.get("threshold") or {}).items()},
+        temperature=float(meta.get("temperature", 1.0)),
+        has_body_part_head=bool(meta.get("has_body_part_head", True)),
+        model_name=str(meta.get("model_name", "unknown")),
+        info={k: meta.get(k) for k in ("val_metrics", "epoch", "versions", "checkpoint")},
+        session=session,
+    )
+
+
+def load_member(path: str | Path, device: torch.device, runtime: str = "auto") -> Member:
+    """Pick the runtime for one checkpoint: ONNX for `.onnx` files, an up-to-date sibling on CPU, or torch."""
+    if runtime not in RUNTIMES:
+        raise MuraError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise MuraError(f"{path}: checkpoint not found")
+    if path.suffix.lower() == ".onnx":
+        if runtime == "torch":
+            raise MuraError(
+                f"{path}: an ONNX model cannot run with --runtime torch (pass the .pt checkpoint)"
+            )
+        return load_onnx_member(path, device)
+    if runtime == "onnx":
+        onnx_path = path.with_suffix(".onnx")
+        if not onnx_path.is_file():
+            raise MuraError(f"{path}: no exported {onnx_path.name} beside it (run `mura export {path}`)")
+        return load_onnx_member(onnx_path, device)
+    sibling = exported_sibling(path) if runtime == "auto" and device.type == "cpu" else None
+    return load_onnx_member(sibling, device) if sibling else load_torch_member(path, device)

@@ -1,0 +1,157 @@
+"""Export a checkpoint to ONNX that can serve on its own, and prove it computes what PyTorch computes.
+
+The graph takes `image` (float32 [B, 1, S, S], already normalised) and `body_part` (int64 [B], -1 =
+predict it) with a dynamic batch, and returns raw `fracture_logits` [B, 2] and `body_part_logits` [B, 7]:
+the same outputs as the PyTorch model, so the predictor's softmax / temperature / threshold code is
+shared by both runtimes. Preprocessing, thresholds, temperature and body-part names go into the model's
+metadata_props (`mura.*`, JSON values), so `mura predict --checkpoint model.onnx` needs no `.pt` file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import expit, softmax
+
+from mura.errors import MuraError
+from mura.inference.members import ONNX_META_PREFIX
+
+PARITY_TOLERANCE = 1e-4  # max abs difference of probabilities between ONNX Runtime and PyTorch
+INPUT_NAMES = ["image", "body_part"]
+OUTPUT_NAMES = ["fracture_logits", "body_part_logits"]
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    opset: int
+    max_prob_diff: float  # ONNX Runtime vs PyTorch, fracture and body-part probabilities
+    metadata: dict[str, Any]
+
+
+class _Exportable(torch.nn.Module):
+    """The model with a plain (image, body_part) -> (logits, logits) signature, always in eval mode."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, body_part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fracture, body = self.model(image, body_part)
+        return fracture, body
+
+
+def _metadata(checkpoint: dict[str, Any], source: Path, model: torch.nn.Module) -> dict[str, Any]:
+    return {
+        "preprocessing": checkpoint["preprocessing"],
+        "threshold": checkpoint.get("threshold") or {"default": 0.5},
+        "temperature": float(checkpoint.get("temperature", 1.0)),
+        "body_parts": list(checkpoint.get("body_parts") or []),
+        "model_name": checkpoint["config"]["model"]["name"],
+        "has_body_part_head": bool(getattr(model, "has_body_part_head", True)),
+        "val_metrics": checkpoint.get("val_metrics") or {},
+        "epoch": checkpoint.get("epoch"),
+        "versions": {k: str(v) for k, v in dict(checkpoint.get("versions") or {}).items()},
+        "checkpoint": source.name,
+        "outputs": "raw logits; probability = softmax(logits)[:, 1]",
+    }
+
+
+def _export_graph(
+    module: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path, opset: int
+) -> None:
+    """TorchScript-based exporter (fast, honours opset 17); the dynamo exporter if that one fails."""
+    batch_axes = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                module,
+                example,
+                str(path),
+                input_names=INPUT_NAMES,
+                output_names=OUTPUT_NAMES,
+                dynamic_axes=batch_axes,
+                opset_version=opset,
+                dynamo=False,
+            )
+        except Exception:
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            torch.onnx.export(
+                module,
+                example,
+                str(path),
+                input_names=INPUT_NAMES,
+                output_names=OUTPUT_NAMES,
+                dynamic_shapes={"image": {0: batch}, "body_part": {0: batch}},
+                opset_version=max(opset, 18),
+                dynamo=True,
+                verbose=False,
+            )
+
+
+def _probabilities(fracture: np.ndarray, body: np.ndarray) -> np.ndarray:
+    return np.concatenate([expit(fracture[:, 1] - fracture[:, 0])[:, None], softmax(body, axis=1)], axis=1)
+
+
+def parity(model: torch.nn.Module, onnx_path: Path, size: int, batch: int = 4, seed: int = 0) -> float:
+    """Max abs probability difference, ONNX Runtime vs PyTorch, on random inputs (given and -1 parts)."""
+    import onnxruntime as ort
+
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randn(batch, 1, size, size, generator=generator)
+    parts = torch.randint(-1, 7, (batch,), generator=generator)
+    parts[0] = -1
+    with torch.inference_mode():
+        reference = [t.float().numpy() for t in model.eval()(image, parts)]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(OUTPUT_NAMES, {"image": image.numpy(), "body_part": parts.numpy()})
+    return float(np.abs(_probabilities(*reference) - _probabilities(*got)).max())
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: int = 17) -> ExportReport:
+    """Checkpoint -> checked ONNX file with metadata; refuses to write one that disagrees with PyTorch."""
+    import onnx
+
+    from mura.training.checkpoint import load_model
+
+    source = Path(checkpoint)
+    out = Path(out) if out else source.with_suffix(".onnx")
+    model, payload = load_model(source, "cpu")
+    model = model.float().eval()
+    size = int(payload["preprocessing"]["size"])
+    module = _Exportable(model).eval()
+    example = (torch.zeros(2, 1, size, size), torch.tensor([-1, 0], dtype=torch.int64))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _export_graph(module, example, tmp, opset)
+        proto = onnx.load(str(tmp))
+        metadata = _metadata(payload, source, model)
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = ONNX_META_PREFIX + key, json.dumps(value)
+        proto.producer_name = "mura"
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(tmp))
+        diff = parity(model, tmp, size)
+        if not diff < PARITY_TOLERANCE:
+            raise MuraError(
+                f"{source}: ONNX export disagrees with PyTorch (max probability difference {diff:.2e})"
+            )
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportReport(
+        path=out, opset=int(proto.opset_import[0].version), max_prob_diff=diff, metadata=metadata
+    )

@@ -1,0 +1,135 @@
+"""The two task heads every model shares: body part (7-way) and fracture (2-way, body-part aware).
+
+The fracture head sees the image features concatenated with a learned embedding of the body part
+(spec section 3). Where the body part is unknown (index -1, e.g. external data without labels) the
+body-part head's own argmax is embedded instead ("predicted" mode). The choice is made element-wise
+with `torch.where`, so the graph has no data-dependent Python branches and exports to ONNX.
+
+Hidden sizes the spec leaves open are chosen here and listed per model in `SPEC_HEADS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mura.constants import NUM_BODY_PARTS
+from mura.errors import MuraError
+
+
+def mlp(
+    in_dim: int, hidden: tuple[int, ...], out_dim: int, *, dropout: float, batch_norm: bool
+) -> nn.Sequential:
+    """Linear -> [BatchNorm] -> ReLU -> Dropout per hidden size, then a final Linear to `out_dim`."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for size in hidden:
+        layers.append(nn.Linear(width, size))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(size))
+        layers += [nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        width = size
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Hidden sizes of the two heads for one architecture (what the spec fixes, and what we chose)."""
+
+    fracture_hidden: tuple[int, ...]
+    fracture_batch_norm: bool
+    body_part_hidden: tuple[int, ...]
+
+
+# resnet50: spec fixes 2080 in, "FC + BN + ReLU + dropout blocks", body-part head FC+ReLU+dropout+linear(7);
+#   we choose 2080 -> 512 -> 128 -> 2 and 2048 -> 256 -> 7.
+# densenet169: spec fixes three FC layers with BN/ReLU/dropout on 1696 and 1664 -> 128 -> 7;
+#   we choose 1696 -> 512 -> 128 -> 2 (three Linear layers).
+# efficientnet_b0: spec fixes 1312 in, three FC layers with ReLU + dropout, last Linear(256 -> 2), no BN;
+#   we choose 1312 -> 512 -> 256 -> 2 and a body-part head 1280 -> 128 -> 7 like densenet169's.
+# generic (any other timm backbone): F+32 -> 512 -> 256 -> 2 with BN (keeps unnormalised features of
+#   unfamiliar backbones well scaled) and F -> 128 -> 7.
+SPEC_HEADS: dict[str, HeadSpec] = {
+    "resnet50": HeadSpec((512, 128), True, (256,)),
+    "densenet169": HeadSpec((512, 128), True, (128,)),
+    "efficientnet_b0": HeadSpec((512, 256), False, (128,)),
+    "generic": HeadSpec((512, 256), True, (128,)),
+}
+
+
+class MultiTaskHeads(nn.Module):
+    """Body-part head on the features; fracture head on concat(features, body-part embedding).
+
+    `body_part_head=None` builds the spec's single-output form: body-part logits are all zero (a uniform
+    distribution, i.e. no opinion) and every image needs a known body part; `has_body_part_head` tells
+    callers (the predictor refuses "predicted" mode for such models), and eager calls with -1 raise.
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        fracture_head: nn.Module,
+        body_part_head: nn.Module | None,
+        *,
+        embed_dim: int = 32,
+        num_body_parts: int = NUM_BODY_PARTS,
+    ) -> None:
+        super().__init__()
+        self.feature_dim = feature_dim
+        self.num_body_parts = num_body_parts
+        self.embedding = nn.Embedding(num_body_parts, embed_dim)
+        self.body_part_head = body_part_head
+        self.fracture_head = fracture_head
+
+    @property
+    def has_body_part_head(self) -> bool:
+        return self.body_part_head is not None
+
+    def body_part_logits(self, features: torch.Tensor) -> torch.Tensor:
+        if self.body_part_head is None:
+            return features.new_zeros(features.shape[0], self.num_body_parts)
+        return self.body_part_head(features)
+
+    def forward(self, features: torch.Tensor, body_part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        body_part_logits = self.body_part_logits(features)
+        if self.body_part_head is None and not _tracing() and bool((body_part < 0).any()):
+            raise MuraError(
+                "this model has no body-part head (body_part_head=False): every image needs a known "
+                "body part, got -1 (unknown)"
+            )
+        # argmax carries no gradient, so the predicted part is effectively detached.
+        predicted = body_part_logits.argmax(dim=1)
+        used = torch.where(body_part >= 0, body_part, predicted)
+        embedded = self.embedding(used).to(features.dtype)
+        fracture_logits = self.fracture_head(torch.cat([features, embedded], dim=1))
+        return fracture_logits, body_part_logits
+
+
+def _tracing() -> bool:
+    """True while exporting/compiling, where the eager-only input check must not run."""
+    return bool(torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
+
+
+def build_heads(
+    spec_name: str,
+    feature_dim: int,
+    *,
+    embed_dim: int,
+    dropout: float,
+    body_part_head: bool,
+    num_body_parts: int,
+) -> MultiTaskHeads:
+    """The heads of `spec_name` (a key of SPEC_HEADS) on `feature_dim`-wide backbone features."""
+    spec = SPEC_HEADS[spec_name]
+    fracture = mlp(
+        feature_dim + embed_dim, spec.fracture_hidden, 2, dropout=dropout, batch_norm=spec.fracture_batch_norm
+    )
+    body = (
+        mlp(feature_dim, spec.body_part_hidden, num_body_parts, dropout=dropout, batch_norm=False)
+        if body_part_head
+        else None
+    )
+    return MultiTaskHeads(feature_dim, fracture, body, embed_dim=embed_dim, num_body_parts=num_body_parts)

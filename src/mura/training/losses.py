@@ -1,0 +1,137 @@
+"""Multi-task loss: fracture (cross-entropy or focal, optionally class-weighted) + weighted body-part CE.
+
+Class weights follow the MURA paper: for body part T with |A| abnormal and |N| normal training
+images, abnormal images weigh |N|/(|A|+|N|) and normal ones |A|/(|A|+|N|). We rescale that pair so
+the mean weight over T's training images is 1 (which makes them scikit-learn's "balanced" weights,
+|A+N|/(2|A|) and |A+N|/(2|N|)): the fracture loss then keeps its scale next to the body-part loss.
+
+Weights are indexed `[body_part, label]`. A `[8, 2]` table carries the global weights in its last
+row, which is exactly where index -1 (unknown body part) lands, so unknown parts fall back to global
+weights. A `[7, 2]` table gets the mean of its rows appended for that purpose; a `[2]` tensor applies
+to every body part.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mura.constants import NUM_BODY_PARTS, body_part_index
+from mura.errors import MuraError
+
+CLASS_WEIGHT_MODES = ("none", "global", "per_body_part")
+
+
+class LossParts(NamedTuple):
+    total: torch.Tensor
+    fracture: torch.Tensor
+    body_part: torch.Tensor
+
+
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-sample focal loss -(1 - p_t)^gamma * log(p_t) * weight (gamma=0 is cross-entropy)."""
+    log_p = F.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
+    loss = -((1.0 - log_p.exp()) ** gamma) * log_p
+    return loss if weight is None else loss * weight
+
+
+def _weight_table(class_weights: torch.Tensor | None) -> torch.Tensor | None:
+    if class_weights is None:
+        return None
+    weights = torch.as_tensor(class_weights, dtype=torch.float32)
+    if weights.shape == (2,):
+        return weights.expand(NUM_BODY_PARTS + 1, 2).clone()
+    if weights.shape == (NUM_BODY_PARTS, 2):
+        return torch.cat([weights, weights.mean(dim=0, keepdim=True)])
+    if weights.shape == (NUM_BODY_PARTS + 1, 2):
+        return weights.clone()
+    raise MuraError(f"class weights must have shape [2], [7, 2] or [8, 2], got {list(weights.shape)}")
+
+
+class MultiTaskLoss(nn.Module):
+    """`loss(fracture_logits, body_part_logits, label, body_part) -> LossParts(total, fracture, body_part)`.
+
+    total = fracture + body_part_weight * body_part. The fracture term is the mean over the batch of
+    per-image (weighted) CE or focal loss; the body-part term is CE over images whose body part is
+    known (-1 is ignored; a batch with none contributes 0, not NaN).
+    """
+
+    def __init__(
+        self,
+        fracture_loss: str = "ce",
+        focal_gamma: float = 2.0,
+        body_part_weight: float = 1.0,
+        class_weights: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if fracture_loss not in ("ce", "focal"):
+            raise MuraError(f"loss {fracture_loss!r} is not one of ce, focal")
+        self.fracture_loss = fracture_loss
+        self.focal_gamma = float(focal_gamma) if fracture_loss == "focal" else 0.0
+        self.body_part_weight = float(body_part_weight)
+        table = _weight_table(class_weights)
+        self.register_buffer("class_weights", table, persistent=False)
+
+    def forward(
+        self,
+        fracture_logits: torch.Tensor,
+        body_part_logits: torch.Tensor,
+        label: torch.Tensor,
+        body_part: torch.Tensor,
+    ) -> LossParts:
+        label = label.long()
+        body_part = body_part.long()
+        weight = None if self.class_weights is None else self.class_weights[body_part, label]
+        fracture = focal_loss(fracture_logits, label, self.focal_gamma, weight).mean()
+        known = (body_part >= 0).sum().clamp(min=1)
+        body = F.cross_entropy(body_part_logits.float(), body_part, ignore_index=-1, reduction="sum") / known
+        return LossParts(fracture + self.body_part_weight * body, fracture, body)
+
+
+def _balanced(labels: pd.Series) -> tuple[float, float] | None:
+    """(normal, abnormal) weights with mean 1 over these labels, or None if a class is absent."""
+    total = len(labels)
+    abnormal = int((labels == 1).sum())
+    normal = total - abnormal
+    if abnormal == 0 or normal == 0:
+        return None
+    return total / (2.0 * normal), total / (2.0 * abnormal)
+
+
+def class_weights_from_index(
+    df: pd.DataFrame, mode: str = "per_body_part", split: str | None = "train"
+) -> torch.Tensor | None:
+    """Class weights from an index's `label` (and `body_part`) columns, for `MultiTaskLoss`.
+
+    `none` -> None; `global` -> tensor[2] (normal, abnormal); `per_body_part` -> tensor[8, 2]: rows
+    0..6 per body part, row 7 the global weights (used for unknown parts, and for any body part whose
+    training images lack one of the classes). Only rows of `split` count, when the index has a
+    `split` column and `split` is given.
+    """
+    if mode not in CLASS_WEIGHT_MODES:
+        raise MuraError(f"class_weights {mode!r} is not one of {', '.join(CLASS_WEIGHT_MODES)}")
+    if mode == "none":
+        return None
+    if split is not None and "split" in df.columns:
+        df = df[df["split"] == split]
+    if "label" not in df.columns or df.empty:
+        raise MuraError(f"class weights need labelled {split or ''} rows in the index; found none")
+    labels = df["label"].astype(int)
+    overall = _balanced(labels)
+    if overall is None:
+        raise MuraError("class weights need both normal and abnormal training images; one class is missing")
+    if mode == "global":
+        return torch.tensor(overall, dtype=torch.float32)
+    parts = df["body_part"].map(body_part_index) if "body_part" in df.columns else pd.Series(-1, df.index)
+    table = torch.tensor([overall] * (NUM_BODY_PARTS + 1), dtype=torch.float32)
+    for part in range(NUM_BODY_PARTS):
+        pair = _balanced(labels[parts == part])
+        if pair is not None:
+            table[part] = torch.tensor(pair)
+    return table

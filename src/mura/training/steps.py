@@ -1,0 +1,186 @@
+"""One epoch of training and one pass of evaluation, shared by the image path and the feature-cache path.
+
+Both paths feed `module(inputs, body_part)`; what differs is how a batch becomes `inputs` (`BatchInput`):
+uint8 pixels -> resize/augment/normalise on the device, or cached backbone features as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+from tqdm import tqdm
+
+from mura.data.transforms import Preprocessing, augment_batch, to_unit
+from mura.training.distributed import DistInfo, all_reduce_sum, gather_by_row
+from mura.training.schedule import LrSchedule
+
+BatchInput = Callable[[Any, bool], torch.Tensor]
+
+
+class ImageInput:
+    """uint8 batch -> model input on the device; augmentation (training only) from `generator`."""
+
+    def __init__(
+        self,
+        pre: Preprocessing,
+        augment: str,
+        degrees: float,
+        device: torch.device,
+        channels_last: bool,
+        generator: torch.Generator,
+    ) -> None:
+        self.pre, self.augment, self.degrees = pre, augment, degrees
+        self.device, self.channels_last, self.generator = device, channels_last, generator
+
+    def pixels(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        unit = to_unit(images.to(self.device, non_blocking=True), self.pre.size)
+        if generator is not None:
+            unit = augment_batch(unit, self.augment, self.degrees, generator)
+        x = self.pre.normalize(unit)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __call__(self, batch: Any, train: bool) -> torch.Tensor:
+        return self.pixels(batch.image, self.generator if train else None)
+
+
+class FeatureInput:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __call__(self, batch: Any, train: bool) -> torch.Tensor:
+        return batch.image.to(self.device, non_blocking=True)
+
+
+def autocast_for(device: torch.device, enabled: bool) -> Callable[[], Any]:
+    """bf16 autocast on CUDA (no loss scaling needed); a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def train_one_epoch(
+    module: torch.nn.Module,
+    loader: Any,
+    batch_input: BatchInput,
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: LrSchedule,
+    info: DistInfo,
+    grad_clip: float,
+    autocast: Callable[[], Any],
+    desc: str,
+) -> dict[str, float]:
+    """Returns mean losses, images/s and the fraction of wall time spent waiting for batches."""
+    module.train()
+    params = [p for p in module.parameters() if p.requires_grad]
+    sums = torch.zeros(4, dtype=torch.float64)  # total, fracture, body part, images
+    wait = 0.0
+    start = mark = time.perf_counter()
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not info.is_main):
+        wait += time.perf_counter() - mark
+        body_part = batch.body_part.to(info.device, non_blocking=True)
+        label = batch.label.to(info.device, non_blocking=True)
+        x = batch_input(batch, True)
+        with autocast():
+            fracture_logits, body_part_logits = module(x, body_part)
+        parts = loss_fn(fracture_logits.float(), body_part_logits.float(), label, body_part)
+        total = parts.total
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        schedule.batch_end()
+        n = len(batch)
+        sums += torch.tensor(
+            [float(t.detach()) * n for t in (total, parts.fracture, parts.body_part)] + [n],
+            dtype=torch.float64,
+        )
+        mark = time.perf_counter()
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    totals = all_reduce_sum(sums, info)
+    count = max(float(totals[3]), 1.0)
+    return {
+        "train_loss": float(totals[0]) / count,
+        "train_fracture_loss": float(totals[1]) / count,
+        "train_body_part_loss": float(totals[2]) / count,
+        "train_images_per_s": float(totals[3]) / elapsed,
+        "data_wait_fraction": wait / elapsed,
+    }
+
+
+@torch.no_grad()
+def predict(
+    module: torch.nn.Module,
+    loader: Any,
+    batch_input: BatchInput,
+    info: DistInfo,
+    autocast: Callable[[], Any],
+    desc: str = "val",
+) -> dict[str, np.ndarray]:
+    """Logits for every image of the (sharded) loader, gathered from all ranks, each row once."""
+    module.eval()
+    rows, values = [], []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not info.is_main):
+        body_part = batch.body_part.to(info.device, non_blocking=True)
+        with autocast():
+            fracture_logits, body_part_logits = module(batch_input(batch, False), body_part)
+        values.append(
+            torch.cat(
+                [
+                    fracture_logits.float().cpu(),
+                    body_part_logits.float().cpu(),
+                    batch.label[:, None].double(),
+                    batch.body_part[:, None].double(),
+                ],
+                dim=1,
+            )
+        )
+        rows.append(batch.row)
+    local_rows = torch.cat(rows) if rows else torch.empty(0, dtype=torch.int64)
+    local = torch.cat([v.double() for v in values]) if values else torch.empty(0, 11, dtype=torch.float64)
+    all_rows, gathered = gather_by_row(local_rows, local, info)
+    return {
+        "rows": all_rows.numpy(),
+        "fracture_logits": gathered[:, 0:2].numpy(),
+        "body_part_logits": gathered[:, 2:9].numpy(),
+        "labels": gathered[:, 9].round().long().numpy(),
+        "body_parts": gathered[:, 10].round().long().numpy(),
+    }
+
+
+def validation_metrics(arrays: dict[str, np.ndarray], loss_fn: torch.nn.Module) -> dict[str, float]:
+    """Validation loss (same definition as training), fracture AUC and kappa at 0.5, body-part accuracy."""
+    labels, parts = arrays["labels"], arrays["body_parts"]
+    fracture = torch.from_numpy(arrays["fracture_logits"]).float()
+    body = torch.from_numpy(arrays["body_part_logits"]).float()
+    device = next((b.device for b in loss_fn.buffers()), torch.device("cpu"))
+    total = loss_fn(
+        fracture.to(device),
+        body.to(device),
+        torch.from_numpy(labels).to(device),
+        torch.from_numpy(parts).to(device),
+    ).total
+    probs = torch.softmax(fracture, dim=1)[:, 1].numpy()
+    two_classes = len(np.unique(labels)) == 2
+    auc = float(roc_auc_score(labels, probs)) if two_classes else math.nan
+    predicted = (probs >= 0.5).astype(int)
+    kappa = float(cohen_kappa_score(labels, predicted)) if two_classes else math.nan
+    if two_classes and math.isnan(kappa):  # constant predictions: no agreement beyond chance
+        kappa = 0.0
+    known = parts >= 0
+    body_acc = float((body[known].argmax(1).numpy() == parts[known]).mean()) if known.any() else math.nan
+    return {
+        "val_loss": float(total),
+        "val_auc": auc,
+        "val_kappa": kappa,
+        "val_body_part_acc": body_acc,
+        "val_images": int(len(labels)),
+    }

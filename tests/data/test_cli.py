@@ -1,0 +1,88 @@
+"""The data commands end to end, and their one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mura.cli import main
+from mura.data.cache import open_cache
+from mura.data.index import read_index
+
+
+def _one_line_error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_synth_index_prepare(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["synth", str(tmp_path / "s"), "--patients", "10", "--seed", "4", "--workers", "1"]) == 0
+    assert (tmp_path / "s" / "MURA-v1.1" / "train_image_paths.csv").is_file()
+    assert (
+        main(["index", str(tmp_path / "s"), "--out", str(tmp_path / "i.csv"), "--split-unit", "image"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "body part" in out and "abnorm" in out and "studies" in out  # the Figure 1 table
+    frame = read_index(tmp_path / "i.csv")
+    assert f"all    ALL        {len(frame):>7}" in out
+    assert (
+        main(
+            [
+                "prepare",
+                str(tmp_path / "i.csv"),
+                "--size",
+                "32",
+                "--out",
+                str(tmp_path / "c"),
+                "--workers",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert open_cache(tmp_path / "c").images.shape == (len(frame), 32, 32)
+    assert (
+        main(["prepare", str(tmp_path / "i.csv"), "--size", "32", "--out", str(tmp_path / "c"), "--quiet"])
+        == 0
+    )
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_missing_root_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    err = _one_line_error(["index", str(tmp_path / "nowhere"), "--out", str(tmp_path / "i.csv")], capsys)
+    assert "nowhere: no such directory" in err
+    err = _one_line_error(
+        ["index", str(tmp_path / "nowhere"), "--format", "folders", "--out", "x.csv"], capsys
+    )
+    assert "nowhere" in err
+
+
+def test_csv_pointing_at_missing_files_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    mura = tmp_path / "MURA-v1.1"
+    mura.mkdir()
+    rel = "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/image1.png"
+    (mura / "train_image_paths.csv").write_text(rel + "\n")
+    err = _one_line_error(["index", str(tmp_path), "--out", str(tmp_path / "i.csv")], capsys)
+    assert "listed images are missing" in err and "patient00001" in err
+    assert not (tmp_path / "i.csv").exists()
+
+
+def test_empty_dataset_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "MURA-v1.1" / "train").mkdir(parents=True)
+    (tmp_path / "MURA-v1.1" / "train" / ".DS_Store").write_bytes(b"x")
+    err = _one_line_error(["index", str(tmp_path), "--out", str(tmp_path / "i.csv")], capsys)
+    assert "no images found" in err
+    (tmp_path / "folders").mkdir()
+    err = _one_line_error(
+        ["index", str(tmp_path / "folders"), "--format", "folders", "--out", "i.csv"], capsys
+    )
+    assert "no labelled images" in err
+
+
+def test_prepare_with_missing_index_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    err = _one_line_error(["prepare", str(tmp_path / "none.csv"), "--out", str(tmp_path / "c")], capsys)
+    assert "index file not found" in err

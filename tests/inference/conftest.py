@@ -1,0 +1,129 @@
+"""Real checkpoints for inference tests, written through the training package's own save functions.
+
+Randomly initialised backbones output almost the same logits for every image (timm zero-initialises the
+last BatchNorm of each residual block), which would make parity and ensemble tests pass trivially. The
+factory therefore measures BatchNorm statistics on random smooth images and scales the last layer of
+each head so logits spread over a few units across images: outputs really depend on the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mura.config import load_config
+from mura.models.registry import model_from_config
+from mura.training.checkpoint import base_payload, save_checkpoint
+
+CheckpointFactory = Callable[..., Path]
+
+
+def blobs(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Smooth random images (noise would average away in global pooling and give constant features)."""
+    coarse = torch.randn(n, 1, 6, 6, generator=generator) * 1.5
+    smooth = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+    return smooth + 0.3 * torch.randn(n, 1, size, size, generator=generator)
+
+
+def calibrate_batchnorm(model: torch.nn.Module, size: int, seed: int) -> None:
+    """Random BatchNorm scales, then running statistics measured on random images (unit-variance layers)."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batches
+            module.weight.data = torch.rand(module.num_features, generator=generator) + 0.5
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(blobs(16, size, generator), torch.randint(0, 7, (16,), generator=generator))
+    model.eval()
+
+
+def spread_logits(model: torch.nn.Module, size: int, seed: int, target_std: float = 2.0) -> None:
+    """Rescale each head's last Linear so its logits vary by `target_std` across random images, centred."""
+    generator = torch.Generator().manual_seed(seed)
+    image = blobs(16, size, generator)
+    parts = torch.randint(0, 7, (16,), generator=generator)
+    model.eval()
+    with torch.no_grad():
+        outputs = model(image, parts)
+        for head, out in zip((model.heads.fracture_head, model.heads.body_part_head), outputs, strict=True):
+            if head is None:
+                continue
+            last = [m for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
+            gain = target_std / float((out - out.mean(0)).std().clamp_min(1e-8))
+            last.weight.mul_(gain)
+            last.bias.copy_(-gain * (out.mean(0) - last.bias))
+
+
+def write_checkpoint(
+    path: Path,
+    name: str = "custom_cnn",
+    size: int = 32,
+    *,
+    seed: int = 0,
+    resize_mode: str = "stretch",
+    threshold: dict[str, float] | None = None,
+    temperature: float = 1.0,
+    body_part_head: bool = True,
+    model: torch.nn.Module | None = None,
+) -> Path:
+    cfg = load_config(
+        overrides={
+            "model.name": name,
+            "model.size": size,
+            "model.freeze": "full",
+            "model.body_part_head": body_part_head,
+        }
+    )
+    if model is None:
+        torch.manual_seed(seed)
+        model = model_from_config(cfg.model)
+        calibrate_batchnorm(model, size, seed)
+        spread_logits(model, size, seed)
+    preprocessing = {"size": size, "resize_mode": resize_mode, **model.default_preprocessing}
+    payload = base_payload(
+        model.state_dict(),
+        cfg,
+        preprocessing,
+        epoch=1,
+        val_metrics={"auc": 0.5},
+        threshold=threshold,
+        temperature=temperature,
+    )
+    payload["versions"] = {k: str(v) for k, v in payload["versions"].items()}
+    return save_checkpoint(path, payload)
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> CheckpointFactory:
+    """`make_checkpoint("a.pt", "custom_cnn", 32, seed=1, ...)` -> path; one file per name per session."""
+    directory = tmp_path_factory.mktemp("checkpoints")
+    made: dict[str, Path] = {}
+
+    def make(filename: str, *args: object, **kwargs: object) -> Path:
+        if filename not in made:
+            made[filename] = write_checkpoint(directory / filename, *args, **kwargs)
+        return made[filename]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def smooth_images() -> Callable[..., list[np.ndarray]]:
+    """`smooth_images(n)`: uint8 radiograph-like images (varied sizes) like those the test models saw."""
+
+    def make(n: int, seed: int = 1) -> list[np.ndarray]:
+        generator = torch.Generator().manual_seed(seed)
+        out = []
+        for i in range(n):
+            unit = blobs(1, 48, generator)[0, 0].numpy() * 0.25 + 0.5
+            out.append(np.clip(unit * 255, 0, 255).astype(np.uint8)[: 40 + i % 9])
+        return out
+
+    return make

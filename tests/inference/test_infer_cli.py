@@ -1,0 +1,137 @@
+"""`mura predict / explain / export` end to end on folders of PNG, JPEG and DICOM files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from mura.cli import main
+from mura.constants import BODY_PARTS
+
+
+def write_dicom(path: Path, pixels: np.ndarray, body_part: str) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = (pixels.astype(np.uint16) * 16).tobytes()
+    ds.BodyPartExamined = body_part
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory, smooth_images) -> Path:
+    """root/patient1/study1: 2 PNG + 1 DICOM (WRIST); root/patient1/study2: 1 JPEG + 1 broken file."""
+    root = tmp_path_factory.mktemp("studies")
+    first, second = root / "patient1" / "study1", root / "patient1" / "study2"
+    first.mkdir(parents=True)
+    second.mkdir(parents=True)
+    imgs = smooth_images(4, seed=5)
+    Image.fromarray(imgs[0]).save(first / "view1.png")
+    Image.fromarray(imgs[1]).save(first / "view2.png")
+    write_dicom(first / "view3.dcm", imgs[2], "WRIST")
+    Image.fromarray(imgs[3]).convert("RGB").save(second / "view1.jpg", quality=90)
+    (second / "view2.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    (second / "notes.txt").write_text("ignored: not an image suffix")
+    return root
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_predict_folder_jsonl_with_study_mode(make_checkpoint, studies, capsys) -> None:
+    ckpt = make_checkpoint("cli.pt", "custom_cnn", 32, seed=21, threshold={"default": 0.5, "youden": 0.4})
+    code, out, err = run(
+        capsys, "predict", str(studies), "--checkpoint", str(ckpt), "--study", "--runtime", "torch"
+    )
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    images = [r for r in records if r["kind"] == "image"]
+    assert len(images) == 4  # the broken PNG is skipped, notes.txt is not an image
+    assert err.count("\n") == 1 and "view2.png" in err and "skipped" in err  # one line naming the file
+    for record in images:
+        assert 0.0 <= record["fracture_probability"] <= 1.0 and record["threshold"] == 0.4
+        assert record["decision"] == ("abnormal" if record["fracture_probability"] >= 0.4 else "normal")
+        assert set(record["body_part_probabilities"]) == set(BODY_PARTS)
+        assert abs(sum(record["body_part_probabilities"].values()) - 1) < 1e-6
+    dicom = next(r for r in images if r["path"].endswith("view3.dcm"))
+    assert dicom["body_part"] == "WRIST" and dicom["body_part_used"] == "given"
+    assert dicom["body_part_source"] == "dicom"
+    assert {r["body_part_used"] for r in images if not r["path"].endswith(".dcm")} == {"predicted"}
+    study_rows = {Path(r["path"]).name: r for r in records if r["kind"] == "study"}
+    assert set(study_rows) == {"study1", "study2"}
+    views = [r["fracture_probability"] for r in images if "/study1/" in r["path"]]
+    assert study_rows["study1"]["views"] == 3
+    assert study_rows["study1"]["fracture_probability"] == pytest.approx(np.mean(views))
+    assert study_rows["study2"]["views"] == 1 and study_rows["study2"]["views_failed"] == 1
+
+
+def test_predict_csv_with_body_part_tta_and_cam(make_checkpoint, studies, tmp_path, capsys) -> None:
+    ckpt = make_checkpoint("cli.pt", "custom_cnn", 32, seed=21, threshold={"default": 0.5, "youden": 0.4})
+    out_csv, cam_dir = tmp_path / "out.csv", tmp_path / "cams"
+    study1 = str(studies / "patient1" / "study1")
+    argv = [
+        "predict",
+        study1,
+        "-c",
+        str(ckpt),
+        "--format",
+        "csv",
+        "--out",
+        str(out_csv),
+        "--body-part",
+        "hand",
+    ]
+    code, _, _ = run(capsys, *argv, "--tta", "--cam", str(cam_dir))
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
+    assert len(rows) == 3 and {r["body_part"] for r in rows} == {"HAND"}  # the argument beats DICOM tags
+    assert {r["body_part_used"] for r in rows} == {"given"} and "prob_WRIST" in rows[0]
+    pngs = sorted(cam_dir.glob("*.png"))
+    assert len(pngs) == 3
+    with Image.open(pngs[0]) as overlay:
+        assert overlay.mode == "RGB"
+
+
+def test_nothing_predictable_exits_2(make_checkpoint, studies, capsys) -> None:
+    ckpt = make_checkpoint("cli.pt", "custom_cnn", 32, seed=21, threshold={"default": 0.5, "youden": 0.4})
+    bad = studies / "patient1" / "study2" / "view2.png"
+    code, out, err = run(capsys, "predict", str(bad), "-c", str(ckpt))
+    assert code == 2 and out == "" and "view2.png" in err and "Traceback" not in err
+
+
+def test_missing_checkpoint_is_one_line(studies, tmp_path, capsys) -> None:
+    code, _, err = run(capsys, "predict", str(studies), "-c", str(tmp_path / "missing.pt"))
+    assert code == 2 and err.strip().count("\n") == 0 and "checkpoint not found" in err
+
+
+def test_explain_and_export(make_checkpoint, studies, tmp_path, capsys) -> None:
+    ckpt = make_checkpoint("cli.pt", "custom_cnn", 32, seed=21, threshold={"default": 0.5, "youden": 0.4})
+    code, out, _ = run(
+        capsys, "explain", str(studies / "patient1" / "study1"), "-c", str(ckpt), "--out", str(tmp_path)
+    )
+    assert code == 0 and len(out.splitlines()) == 3
+    with Image.open(tmp_path / "study1_view1_cam.png") as overlay:
+        assert overlay.size == Image.open(studies / "patient1" / "study1" / "view1.png").size
+    onnx_path = tmp_path / "model.onnx"
+    code, out, _ = run(capsys, "export", str(ckpt), "--format", "onnx", "--out", str(onnx_path))
+    assert code == 0 and onnx_path.is_file() and "max |p_onnx - p_torch|" in out
+    code, out, _ = run(capsys, "predict", str(studies / "patient1" / "study1"), "-c", str(onnx_path))
+    assert code == 0 and len(out.splitlines()) == 3

@@ -1,0 +1,147 @@
+"""Predictor: exact checkpoint preprocessing, ensembles, TTA, thresholds, body-part modes, caches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.special import expit
+
+from mura.constants import BODY_PARTS
+from mura.data.images import resize_image
+from mura.errors import MuraError
+from mura.inference.predictor import Predictor
+from mura.training.checkpoint import load_model
+
+
+def images(n: int = 5, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shapes = [(40, 56), (64, 48), (33, 33), (80, 60), (50, 70)]
+    return [rng.integers(0, 256, shapes[i % len(shapes)], dtype=np.uint8) for i in range(n)]
+
+
+def manual_probs(path, imgs, parts, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """What the checkpoint means, computed by hand: resize, /255, (x - mean) / std, model, softmax."""
+    model, checkpoint = load_model(path, "cpu")
+    pre = checkpoint["preprocessing"]
+    x = np.stack([resize_image(im, pre["size"], pre["resize_mode"]) for im in imgs]).astype(np.float32)
+    x = torch.from_numpy((x / 255.0 - pre["mean"]) / pre["std"])[:, None]
+    if flip:
+        x = torch.flip(x, dims=[-1])
+    with torch.no_grad():
+        fracture, body = model(x, torch.tensor(parts))
+    return expit((fracture[:, 1] - fracture[:, 0]).double().numpy()), torch.softmax(body.double(), 1).numpy()
+
+
+def test_single_model_uses_the_checkpoint_preprocessing(make_checkpoint) -> None:
+    path = make_checkpoint("letterbox48.pt", "custom_cnn", 48, seed=3, resize_mode="letterbox")
+    imgs, parts = images(), [-1, 0, 3, -1, 6]
+    batch = Predictor.from_checkpoints([path], runtime="torch").predict_images(imgs, parts)
+    expected_fracture, expected_body = manual_probs(path, imgs, parts)
+    np.testing.assert_allclose(batch.fracture_prob, expected_fracture, atol=1e-5)
+    np.testing.assert_allclose(batch.body_part_probs, expected_body, atol=1e-5)
+    assert batch.body_part_used == ["predicted", "given", "given", "predicted", "given"]
+    assert batch.body_part[1:3].tolist() == [0, 3]
+    assert batch.body_part[0] == expected_body[0].argmax()
+    assert np.ptp(batch.fracture_prob) > 1e-3  # the inputs matter: not a constant model
+
+
+def test_ensemble_is_the_mean_of_its_members_even_with_different_sizes(make_checkpoint) -> None:
+    a = make_checkpoint("cnn32.pt", "custom_cnn", 32, seed=1, threshold={"default": 0.5, "youden": 0.3})
+    b = make_checkpoint("cnn48.pt", "custom_cnn", 48, seed=2, threshold={"default": 0.5, "youden": 0.6})
+    imgs, parts = images(6), [-1, 1, 2, -1, 4, 5]
+    members = [Predictor.from_checkpoints([p], runtime="torch").predict_images(imgs, parts) for p in (a, b)]
+    ensemble = Predictor.from_checkpoints([a, b], runtime="torch")
+    both = ensemble.predict_images(imgs, parts)
+    np.testing.assert_allclose(both.fracture_prob, (members[0].fracture_prob + members[1].fracture_prob) / 2)
+    np.testing.assert_allclose(
+        both.body_part_probs, (members[0].body_part_probs + members[1].body_part_probs) / 2
+    )
+    assert ensemble.threshold_name == "youden" and both.threshold == pytest.approx(0.45)
+    assert [len(s) for s in [ensemble.input_specs]] == [2]
+    assert np.array_equal(both.decision, both.fracture_prob >= 0.45)
+
+
+def test_flip_tta_averages_the_image_and_its_mirror(make_checkpoint) -> None:
+    path = make_checkpoint("cnn32.pt", "custom_cnn", 32, seed=1, threshold={"default": 0.5, "youden": 0.3})
+    imgs, parts = images(4), [2, 2, -1, 5]
+    batch = Predictor.from_checkpoints([path], runtime="torch", tta=True).predict_images(imgs, parts)
+    plain, _ = manual_probs(path, imgs, parts)
+    mirrored, _ = manual_probs(path, imgs, parts, flip=True)
+    np.testing.assert_allclose(batch.fracture_prob, (plain + mirrored) / 2, atol=1e-5)
+    assert not np.allclose(plain, mirrored, atol=1e-4)
+
+
+def test_threshold_choice_and_calibration(make_checkpoint) -> None:
+    plain = make_checkpoint("plain.pt", "custom_cnn", 32, seed=4)
+    tuned = make_checkpoint(
+        "tuned.pt",
+        "custom_cnn",
+        32,
+        seed=4,
+        threshold={"default": 0.5, "youden": 0.2, "sensitivity_0.90": 0.1},
+        temperature=2.0,
+    )
+    assert Predictor.from_checkpoints([plain]).threshold == 0.5  # no youden stored -> 0.5
+    assert Predictor.from_checkpoints([tuned]).threshold == 0.2
+    assert Predictor.from_checkpoints([tuned], threshold="sensitivity_0.90").threshold == 0.1
+    assert Predictor.from_checkpoints([tuned], threshold=0.7).threshold == 0.7
+    with pytest.raises(MuraError, match="no stored threshold 'youden'"):
+        Predictor.from_checkpoints([plain, tuned], threshold="youden")
+    imgs, parts = images(), [0] * 5
+    raw = Predictor.from_checkpoints([tuned]).predict_images(imgs, parts)
+    calibrated = Predictor.from_checkpoints([tuned], calibrated=True).predict_images(imgs, parts)
+    logits = np.log(raw.fracture_prob / (1 - raw.fracture_prob))
+    np.testing.assert_allclose(calibrated.fracture_prob, expit(logits / 2.0), atol=1e-5)
+    np.testing.assert_array_equal(calibrated.decision, raw.decision)  # the threshold moves with the scale
+
+
+def test_model_without_body_part_head_needs_given_parts(make_checkpoint) -> None:
+    path = make_checkpoint("single.pt", "custom_cnn", 32, seed=5, body_part_head=False)
+    predictor = Predictor.from_checkpoints([path])
+    assert len(predictor.predict_images(images(2), [1, 2])) == 2
+    with pytest.raises(MuraError, match="no body-part head"):
+        predictor.predict_images(images(2), [1, -1])
+
+
+def test_predict_cache_is_aligned_with_the_index(make_checkpoint, synthetic_mura) -> None:
+    from mura.data.cache import open_cache
+
+    path = make_checkpoint("cnn64.pt", "custom_cnn", 64, seed=6)
+    cache = open_cache(synthetic_mura.cache_dir)
+    predictor = Predictor.from_checkpoints([path], runtime="torch")
+    predictor.batch_size = 7  # several batches and a ragged last one
+    frame = predictor.predict_cache(cache, "val", body_part_mode="given")
+    expected_rows = cache.index[cache.index["split"] == "val"]
+    assert list(frame.columns[:7]) == [
+        "path",
+        "study_id",
+        "body_part",
+        "label",
+        "fracture_prob",
+        "body_part_pred",
+        "body_part_used",
+    ]
+    assert list(frame.index) == list(expected_rows.index) and len(frame) > 5
+    pd.testing.assert_series_equal(frame["path"], expected_rows["path"])
+    assert set(frame["body_part_used"]) == {"given"} and set(frame["body_part_pred"]) <= set(BODY_PARTS)
+    # Same numbers as predicting the cached pixels one by one.
+    rows = expected_rows["cache_row"].to_numpy()[:3]
+    parts = [BODY_PARTS.index(p) for p in expected_rows["body_part"][:3]]
+    one_by_one = predictor.predict_images([np.asarray(cache.images[r]) for r in rows], parts)
+    np.testing.assert_allclose(frame["fracture_prob"].to_numpy()[:3], one_by_one.fracture_prob, atol=1e-5)
+    predicted = predictor.predict_cache(cache, "val", body_part_mode="predicted")
+    assert set(predicted["body_part_used"]) == {"predicted"}
+    assert not np.allclose(predicted["fracture_prob"], frame["fracture_prob"])
+
+
+def test_predict_cache_refuses_a_differently_resized_cache(make_checkpoint, synthetic_mura) -> None:
+    path = make_checkpoint("letterbox48.pt", "custom_cnn", 48, seed=3, resize_mode="letterbox")
+    with pytest.raises(MuraError, match="letterbox"):
+        Predictor.from_checkpoints([path]).predict_cache(synthetic_mura.cache_dir, "val")
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path) -> None:
+    with pytest.raises(MuraError, match="checkpoint not found"):
+        Predictor.from_checkpoints([tmp_path / "nope.pt"])

@@ -1,0 +1,152 @@
+"""The web page in a real browser: `mura serve` in a subprocess, Debian Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+SCREENSHOT_ENV = "MURA_BROWSER_SCREENSHOT"  # set to a path to keep a screenshot of the page
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed at /usr/bin/chromium"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`mura serve` as a user starts it, on a free loopback port; yields its base URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    command = [
+        sys.executable,
+        "-m",
+        "mura",
+        "serve",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--port",
+        str(port),
+    ]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180  # imports of torch and friends are slow on a busy 2-core machine
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"mura serve exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mura serve did not answer within 180 s:\n{log.read_text()}")
+            time.sleep(0.25)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory):
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )  # fmt: skip
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def test_page_shows_probability_decision_body_part_and_heatmap(
+    server: str, browser, tmp_path: Path, make_radiograph, encode_image
+) -> None:
+    radiograph = tmp_path / "wrist.png"
+    radiograph.write_bytes(encode_image(make_radiograph("WRIST", abnormal=True, seed=5)))
+    expected = httpx.post(
+        f"{server}/v1/predict", files={"file": ("wrist.png", radiograph.read_bytes())}
+    ).json()
+
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.wait_for_selector("#model:has-text('custom_cnn')")
+    page.set_input_files("#file-input", str(radiograph))
+    heatmap = page.wait_for_selector("[data-testid=heatmap]", timeout=60_000)
+    image = page.wait_for_selector("[data-testid=image]")
+    for element in (heatmap, image):
+        assert element.evaluate("img => img.complete && img.naturalWidth > 0")
+        assert element.is_visible()
+    shown = page.inner_text("[data-testid=probability]")
+    assert shown == f"{100 * expected['fracture_probability']:.1f}%"
+    assert page.inner_text("[data-testid=decision]").lower() == expected["decision"]
+    assert page.inner_text("[data-testid=body-part]").upper() == expected["body_part"]
+    # image, heatmap and result sit side by side in one row
+    boxes = [page.locator(sel).bounding_box() for sel in ("[data-testid=image]", "[data-testid=heatmap]")]
+    assert boxes[0]["x"] + boxes[0]["width"] <= boxes[1]["x"] + 1
+    if os.environ.get(SCREENSHOT_ENV):
+        page.screenshot(path=os.environ[SCREENSHOT_ENV], full_page=True)
+    page.close()
+
+
+def test_page_analyses_several_views_as_one_study(
+    server: str, browser, tmp_path: Path, make_radiograph, encode_image
+):
+    paths = []
+    for view in range(2):
+        path = tmp_path / f"view{view}.png"
+        path.write_bytes(encode_image(make_radiograph("ELBOW", abnormal=False, seed=7, view=view)))
+        paths.append(str(path))
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.check("#as-study")
+    page.set_input_files("#file-input", paths)
+    study = page.wait_for_selector("[data-testid=study-card]", timeout=60_000)
+    assert "study of 2 views" in study.inner_text()
+    assert page.locator("[data-testid=heatmap]").count() == 2
+    page.close()
+
+
+def test_page_reports_a_refused_file(server: str, browser, tmp_path: Path) -> None:
+    fake = tmp_path / "notes.png"
+    fake.write_bytes(b"not an image at all")
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.set_input_files("#file-input", str(fake))
+    error = page.wait_for_selector("[data-testid=error]", timeout=30_000)
+    assert "415" in error.inner_text() and "notes.png" in error.inner_text()
+    page.close()

@@ -1,0 +1,66 @@
+"""Batch augmentation: deterministic for a generator seed, geometrically right, intensities in range."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mura.data.transforms import Preprocessing, augment_batch, to_unit
+
+
+def _batch(n: int = 8, size: int = 32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 1, size, size, generator=g)
+
+
+@pytest.mark.parametrize("mode", ["flip_rotate", "strong"])
+def test_same_seed_same_views_other_seed_other_views(mode: str) -> None:
+    x = _batch()
+    a = augment_batch(x, mode, 10.0, torch.Generator().manual_seed(5))
+    b = augment_batch(x, mode, 10.0, torch.Generator().manual_seed(5))
+    c = augment_batch(x, mode, 10.0, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert a.shape == x.shape and float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+
+
+def test_zero_rotation_is_exact_flip_or_identity() -> None:
+    x = _batch(16)
+    out = augment_batch(x, "flip_rotate", 0.0, torch.Generator().manual_seed(0))
+    flipped = torch.flip(x, dims=[3])
+    kinds = [
+        torch.allclose(o, f, atol=1e-5) and not torch.allclose(o, i, atol=1e-5)
+        for o, f, i in zip(out, flipped, x, strict=True)
+    ]
+    same = [torch.allclose(o, i, atol=1e-5) for o, i in zip(out, x, strict=True)]
+    assert all(k or s for k, s in zip(kinds, same, strict=True))
+    assert 0 < sum(kinds) < len(x)  # some images flipped, some not
+
+
+def test_rotation_moves_pixels_by_at_most_the_angle() -> None:
+    image = torch.zeros(1, 1, 65, 65)
+    image[..., 32, 32:60] = 1.0  # horizontal bar from the centre to the right
+    out = augment_batch(image.repeat(32, 1, 1, 1), "flip_rotate", 15.0, torch.Generator().manual_seed(3))
+    assert not torch.allclose(out[0], out[1])
+    for view in out:
+        ys, xs = torch.nonzero(view[0] > 0.3, as_tuple=True)
+        angle = torch.rad2deg(torch.atan2((ys - 32).float().abs(), (xs - 32).float().abs().clamp(min=1)))
+        far = (xs - 32).abs() > 12
+        assert float(angle[far].max()) < 15.0 + 6.0  # bilinear spread of a 1-px bar
+
+
+def test_none_is_identity_and_unknown_mode_is_an_error() -> None:
+    x = _batch()
+    assert torch.equal(augment_batch(x, "none", 10.0, torch.Generator()), x)
+    with pytest.raises(ValueError):
+        augment_batch(x, "bogus", 10.0, torch.Generator())
+
+
+def test_preprocessing_normalises_and_resizes_and_round_trips() -> None:
+    pre = Preprocessing(size=16, resize_mode="letterbox", mean=0.5, std=0.25)
+    images = torch.full((2, 1, 32, 32), 255, dtype=torch.uint8)
+    x = pre.to_input(images)
+    assert x.shape == (2, 1, 16, 16)
+    assert torch.allclose(x, torch.full_like(x, 2.0))
+    assert Preprocessing.from_dict(pre.to_dict()) == pre
+    assert torch.equal(to_unit(images, 32), torch.ones(2, 1, 32, 32))
