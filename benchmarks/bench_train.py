@@ -87,7 +87,7 @@ def bare_step_rate(model, batch: int, size: int, steps: int) -> float:
 
 
 def loop_rate(model, cfg, cache, batch: int, steps: int, workers: int) -> tuple[float, float]:
-    dataset = CachedImageDataset(cache, "train", limit=batch * (steps + 1))
+    dataset = CachedImageDataset(cache, "train", limit=batch * steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, 1e-4)
     pre = Preprocessing(224, "stretch", **model.default_preprocessing)
@@ -98,22 +98,23 @@ def loop_rate(model, cfg, cache, batch: int, steps: int, workers: int) -> tuple[
         ShardSampler(len(dataset)),
         torch.Generator(),
         workers=workers,
-        persistent_workers=False,
+        persistent_workers=True,
         drop_last=True,
     )
     cfg.train.scheduler = "none"
-    stats = train_one_epoch(
-        model,
-        loader,
+    schedule = LrSchedule(optimizer, cfg.train, 1)
+    args = (
         batch_input,
         MultiTaskLoss(),
         optimizer,
-        LrSchedule(optimizer, cfg.train, 1),
+        schedule,
         DistInfo(),
         0.0,
         autocast_for(CPU, False),
         "bench",
     )
+    train_one_epoch(model, loader, *args)  # warm-up epoch: workers start, allocator and kernels warm up
+    stats = train_one_epoch(model, loader, *args)
     return stats["train_images_per_s"], stats["data_wait_fraction"]
 
 

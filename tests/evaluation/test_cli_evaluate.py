@@ -63,6 +63,13 @@ def test_evaluate_cli_writes_the_report(checkpoint, synthetic_mura, tmp_path, ca
     html = (out / "report.html").read_text()
     assert "Training curves" in html and "Subgroups by view" in html
 
+    # The headline test figures travel in the checkpoint (what `mura serve` shows at /v1/model).
+    from mura.training.checkpoint import load_checkpoint
+
+    recorded = load_checkpoint(checkpoint)["test_metrics"]
+    assert recorded["n_images"] == len(test_rows)
+    assert recorded["image"]["default"]["roc_auc"] == pytest.approx(metrics["image"]["default"]["roc_auc"])
+
     # The same checkpoint twice is an ensemble whose mean equals the single model.
     assert (
         main(

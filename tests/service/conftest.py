@@ -17,6 +17,7 @@ from mura.training.checkpoint import base_payload, build_model, save_checkpoint
 TINY_SIZE = 32
 THRESHOLDS = {"default": 0.5, "youden": 0.47}
 VAL_METRICS = {"auc": 0.61, "kappa": 0.12, "loss": 0.69}
+TEST_METRICS = {"data": "index.csv", "n_images": 40, "image": {"default": {"roc_auc": 0.58}}, "study": {}}
 
 
 def write_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
@@ -26,6 +27,7 @@ def write_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     model = build_model(cfg, load_pretrained=False)
     preprocessing = {"size": TINY_SIZE, "resize_mode": "stretch", "mean": 0.5, "std": 0.25}
     payload = base_payload(model.state_dict(), cfg, preprocessing, 3, VAL_METRICS, THRESHOLDS)
+    payload["test_metrics"] = TEST_METRICS  # as `mura evaluate` records them
     return save_checkpoint(path, payload)
 
 

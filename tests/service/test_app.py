@@ -145,6 +145,7 @@ def test_model_description_comes_from_the_checkpoint(client, tiny_checkpoint, ti
     member = info["members"][0]
     assert member["checkpoint"] == tiny_checkpoint.name and str(tiny_checkpoint.parent) not in str(info)
     assert member["val_metrics"]["auc"] == pytest.approx(0.61) and member["epochs_trained"] == 3
+    assert member["test_metrics"]["image"]["default"]["roc_auc"] == pytest.approx(0.58)
     assert member["preprocessing"]["size"] == 32
 
 

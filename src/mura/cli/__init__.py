@@ -1,4 +1,6 @@
-"""The `mura` command: a thin layer that parses arguments and calls library functions.
+"""mura: train, evaluate, explain and serve classifiers for musculoskeletal radiographs.
+
+The CLI is a thin layer that parses arguments and calls library functions.
 
 Each module in this package adds its subcommands with `register(subparsers)`; every subcommand sets
 `func(args) -> int`. Errors the user can fix (MuraError) print one line on stderr, never a traceback.
@@ -12,8 +14,11 @@ import sys
 from mura import __version__
 from mura.cli import data, evaluate, infer, serve, train
 from mura.errors import MuraError
+from mura.training.fastpath import ensure_fast_allocator
 
 COMMAND_MODULES = (data, train, evaluate, infer, serve)
+# Commands that run a network: they get tcmalloc preloaded where it is installed (see fastpath).
+MODEL_COMMANDS = {"train", "evaluate", "predict", "explain", "serve"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in MODEL_COMMANDS:
+        ensure_fast_allocator()  # may re-exec this same command line once (same pid)
     try:
         return int(args.func(args) or 0)
     except MuraError as exc:

@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ev.add_argument(
+        "--no-record",
+        dest="record",
+        action="store_false",
+        help="do not store the test figures in the checkpoint (shown by `mura serve` at /v1/model)",
+    )
     ev.set_defaults(func=run_evaluate)
 
     cmp = subparsers.add_parser("compare", help="the spec's Tables 8 and 9 across evaluated models")
@@ -58,6 +64,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         tta=args.tta,
         device=args.device,
         seed=args.seed,
+        record=args.record,
     )
     print(f"report: {files['html']}")
     print(f"metrics: {files['metrics']}")

@@ -66,9 +66,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from mura.training.fastpath import ensure_fast_allocator
-
-    ensure_fast_allocator()  # may re-exec this command with tcmalloc preloaded (same pid)
     cfg = config_from_args(args)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(

@@ -57,6 +57,29 @@ def _add_index_columns(predictions: pd.DataFrame, index: pd.DataFrame, by: Seque
     return predictions.join(extra, on="path")
 
 
+def headline_test_metrics(result: dict[str, Any], data: str | Path) -> dict[str, Any]:
+    """The headline test figures a model card shows (image and study level, each stored threshold)."""
+    summary: dict[str, Any] = {"data": str(data), "n_images": None, "image": {}, "study": {}}
+    keys = ("roc_auc", "kappa", "accuracy", "sensitivity", "specificity", "macro_f1")
+    for name, metrics in result["image"].items():
+        summary["n_images"] = metrics.get("n")
+        summary["image"][name] = {"threshold": metrics.get("threshold"), **{k: metrics.get(k) for k in keys}}
+    for name, metrics in result["study"].items():
+        overall = metrics.get("overall", {})
+        summary["study"][name] = {k: overall.get(k) for k in keys}
+    return summary
+
+
+def record_test_metrics(checkpoint: Path, result: dict[str, Any], data: str | Path) -> None:
+    """Write the test figures into the checkpoint (atomically) so `mura serve` can show what it scored."""
+    from mura.training.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(checkpoint)
+    payload["test_metrics"] = headline_test_metrics(result, data)
+    save_checkpoint(checkpoint, payload)
+    log.info("recorded the test metrics in %s", checkpoint)
+
+
 def evaluate_checkpoints(
     checkpoints: Sequence[str | Path],
     cache_dir: str | Path,
@@ -70,6 +93,7 @@ def evaluate_checkpoints(
     tta: bool = False,
     device: str = "auto",
     seed: int = 0,
+    record: bool = True,
 ) -> dict[str, Path]:
     """Predict `split` of the cache with the checkpoint(s) (an ensemble if several) and write the report."""
     from mura.inference.predictor import Predictor
@@ -106,5 +130,7 @@ def evaluate_checkpoints(
         seed=seed,
         meta=meta,
     )
+    if record and split == "test" and len(checkpoints) == 1 and Path(checkpoints[0]).suffix == ".pt":
+        record_test_metrics(Path(checkpoints[0]), result, index_path or cache_dir)
     run_dirs = list(dict.fromkeys(Path(c).resolve().parent for c in checkpoints))
     return write_report(result, predictions, out_dir, run_dirs=run_dirs, index=index)

@@ -96,7 +96,7 @@ def load_torch_member(path: Path, device: torch.device) -> TorchMember:
         temperature=float(checkpoint.get("temperature", 1.0)),
         has_body_part_head=bool(getattr(model, "has_body_part_head", True)),
         model_name=str(checkpoint["config"]["model"]["name"]),
-        info={k: checkpoint.get(k) for k in ("val_metrics", "epoch", "versions", "config")},
+        info={k: checkpoint.get(k) for k in ("val_metrics", "test_metrics", "epoch", "versions", "config")},
         model=model,
         device=device,
     )
@@ -136,7 +136,7 @@ def load_onnx_member(path: Path, device: torch.device, threads: int = 0) -> Onnx
         temperature=float(meta.get("temperature", 1.0)),
         has_body_part_head=bool(meta.get("has_body_part_head", True)),
         model_name=str(meta.get("model_name", "unknown")),
-        info={k: meta.get(k) for k in ("val_metrics", "epoch", "versions", "checkpoint")},
+        info={k: meta.get(k) for k in ("val_metrics", "test_metrics", "epoch", "versions", "checkpoint")},
         session=session,
     )
 

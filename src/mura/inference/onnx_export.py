@@ -58,6 +58,7 @@ def _metadata(checkpoint: dict[str, Any], source: Path, model: torch.nn.Module) 
         "model_name": checkpoint["config"]["model"]["name"],
         "has_body_part_head": bool(getattr(model, "has_body_part_head", True)),
         "val_metrics": checkpoint.get("val_metrics") or {},
+        "test_metrics": checkpoint.get("test_metrics") or {},
         "epoch": checkpoint.get("epoch"),
         "versions": {k: str(v) for k, v in dict(checkpoint.get("versions") or {}).items()},
         "checkpoint": source.name,
