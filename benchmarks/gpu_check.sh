@@ -17,7 +17,7 @@ mura index "$WORK/data" --out "$WORK/index.csv" >/dev/null
 mura prepare "$WORK/index.csv" --out "$WORK/cache" --size 224 --quiet
 echo "data ready in $(( $(date +%s) - t0 ))s"
 common=(--index "$WORK/index.csv" --cache "$WORK/cache" --device "$DEVICE" --epochs 2 --batch_size 64
-        --workers 4 --amp true --channels_last true --early_stopping_patience 0)
+        --workers 4 --amp true --channels_last true --early_stopping_patience 0 --pretrained false)
 for model in efficientnet_b0 resnet50; do
   mura train --config "configs/$model.yaml" "${common[@]}" --out "$WORK/$model" --freeze full 2>&1 \
     | grep -v "it/s\]" | tail -4

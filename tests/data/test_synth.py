@@ -74,3 +74,52 @@ def test_body_part_carries_signal(synthetic_mura) -> None:
     parts = cache.index["body_part"].to_numpy()
     accuracy = cross_val_score(LogisticRegression(max_iter=2000), thumbs, parts, cv=3).mean()
     assert accuracy > 0.5  # chance is about 0.2
+
+
+def _one_bone_view(kind: str, hardware: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """A thin hand-sized bone on a 512 px film, drawn normal and with `kind`, both resized to 64 px."""
+    from mura.data.synth_canvas import Bone, Canvas, Exposure, paint_bone
+    from mura.data.synth_findings import Finding, draw_finding
+
+    bone = Bone((0.5, 0.1), (0.5, 0.9), 0.045)
+    finding = Finding(kind, 0, 0.5, 0.3, 0.5, 15.0, hardware, 1.0, False)
+    exposure = Exposure(background=15, tissue=50, cortex=130, medulla=85)
+    layers = []
+    for abnormal in (False, True):
+        cv = Canvas(512, 512, np.random.default_rng(3), flip=False)
+        (
+            draw_finding(cv, bone, finding, exposure, np.random.default_rng(4))
+            if abnormal
+            else paint_bone(cv, bone, exposure)
+        )
+        image = np.maximum(np.asarray(cv.bone, np.float32), np.asarray(cv.metal, np.float32))
+        small = Image.fromarray(image.astype(np.uint8)).resize((64, 64), Image.BILINEAR)
+        layers.append(np.asarray(small, np.float32))
+    return layers[0], layers[1]
+
+
+def test_every_finding_survives_resizing_to_64_px() -> None:
+    """Findings have size floors relative to the image, so even a thin bone's shows at the demo's size."""
+    for kind, hardware in [
+        ("break", ""),
+        ("comminuted", ""),
+        ("callus", ""),
+        *(("hardware", h) for h in ("plate", "nail", "wires")),
+    ]:
+        normal, abnormal = _one_bone_view(kind, hardware)
+        changed = int((np.abs(abnormal - normal) > 40).sum())
+        assert changed >= 20, (kind, hardware, changed)  # pixels of 4096 changed by > 40 grey levels
+
+
+def test_abnormal_studies_mix_findings_and_show_them_in_most_views() -> None:
+    from mura.data.synth_anatomy import _part_shapes
+    from mura.data.synth_findings import plan_finding
+
+    kinds = set()
+    for study in range(200):
+        rng = np.random.default_rng([0, study, 1])
+        shapes = _part_shapes(BODY_PARTS[study % len(BODY_PARTS)], rng)
+        finding = plan_finding(shapes, rng)
+        kinds.add((finding.kind, finding.hardware))
+    assert {k for k, _ in kinds} == {"break", "comminuted", "callus", "hardware"}
+    assert {h for _, h in kinds} >= {"plate", "nail", "wires"}

@@ -14,7 +14,7 @@ import sys
 from mura import __version__
 from mura.cli import data, evaluate, infer, serve, train
 from mura.errors import MuraError
-from mura.training.fastpath import ensure_fast_allocator
+from mura.training.fastpath import ensure_fast_allocator, prefer_passive_openmp
 
 COMMAND_MODULES = (data, train, evaluate, infer, serve)
 # Commands that run a network: they get tcmalloc preloaded where it is installed (see fastpath).
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in MODEL_COMMANDS:
+        prefer_passive_openmp()
         ensure_fast_allocator()  # may re-exec this same command line once (same pid)
     try:
         return int(args.func(args) or 0)

@@ -45,6 +45,7 @@ PART_POSITIVE_RATE = {
 VIEWS_PER_STUDY_P = (0.12, 0.30, 0.38, 0.20)  # 1..4 images
 STUDIES_PER_PATIENT_P = (0.82, 0.15, 0.03)  # 1..3 studies
 MARKER_FILE = "synthetic.json"
+VIEW_SHOWS_P = 0.9  # chance that one view of an abnormal study shows its finding
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,8 @@ def _save(image: np.ndarray, path: Path, rng: np.random.Generator) -> None:
 def _render_study(out: str, plan: StudyPlan, seed: int) -> tuple[list[str], int]:
     study_seed = [seed, plan.patient, plan.study]
     rng = np.random.default_rng([*study_seed, 0xFEED])
-    # The abnormality shows in at least one view, not necessarily all (as on real films).
-    abnormal_views = rng.random(plan.views) < 0.85 if plan.label else np.zeros(plan.views, bool)
+    # The abnormality shows in most views and at least one; a few stay silent (as on real films).
+    abnormal_views = rng.random(plan.views) < VIEW_SHOWS_P if plan.label else np.zeros(plan.views, bool)
     if plan.label and not abnormal_views.any():
         abnormal_views[rng.integers(plan.views)] = True
     study_dir = Path(out) / plan.rel_dir

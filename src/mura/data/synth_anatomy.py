@@ -1,51 +1,22 @@
-"""Procedural anatomy for synthetic radiographs: bones per body part, fractures, hardware.
+"""Procedural anatomy for synthetic radiographs: the bones of each body part, composed into one view.
 
-Shapes are defined in a unit square (y down) and mapped to pixels with a per-view rotation, scale and
-shift. The study's random generator fixes the anatomy and where the abnormality sits (so all views of a
-study agree); the view's generator fixes the projection. Normal films get look-alike distractors
-(joint spaces, growth plates, skin folds) so "a dark line across a bone" alone does not give the label.
+Shapes are defined in a unit square (y down) and mapped to pixels by `synth_canvas.Canvas` with a
+per-view rotation, scale and shift. The study's random generator fixes the anatomy and the finding of
+an abnormal study (`synth_findings`), so all views agree; the view's generator fixes the projection
+and exposure. Normal films get look-alikes (joint spaces, growth plates, bone islands, skin folds), so
+"a dark line across a bone" or "a bright spot" alone does not give the label.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import ImageFilter
 
-Point = tuple[float, float]
-
-
-@dataclass(frozen=True)
-class Bone:
-    """A long bone: a capsule from p0 to p1, cortex around a darker medulla, optional bulging ends."""
-
-    p0: Point
-    p1: Point
-    width: float
-    bulge0: float = 1.0
-    bulge1: float = 1.0
-    fracturable: bool = True
-    density: float = 1.0
-
-
-@dataclass(frozen=True)
-class Round:
-    """A round bone (carpal, humeral head, olecranon)."""
-
-    center: Point
-    rx: float
-    ry: float
-    density: float = 1.0
-
-
-@dataclass(frozen=True)
-class Poly:
-    """A flat bone outline (scapula)."""
-
-    points: tuple[Point, ...]
-    density: float = 0.6
+from mura.data.synth_canvas import Bone, Canvas, Exposure, Poly, Round, across, paint_bone
+from mura.data.synth_findings import draw_finding, plan_finding
 
 
 def _finger(x: float, base: float, length: float, width: float, angle: float = 0.0) -> list[Bone]:
@@ -143,99 +114,19 @@ def _part_shapes(part: str, rng: np.random.Generator) -> list[Bone | Round | Pol
     raise ValueError(f"unknown body part {part!r}")
 
 
-class _Canvas:
-    """Pixel mapping of one view plus the three layers we paint: soft tissue, bone, metal."""
-
-    def __init__(self, w: int, h: int, view_rng: np.random.Generator, flip: bool) -> None:
-        self.w, self.h = w, h
-        angle = math.radians(view_rng.uniform(-25, 25))
-        self.cos, self.sin = math.cos(angle), math.sin(angle)
-        self.scale = math.sqrt(w * h) * view_rng.uniform(0.85, 1.15)
-        self.squash = view_rng.uniform(0.75, 1.0)  # oblique / lateral projections look narrower
-        self.shift = (view_rng.uniform(-0.06, 0.06) * w, view_rng.uniform(-0.06, 0.06) * h)
-        self.flip = -1.0 if flip else 1.0
-        self.tissue = Image.new("L", (w, h), 0)
-        self.bone = Image.new("L", (w, h), 0)
-        self.metal = Image.new("L", (w, h), 0)
-        self.d_tissue, self.d_bone = ImageDraw.Draw(self.tissue), ImageDraw.Draw(self.bone)
-        self.d_metal = ImageDraw.Draw(self.metal)
-
-    def px(self, p: Point) -> Point:
-        x, y = (p[0] - 0.5) * self.flip * self.squash, p[1] - 0.5
-        x, y = x * self.cos - y * self.sin, x * self.sin + y * self.cos
-        return (self.w / 2 + self.shift[0] + x * self.scale, self.h / 2 + self.shift[1] + y * self.scale)
-
-    def length(self, d: float) -> float:
-        return d * self.scale
-
-
-def _capsule(draw: ImageDraw.ImageDraw, a: Point, b: Point, width: float, fill: int) -> None:
-    draw.line([a, b], fill=fill, width=max(1, round(width)))
-    r = width / 2
-    for x, y in (a, b):
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
-
-
-def _lerp(a: Point, b: Point, t: float) -> Point:
-    return (a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t)
-
-
-def _draw_bone(cv: _Canvas, bone: Bone, cortex: float, medulla: float, tissue: int) -> None:
-    a, b = cv.px(bone.p0), cv.px(bone.p1)
-    w = cv.length(bone.width)
-    _capsule(cv.d_tissue, a, b, w * 2.6, tissue)
-    c_val, m_val = int(cortex * bone.density), int(medulla * bone.density)
-    _capsule(cv.d_bone, a, b, w, c_val)
-    for end, bulge in ((a, bone.bulge0), (b, bone.bulge1)):
-        if bulge > 1.0:
-            r = w * bulge / 2
-            cv.d_bone.ellipse([end[0] - r, end[1] - r, end[0] + r, end[1] + r], fill=c_val)
-    _capsule(cv.d_bone, _lerp(a, b, 0.08), _lerp(a, b, 0.92), w * 0.5, m_val)
-
-
-def _across(cv: _Canvas, bone: Bone, t: float, rng: np.random.Generator, span: float) -> list[Point]:
-    """A jagged line across the bone at position t (fractures, growth plates)."""
-    a, b = cv.px(bone.p0), cv.px(bone.p1)
-    c = _lerp(a, b, t)
-    length = math.dist(a, b) or 1.0
-    ux, uy = (b[0] - a[0]) / length, (b[1] - a[1]) / length
-    w = cv.length(bone.width)
-    points = []
-    for k in np.linspace(-span, span, 5):
-        along = rng.uniform(-0.2, 0.2) * w
-        points.append((c[0] - uy * k * w + ux * along, c[1] + ux * k * w + uy * along))
-    return points
-
-
-def _hardware(cv: _Canvas, bone: Bone, t: float, rng: np.random.Generator) -> None:
-    a, b = cv.px(bone.p0), cv.px(bone.p1)
-    w = cv.length(bone.width)
-    length = math.dist(a, b) or 1.0
-    nx, ny = -(b[1] - a[1]) / length, (b[0] - a[0]) / length
-    side = w * 0.5 * (1 if rng.random() < 0.5 else -1)
-    p, q = _lerp(a, b, max(0.05, t - 0.15)), _lerp(a, b, min(0.95, t + 0.15))
-    if rng.random() < 0.7:  # plate with screws
-        _capsule(
-            cv.d_metal,
-            (p[0] + nx * side, p[1] + ny * side),
-            (q[0] + nx * side, q[1] + ny * side),
-            max(3.0, w * 0.35),
-            250,
-        )
-        for s in np.linspace(0.1, 0.9, int(rng.integers(3, 6))):
-            c = _lerp(p, q, s)
-            cv.d_metal.line(
-                [
-                    (c[0] + nx * side * 1.2, c[1] + ny * side * 1.2),
-                    (c[0] - nx * side * 1.1, c[1] - ny * side * 1.1),
-                ],
-                fill=240,
-                width=max(2, round(w * 0.14)),
-            )
-    else:  # a single screw or wire across the bone
-        c = _lerp(a, b, t)
-        ends = [(c[0] + nx * w * 0.8, c[1] + ny * w * 0.8), (c[0] - nx * w * 0.8, c[1] - ny * w * 0.8)]
-        cv.d_metal.line(ends, fill=245, width=max(3, round(w * 0.2)))
+def _distractors(cv: Canvas, bone: Bone, ex: Exposure, rng: np.random.Generator) -> None:
+    """Normal look-alikes: a faint growth plate or overlap line near a bone end, a small bone island."""
+    roll = rng.random()
+    if roll < 0.12:
+        width = max(1.0, cv.length(bone.width) * rng.uniform(0.05, 0.1))
+        line = across(cv, bone, float(rng.choice([0.12, 0.88])), rng, 0.6)
+        cv.d_bone.line(line, fill=int(ex.medulla * 0.6), width=round(width))
+    elif roll < 0.16:
+        c = cv.px(bone.p0 if rng.random() < 0.5 else bone.p1)
+        c2 = cv.px(((bone.p0[0] + bone.p1[0]) / 2, (bone.p0[1] + bone.p1[1]) / 2))
+        x, y = c[0] + (c2[0] - c[0]) * 0.3, c[1] + (c2[1] - c[1]) * 0.3
+        r = cv.length(bone.width) * rng.uniform(0.12, 0.2)
+        cv.d_bone.ellipse([x - r, y - r, x + r, y + r], fill=int(ex.cortex * 1.05))
 
 
 def draw_anatomy(
@@ -244,66 +135,39 @@ def draw_anatomy(
     """Paint one view; returns float32 [h, w] in roughly 0..255 before contrast and noise."""
     shapes = _part_shapes(part, study_rng)
     flip = bool(study_rng.random() < 0.5)
-    candidates = [i for i, s in enumerate(shapes) if isinstance(s, Bone) and s.fracturable]
-    widths = np.array([shapes[i].width for i in candidates]) ** 2  # thick bones: visible abnormality
-    target = int(study_rng.choice(candidates, p=widths / widths.sum()))
-    kind = str(study_rng.choice(["line", "displaced", "hardware"], p=[0.35, 0.35, 0.3]))
-    t = float(study_rng.uniform(0.3, 0.7))
-    cv = _Canvas(w, h, view_rng, flip)
-    background = view_rng.uniform(5, 30)
-    tissue, cortex = int(view_rng.uniform(35, 70)), view_rng.uniform(110, 150)
-    medulla = cortex * view_rng.uniform(0.55, 0.75)
+    finding = plan_finding(shapes, study_rng)
+    cv = Canvas(w, h, view_rng, flip)
+    cortex = view_rng.uniform(110, 150)
+    ex = Exposure(
+        background=view_rng.uniform(5, 30),
+        tissue=int(view_rng.uniform(35, 70)),
+        cortex=cortex,
+        medulla=cortex * view_rng.uniform(0.55, 0.75),
+    )
     for i, shape in enumerate(shapes):
         if isinstance(shape, Round):
             c, rx, ry = cv.px(shape.center), cv.length(shape.rx), cv.length(shape.ry)
-            cv.d_tissue.ellipse([c[0] - 2 * rx, c[1] - 2 * ry, c[0] + 2 * rx, c[1] + 2 * ry], fill=tissue)
-            cv.d_bone.ellipse([c[0] - rx, c[1] - ry, c[0] + rx, c[1] + ry], fill=int(cortex * shape.density))
+            cv.d_tissue.ellipse([c[0] - 2 * rx, c[1] - 2 * ry, c[0] + 2 * rx, c[1] + 2 * ry], fill=ex.tissue)
+            cv.d_bone.ellipse(
+                [c[0] - rx, c[1] - ry, c[0] + rx, c[1] + ry], fill=int(ex.cortex * shape.density)
+            )
             cv.d_bone.ellipse(
                 [c[0] - rx * 0.6, c[1] - ry * 0.6, c[0] + rx * 0.6, c[1] + ry * 0.6],
-                fill=int(medulla * shape.density),
+                fill=int(ex.medulla * shape.density),
             )
         elif isinstance(shape, Poly):
-            cv.d_bone.polygon([cv.px(p) for p in shape.points], fill=int(medulla * shape.density))
-        elif abnormal and i == target and kind == "displaced":
-            gap, shift = 0.07, float(view_rng.uniform(0.6, 1.0)) * shape.width
-            dx, dy = shape.p1[0] - shape.p0[0], shape.p1[1] - shape.p0[1]
-            norm = math.hypot(dx, dy) or 1.0
-            off = (-dy / norm * shift, dx / norm * shift)
-            near = _lerp(shape.p0, shape.p1, t - gap)
-            far0 = _lerp(shape.p0, shape.p1, t + gap)
-            _draw_bone(cv, replace(shape, p1=near, bulge1=1.0), cortex, medulla, tissue)
-            _draw_bone(
-                cv,
-                replace(
-                    shape,
-                    p0=(far0[0] + off[0], far0[1] + off[1]),
-                    p1=(shape.p1[0] + off[0] * 0.6, shape.p1[1] + off[1] * 0.6),
-                    bulge0=1.0,
-                ),
-                cortex,
-                medulla,
-                tissue,
-            )
+            cv.d_bone.polygon([cv.px(p) for p in shape.points], fill=int(ex.medulla * shape.density))
+        elif abnormal and i == finding.target:
+            draw_finding(cv, shape, finding, ex, view_rng)
         else:
-            _draw_bone(cv, shape, cortex, medulla, tissue)
-            if abnormal and i == target and kind == "line":
-                width = max(cv.length(0.015), cv.length(shape.width) * view_rng.uniform(0.3, 0.5))
-                cv.d_bone.line(_across(cv, shape, t, view_rng, 0.75), fill=0, width=round(width))
-            elif view_rng.random() < 0.12:  # growth plate / overlap line: a fainter look-alike
-                width = max(1.0, cv.length(shape.width) * view_rng.uniform(0.05, 0.1))
-                cv.d_bone.line(
-                    _across(cv, shape, float(view_rng.choice([0.12, 0.88])), view_rng, 0.6),
-                    fill=int(medulla * 0.6),
-                    width=round(width),
-                )
-            if abnormal and i == target and kind == "hardware":
-                _hardware(cv, shape, t, view_rng)
+            paint_bone(cv, shape, ex)
+            _distractors(cv, shape, ex, view_rng)
     if view_rng.random() < 0.3:  # skin fold / cast edge: a line through the soft tissue
         a = (view_rng.uniform(0, w), 0.0)
         b = (view_rng.uniform(0, w), float(h))
-        cv.d_tissue.line([a, b], fill=int(tissue * 1.4), width=max(1, round(min(w, h) * 0.01)))
+        cv.d_tissue.line([a, b], fill=int(ex.tissue * 1.4), width=max(1, round(min(w, h) * 0.01)))
     blur_t = ImageFilter.GaussianBlur(cv.length(0.02))
     blur_b = ImageFilter.GaussianBlur(view_rng.uniform(0.4, 1.2) * max(w, h) / 400)
-    image = np.asarray(cv.tissue.filter(blur_t), dtype=np.float32) + background
+    image = np.asarray(cv.tissue.filter(blur_t), dtype=np.float32) + ex.background
     image += np.asarray(cv.bone.filter(blur_b), dtype=np.float32)
     return np.maximum(image, np.asarray(cv.metal.filter(blur_b), dtype=np.float32))
