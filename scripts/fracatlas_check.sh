@@ -46,7 +46,7 @@ train() {  # name config cache [extra flags...]
     if [ -f "$OUT/$name/last.pt" ]; then set -- "$@" --resume; fi  # finish an interrupted run
     local started=$SECONDS
     "$MURA" train --config "$config" --index "$OUT/index.csv" --cache "$cache" --out "$OUT/$name" "$@"
-    echo "$((SECONDS - started))" > "$OUT/$name/train_seconds.txt"
+    mkdir -p "$OUT/$name" && echo "$((SECONDS - started))" > "$OUT/$name/train_seconds.txt"
 }
 
 evaluate() {  # eval-name cache checkpoint...

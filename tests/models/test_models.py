@@ -140,6 +140,14 @@ def test_frozen_full_and_last_stages_policies():
         create_model("efficientnet_b0", freeze="some")
 
 
+def test_auto_freeze_trains_everything_from_scratch_and_the_last_stage_when_pretrained():
+    scratch = create_model("custom_cnn", img_size=SIZE)  # freeze="auto" by default
+    assert all(p.requires_grad for p in scratch.parameters())
+    if LITE0.is_file():
+        pretrained = create_model("tf_efficientnet_lite0", weights_file=str(LITE0))
+        assert trainable_prefixes(pretrained, 1) == {"blocks", "conv_head", "bn2"}
+
+
 def test_frozen_batchnorm_keeps_its_statistics_while_training():
     torch.manual_seed(0)
     model = create_model("resnet50", freeze="last_stage").train()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -95,34 +97,85 @@ def test_early_stopping_uses_the_chosen_monitor_and_logs_it(make_cfg) -> None:
         assert log[column].notna().all(), column
 
 
-@pytest.fixture(scope="module")
-def synthetic_300(tmp_path_factory):
-    """A larger synthetic MURA (300 patients, ~700 train / ~175 val images) cached at 128 px."""
+def _synthetic(base: Path, patients: int, sizes: tuple[int, ...]) -> Path:
     from mura.data.cache import build_cache
     from mura.data.index import build_mura_index, write_index
     from mura.data.synth import generate_synthetic_mura
 
-    base = tmp_path_factory.mktemp("synth300")
-    generate_synthetic_mura(base / "data", patients=300, seed=0)
+    generate_synthetic_mura(base / "data", patients=patients, seed=0)
     frame, _ = build_mura_index(base / "data")
-    build_cache(write_index(frame, base / "index.csv"), base / "cache128", size=128, progress=False)
-    return base / "cache128"
+    index = write_index(frame, base / "index.csv")
+    for size in sizes:
+        build_cache(index, base / f"cache{size}", size=size, progress=False)
+    return base
+
+
+@pytest.fixture(scope="module")
+def synthetic_600(tmp_path_factory):
+    """Synthetic MURA with 600 patients (~1,400 train / ~350 val images) cached at 64 px."""
+    return _synthetic(tmp_path_factory.mktemp("synth600"), 600, (64,))
+
+
+@pytest.fixture(scope="module")
+def synthetic_300(tmp_path_factory):
+    """Synthetic MURA with 300 patients (~700 train / ~175 val images) cached at 128 px."""
+    return _synthetic(tmp_path_factory.mktemp("synth300"), 300, (128,))
+
+
+def _shuffled_cache(cache: Path, out: Path) -> Path:
+    """The same pixels with train labels and body parts permuted: nothing left to learn from images."""
+    out.mkdir()
+    for name in ("images.npy", "settings.json"):
+        shutil.copy(cache / name, out / name)
+    index = pd.read_csv(cache / "index.csv", keep_default_na=False)
+    train_rows = index["split"] == "train"
+    rng = np.random.default_rng(0)
+    for column in ("label", "body_part"):
+        index.loc[train_rows, column] = rng.permutation(index.loc[train_rows, column].to_numpy())
+    index.to_csv(out / "index.csv", index=False)
+    return out
 
 
 @pytest.mark.slow
-def test_training_really_learns(make_cfg, synthetic_300, shared_dir) -> None:
-    """Frozen ImageNet Lite0 + heads on cached features (the spec's EfficientNet recipe) learns both tasks.
+def test_custom_cnn_really_learns_and_broken_runs_do_not(make_cfg, synthetic_600, tmp_path) -> None:
+    """The from-scratch baseline learns both tasks on synthetic MURA; shuffled labels and lr 0 do not.
 
-    Chance is 1/7 ~ 0.14-0.3 for body part and 0.5 AUC for abnormality. Synthetic labels are per study and
-    not every view of an abnormal study shows the abnormality, which caps image-level AUC well below 1
-    (measured: 0.62 image level, 0.71 study level after 15 epochs); the margins below fail a model that
-    does not learn (lr 0 stays at chance, checked in the test).
+    Chance is 0.5 AUC and ~0.2-0.3 body-part accuracy (the commonest part). Abnormal studies show their
+    finding in ~90% of views, which caps image-level AUC near 0.95. Measured (600 patients, 64 px):
+    val AUC 0.68 after one epoch, 0.82 by epoch 4; body part 0.70 -> 0.84.
     """
+    settings = {
+        "data.cache": str(synthetic_600 / "cache64"),
+        "data.index": "",
+        "model.size": 64,
+        "train.epochs": 6,
+        "train.lr": 1e-3,
+        "train.batch_size": 32,
+        "train.scheduler": "cosine",
+        "train.warmup_epochs": 0,
+        "model.freeze": "full",
+        "train.monitor": "val_auc",
+        "train.early_stopping_patience": 0,
+    }
+    result = train(make_cfg("learn", **settings))
+    best = result.best_metrics
+    assert best["val_auc"] >= 0.75 and best["val_body_part_acc"] >= 0.75, best
+    shuffled = _shuffled_cache(synthetic_600 / "cache64", tmp_path / "shuffled")
+    noise = train(make_cfg("shuffled", **{**settings, "data.cache": str(shuffled), "train.epochs": 4}))
+    assert noise.best_metrics["val_auc"] < 0.7 and noise.best_metrics["val_body_part_acc"] < 0.6
+    frozen = train(make_cfg("lr0", **{**settings, "train.lr": 0.0, "train.epochs": 1}))
+    assert frozen.best_metrics["val_auc"] < 0.7 and frozen.best_metrics["val_body_part_acc"] < 0.6
+
+
+@pytest.mark.slow
+def test_frozen_imagenet_lite0_features_learn(make_cfg, synthetic_300, shared_dir) -> None:
+    """Frozen ImageNet Lite0 + heads on cached features (the spec's EfficientNet recipe) learns both tasks;
+    lr 0 (untrained heads) stays near chance."""
     weights = shared_dir / "weights" / "tf_efficientnet_lite0.in1k.safetensors"
     if not weights.is_file():
         pytest.skip(f"offline ImageNet weights not found at {weights}")
     settings = {
-        "data.cache": str(synthetic_300),
+        "data.cache": str(synthetic_300 / "cache128"),
         "model.name": "tf_efficientnet_lite0",
         "model.weights_file": str(weights),
         "model.freeze": "frozen",
@@ -139,7 +192,7 @@ def test_training_really_learns(make_cfg, synthetic_300, shared_dir) -> None:
     best = result.best_metrics
     assert result.feature_cache
     assert best["val_body_part_acc"] > 0.9, best
-    assert best["val_auc"] > 0.58, best
+    assert best["val_auc"] > 0.58, best  # measured 0.62 on the previous generator; not re-measured
     assert result.history[-1]["train_fracture_loss"] < 0.75 * result.history[0]["train_fracture_loss"]
     frozen = train(make_cfg("no_learning", **{**settings, "train.lr": 0.0, "train.epochs": 1}))
     assert frozen.best_metrics["val_body_part_acc"] < 0.5, frozen.best_metrics

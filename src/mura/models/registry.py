@@ -56,7 +56,7 @@ def create_model(
     *,
     pretrained: bool = False,
     weights_file: str | None = None,
-    freeze: str = "last_stage",
+    freeze: str = "auto",
     embed_dim: int = 32,
     dropout: float = 0.3,
     body_part_head: bool = True,
@@ -70,11 +70,14 @@ def create_model(
     `pretrained=True` downloads ImageNet weights through timm's hub; `weights_file` loads a local
     3-channel timm state dict (`.safetensors` / `.pth`). `load_pretrained=False` builds the same
     architecture and preprocessing without reading any weights (a checkpoint is about to supply them).
-    `img_size` sizes custom_cnn's flatten and fixed-size backbones (ViT); extra keyword arguments go
+    `freeze="auto"` is `last_stage` with pretrained weights and `full` without (freezing random layers
+    only slows learning). `img_size` sizes custom_cnn's flatten and fixed-size backbones (ViT); extra keyword arguments go
     to `timm.create_model` (e.g. `drop_path_rate`).
     """
     if pretrained and weights_file:
         raise MuraError(f"{name}: give either pretrained=True (download) or a weights file, not both")
+    if freeze == "auto":
+        freeze = "last_stage" if (pretrained or weights_file) else "full"
     options = dict(
         pretrained=pretrained,
         weights_file=weights_file or None,
