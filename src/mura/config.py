@@ -37,7 +37,8 @@ class ModelConfig:
     name: str = "efficientnet_b0"  # registry name or any timm backbone name
     pretrained: bool = False  # load ImageNet weights from the hub (needs internet) ...
     weights_file: str = ""  # ... or from a local file (.safetensors / .pth state dict)
-    freeze: str = "auto"  # auto (last_stage if pretrained, else full) | frozen | last_stage | last_stages:N | full
+    # auto (last_stage if pretrained, else full) | frozen | last_stage | last_stages:N | full
+    freeze: str = "auto"
     embed_dim: int = 32  # body-part embedding concatenated before the fracture head
     dropout: float = 0.3
     body_part_head: bool = True  # custom_cnn: False gives the spec's exact single-output baseline

@@ -8,8 +8,8 @@ Choices the spec leaves open, made here:
 - the final maps are flattened (the spec's form), so the first FC layer's width follows the input
   size: 128 x (size/8)^2, i.e. 100,352 at 224 px. The model is built for one input size (`img_size`)
   and only accepts that size;
-- fracture head: Linear(flat + 32 -> 128) -> BatchNorm -> ReLU -> Dropout -> Linear(128 -> 2) ("two fully connected
-  layers with dropout ... before the final binary output");
+- fracture head: Linear(flat + 32 -> 128) -> BatchNorm -> ReLU -> Dropout -> Linear(128 -> 2) ("two
+  fully connected layers with dropout ... before the final binary output");
 - added (not in the spec, so the model runs where the body part is unknown): a small body-part head
   on the channel-averaged final maps, 128 -> 64 -> 7. `body_part_head=False` removes it and gives the
   spec's exact single-output form (see `MultiTaskHeads`).

@@ -71,8 +71,8 @@ def create_model(
     3-channel timm state dict (`.safetensors` / `.pth`). `load_pretrained=False` builds the same
     architecture and preprocessing without reading any weights (a checkpoint is about to supply them).
     `freeze="auto"` is `last_stage` with pretrained weights and `full` without (freezing random layers
-    only slows learning). `img_size` sizes custom_cnn's flatten and fixed-size backbones (ViT); extra keyword arguments go
-    to `timm.create_model` (e.g. `drop_path_rate`).
+    only slows learning). `img_size` sizes custom_cnn's flatten and fixed-size backbones (ViT); extra
+    keyword arguments go to `timm.create_model` (e.g. `drop_path_rate`).
     """
     if pretrained and weights_file:
         raise MuraError(f"{name}: give either pretrained=True (download) or a weights file, not both")
