@@ -16,7 +16,8 @@ SIZE = 64
 def line_detector() -> torch.nn.Module:
     """custom_cnn whose fracture log-odds is the summed response of one bright-pixel channel.
 
-    conv blocks pass channel 0 through (centre tap 1, everything else 0), so after block 3 (the CAM
+    conv blocks pass channel 0 through (centre tap 1, everything else 0; their BatchNorm layers are
+    identities in eval mode at initialisation), so after block 3 (the CAM
     layer) channel 0 is bright exactly where the image is bright; the fracture head adds that channel
     up. A bright line raises the fracture score, and Grad-CAM must point at the line.
     """
@@ -25,7 +26,6 @@ def line_detector() -> torch.nn.Module:
         for block in model.backbone.blocks:
             conv = block[0]
             conv.weight.zero_()
-            conv.bias.zero_()
             conv.weight[0, 0, 1, 1] = 1.0
         first, last = [m for m in model.heads.fracture_head.modules() if isinstance(m, torch.nn.Linear)]
         side = SIZE // 8

@@ -74,11 +74,12 @@ def test_early_stopping_uses_the_chosen_monitor_and_logs_it(make_cfg) -> None:
                 "train.monitor": "val_auc",
                 "train.lr": 0.0,
                 "train.early_stopping_patience": 2,
+                "train.early_stopping_min_delta": 1.0,  # BatchNorm statistics still move at lr 0
                 "train.scheduler": "none",
             },
         )
     )
-    assert result.stopped_early and result.epochs_completed == 3  # lr 0: nothing improves after epoch 0
+    assert result.stopped_early and result.epochs_completed == 3  # nothing improves by 1.0 after epoch 0
     assert result.best_epoch == 0 and result.monitor == "val_auc"
     log = pd.read_csv(result.run_dir / "metrics.csv")
     assert set(log["monitor"]) == {"val_auc"} and list(log["best"]) == [True, False, False]
