@@ -69,8 +69,7 @@ def bare_latency(
 ) -> tuple[list[float], dict[int, float]]:
     """Seconds per decode + predict of one image (the work one request asks for), and each file's answer.
 
-    Run on one worker thread, as the server runs it: on this shared machine torch's intra-op pool was
-    measured 5-25x slower when driven from the main thread than from a fresh worker thread.
+    Run on one worker thread, as the server runs it (so both sides use torch's threads the same way).
     """
 
     def one(data: bytes) -> float:
@@ -277,9 +276,9 @@ def write_report(
         "predictor gives for that file. `vs bare` is the service's requests/s over the bare images/s; "
         f"latency under load includes waiting in the queue behind up to {args.clients - 1} other requests.",
         "",
-        "The bare figure is measured on one worker thread, as the server runs inference: on this shared "
-        "machine the same `predict_images` call driven from the main thread ran 5-25x slower (torch's "
-        "intra-op pool under CPU contention), which would flatter the service.",
+        "The bare figure is measured on one worker thread, as the server runs inference. Run it as "
+        "`benchmarks/run_all.sh` does (OMP_WAIT_POLICY=PASSIVE, as `mura serve` sets): with spinning "
+        "OpenMP threads on a loaded 2-core machine, inference slowed 5-100x.",
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
