@@ -35,7 +35,6 @@ def make_checkpoint(directory: Path, name: str, size: int) -> Path:
     model = model_from_config(cfg.model, load_pretrained=False)
     pre = {"size": size, "resize_mode": "stretch", **model.default_preprocessing}
     payload = base_payload(model.state_dict(), cfg, pre, epoch=0, val_metrics={})
-    payload["versions"] = {k: str(v) for k, v in payload["versions"].items()}
     return save_checkpoint(directory / f"{name}.pt", payload)
 
 

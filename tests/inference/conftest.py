@@ -96,7 +96,6 @@ def write_checkpoint(
         threshold=threshold,
         temperature=temperature,
     )
-    payload["versions"] = {k: str(v) for k, v in payload["versions"].items()}
     return save_checkpoint(path, payload)
 
 
