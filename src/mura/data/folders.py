@@ -69,15 +69,15 @@ def _class_map(positive: tuple[str, ...] | list[str], negative: tuple[str, ...] 
     return mapping
 
 
-def _fill_missing_splits(
+def _with_splits(
     frame: pd.DataFrame,
     val_fraction: float,
     test_fraction: float,
     seed: int,
     block_size: int,
     by_number: bool,
-) -> pd.Series:
-    """Keep given splits; carve any missing val/test split out of train, in blocks."""
+) -> pd.DataFrame:
+    """Keep given splits; carve any missing val/test split out of train, in blocks of `block_key`."""
     split = frame["split"].copy()
     wanted = {"val": val_fraction, "test": test_fraction}
     carve = {name: f for name, f in wanted.items() if f > 0 and not (split == name).any()}
@@ -86,7 +86,7 @@ def _fill_missing_splits(
         fractions = {"train": 1.0 - sum(carve.values()), **carve}
         names = frame.loc[train, "block_key"].tolist()
         split[train] = split_blocks(names, fractions, seed, block_size, by_number)
-    return split
+    return frame.assign(split=split).drop(columns="block_key")
 
 
 def _frame(rows: list[dict], report: IndexReport, root: Path) -> pd.DataFrame:
@@ -162,9 +162,8 @@ def build_fracatlas_index(
             f"{len(report.missing)} images listed in dataset.csv are missing "
             f"(first: {', '.join(report.missing[:3])})"
         )
-    frame = _frame(rows, report, root)
-    frame["split"] = _fill_missing_splits(frame, val_fraction, test_fraction, seed, block_size, True)
-    return frame.drop(columns="block_key"), report
+    frame = _with_splits(_frame(rows, report, root), val_fraction, test_fraction, seed, block_size, True)
+    return frame, report
 
 
 def build_folder_index(
@@ -217,6 +216,5 @@ def build_folder_index(
             f"{len(unlabelled)} images are in no known class folder and were left out "
             f"(first: {unlabelled[0]}; see --positive-classes / --negative-classes)"
         )
-    frame = _frame(rows, report, root)
-    frame["split"] = _fill_missing_splits(frame, val_fraction, test_fraction, seed, block_size, False)
-    return frame.drop(columns="block_key"), report
+    frame = _with_splits(_frame(rows, report, root), val_fraction, test_fraction, seed, block_size, False)
+    return frame, report

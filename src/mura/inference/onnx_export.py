@@ -70,19 +70,19 @@ def _export_graph(
     module: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path, opset: int
 ) -> None:
     """TorchScript-based exporter (fast, honours opset 17); the dynamo exporter if that one fails."""
-    batch_axes = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
+    common = dict(input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, verbose=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
+            batch_axes = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
             torch.onnx.export(
                 module,
                 example,
                 str(path),
-                input_names=INPUT_NAMES,
-                output_names=OUTPUT_NAMES,
                 dynamic_axes=batch_axes,
                 opset_version=opset,
                 dynamo=False,
+                **common,
             )
         except Exception:
             batch = torch.export.Dim("batch", min=1, max=65536)
@@ -90,12 +90,10 @@ def _export_graph(
                 module,
                 example,
                 str(path),
-                input_names=INPUT_NAMES,
-                output_names=OUTPUT_NAMES,
                 dynamic_shapes={"image": {0: batch}, "body_part": {0: batch}},
                 opset_version=max(opset, 18),
                 dynamo=True,
-                verbose=False,
+                **common,
             )
 
 
