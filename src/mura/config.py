@@ -70,7 +70,9 @@ class TrainConfig:
     threads: int = 0  # torch intra-op CPU threads (0 = torch's default: one per core)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    target_sensitivity: float = 0.9  # second decision threshold chosen on validation
+    target_sensitivity: float = 0.9  # the "suspicious" operating point, chosen on validation
+    target_specificity: float = 0.9  # the "definite" operating point, chosen on validation
+    calibration: str = "platt"  # none | temperature | platt (bias + temperature), fitted on validation
 
 
 @dataclass

@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--config", help="YAML config (configs/<model>.yaml); default on --resume: RUN_DIR/config.yaml"
     )
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start again in an --out that already holds a run"
+    )
     _add_config_flags(parser)
     parser.set_defaults(func=run_train)
 
@@ -73,7 +76,7 @@ def run_train(args: argparse.Namespace) -> int:
     )
     from mura.training.loop import train
 
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if rank == 0:
         best = {
             k: result.best_metrics.get(k, float("nan")) for k in ("val_auc", "val_kappa", "val_body_part_acc")
