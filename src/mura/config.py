@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
+import annotated_types
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
@@ -171,7 +172,7 @@ class FieldSpec:
 
     dotted: str
     short: str | None  # the key alone, where no other section has a key of that name
-    help: str
+    help: str  # the description, then the allowed range (`> 0`) for numbers
     choices: tuple[str, ...] | None  # the allowed values of a `Literal` key
     default: Any
     value_type: type  # bool, int, float or str
@@ -192,13 +193,29 @@ def config_fields() -> list[FieldSpec]:
             FieldSpec(
                 dotted=f"{section}.{name}" if section else name,
                 short=name if section and counts[name] == 1 else None,
-                help=info.description or "",
+                help=" ".join(filter(None, [info.description, _range_text(info.metadata)])),
                 choices=tuple(get_args(info.annotation)) if literal else None,
                 default=info.get_default(call_default_factory=True),
                 value_type=str if literal else info.annotation,
             )
         )
     return specs
+
+
+_BOUNDS = {
+    annotated_types.Gt: (">", "gt"),
+    annotated_types.Ge: (">=", "ge"),
+    annotated_types.Lt: ("<", "lt"),
+    annotated_types.Le: ("<=", "le"),
+}
+
+
+def _range_text(metadata: list[Any]) -> str:
+    """`[>= 0, < 1]` from a field's bounds, for the CLI help."""
+    bounds = [
+        f"{_BOUNDS[type(m)][0]} {getattr(m, _BOUNDS[type(m)][1])}" for m in metadata if type(m) in _BOUNDS
+    ]
+    return f"[{', '.join(bounds)}]" if bounds else ""
 
 
 def resolve_key(key: str) -> str:

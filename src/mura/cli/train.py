@@ -26,6 +26,15 @@ def _flag_help(spec: FieldSpec) -> str:
     return f"{spec.help} (default: {default})".replace("%", "%%")  # argparse formats help with %
 
 
+def _metavar(spec: FieldSpec) -> str | None:
+    """None for choices (argparse then shows `{a,b,c}`), else the value's type."""
+    if spec.dotted == "out":
+        return "RUN_DIR"
+    if spec.value_type is bool:
+        return "{true,false}"
+    return None if spec.choices else spec.value_type.__name__.upper()
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config key (`--train.lr`, and `--lr` where unambiguous), with its help and choices.
 
@@ -34,31 +43,15 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """
     group = parser.add_argument_group("config overrides (defaults -> --config YAML -> these flags)")
     for spec in config_fields():
-        if spec.dotted == "out":
-            continue
         flags = [f"--{spec.dotted}"] + ([f"--{spec.short}"] if spec.short else [])
-        metavar = (
-            "{true,false}"
-            if spec.value_type is bool
-            else None
-            if spec.choices
-            else spec.value_type.__name__.upper()
-        )
         group.add_argument(
             *flags,
             dest=OVERRIDE_PREFIX + spec.dotted,
-            metavar=metavar,
+            metavar=_metavar(spec),
             choices=spec.choices,
             default=argparse.SUPPRESS,
             help=_flag_help(spec),
         )
-    group.add_argument(
-        "--out",
-        dest=OVERRIDE_PREFIX + "out",
-        metavar="RUN_DIR",
-        default=argparse.SUPPRESS,
-        help="run directory: checkpoints, config.yaml, metrics.csv/jsonl, tensorboard/",
-    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
