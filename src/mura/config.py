@@ -355,5 +355,5 @@ def _dotted_keys() -> list[str]:
 
 
 def _suggestion(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
     return f" (did you mean {close[0]}?)" if close else ""
