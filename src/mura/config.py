@@ -108,7 +108,7 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     epochs: Int = Field(20, ge=1, description="most epochs to train")
     batch_size: Int = Field(32, ge=1, description="images per batch on each process")
-    lr: Float = Field(1e-3, gt=0, description="Adam learning rate")
+    lr: Float = Field(1e-3, ge=0, description="Adam learning rate (0: a control run whose weights stay put)")
     weight_decay: Float = Field(1e-4, ge=0, description="Adam weight decay")
     scheduler: Scheduler = Field("plateau", description="LR schedule: plateau, cosine (with warm-up) or none")
     warmup_epochs: Int = Field(1, ge=0, description="cosine: epochs of linear LR warm-up")

@@ -28,7 +28,10 @@ def run_train(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--train.lr", "-0.01"], "config: train.lr=-0.01 must be greater than 0 (from --train.lr)"),
+        (
+            ["--train.lr", "-0.01"],
+            "config: train.lr=-0.01 must be greater than or equal to 0 (from --train.lr)",
+        ),
         (["--epochs", "2.5"], "config: train.epochs=2.5 must be a valid integer"),
         (["--lr", "abc"], "config: train.lr='abc' must be a valid number (from --train.lr)"),
         (["--amp", "maybe"], "config: train.amp='maybe' must be a valid boolean"),
@@ -98,11 +101,11 @@ def test_a_bad_yaml_value_is_one_line_naming_the_file(tmp_path, text, message):
 
 def test_every_problem_is_reported_at_once_on_one_line():
     with pytest.raises(MuraError) as caught:
-        load_config(overrides={"train.lr": 0, "train.loss": "hinge", "data.workers": -1})
+        load_config(overrides={"train.lr": -1, "train.loss": "hinge", "data.workers": -1})
     text = str(caught.value)
     assert "\n" not in text and text.startswith("config: ")
     assert "data.workers=-1 must be greater than or equal to 0" in text
-    assert "train.lr=0 must be greater than 0" in text
+    assert "train.lr=-1 must be greater than or equal to 0" in text
     assert "train.loss='hinge' is not one of ce, focal" in text
 
 
@@ -178,7 +181,7 @@ def test_fields_describe_every_key_with_help_choices_and_defaults():
     assert (
         fields["train.calibration"].default == "platt" and fields["train.target_specificity"].default == 0.9
     )
-    assert fields["train.lr"].choices is None and "[> 0]" in fields["train.lr"].help
+    assert fields["train.lr"].choices is None and "[>= 0]" in fields["train.lr"].help
 
 
 def test_train_help_lists_choices_defaults_and_ranges(capsys):
@@ -187,7 +190,7 @@ def test_train_help_lists_choices_defaults_and_ranges(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--train.monitor {val_loss,val_auc,val_kappa}, --monitor {val_loss,val_auc,val_kappa}" in text
     assert "--data.augment {none,flip_rotate,strong}" in text and "(default: 'flip_rotate')" in text
-    assert "--train.amp {true,false}" in text and "Adam learning rate [> 0] (default: 0.001)" in text
+    assert "--train.amp {true,false}" in text and "[>= 0] (default: 0.001)" in text
 
 
 @pytest.mark.parametrize(
