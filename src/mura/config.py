@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-import annotated_types
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
@@ -183,9 +183,7 @@ def config_fields() -> list[FieldSpec]:
     leaves = [
         (section, name, info) for section, cls in SECTIONS.items() for name, info in cls.model_fields.items()
     ]
-    counts: dict[str, int] = {}
-    for _, name, _ in leaves:
-        counts[name] = counts.get(name, 0) + 1
+    counts = Counter(name for _, name, _ in leaves)
     specs = []
     for section, name, info in [*leaves, ("", "out", Config.model_fields["out"])]:
         literal = get_origin(info.annotation) is Literal
@@ -202,18 +200,16 @@ def config_fields() -> list[FieldSpec]:
     return specs
 
 
-_BOUNDS = {
-    annotated_types.Gt: (">", "gt"),
-    annotated_types.Ge: (">=", "ge"),
-    annotated_types.Lt: ("<", "lt"),
-    annotated_types.Le: ("<=", "le"),
-}
+_BOUND_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
 def _range_text(metadata: list[Any]) -> str:
-    """`[>= 0, < 1]` from a field's bounds, for the CLI help."""
+    """`[>= 0, < 1]` from a field's bounds (annotated_types' Gt, Ge, Lt, Le), for the CLI help."""
     bounds = [
-        f"{_BOUNDS[type(m)][0]} {getattr(m, _BOUNDS[type(m)][1])}" for m in metadata if type(m) in _BOUNDS
+        f"{sym} {getattr(m, attr)}"
+        for m in metadata
+        for attr, sym in _BOUND_SYMBOLS.items()
+        if hasattr(m, attr)
     ]
     return f"[{', '.join(bounds)}]" if bounds else ""
 
