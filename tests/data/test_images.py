@@ -11,7 +11,7 @@ from PIL import Image
 
 from mura.data import images
 from mura.data.images import load_grayscale
-from mura.errors import ImageDecodeError
+from mura.errors import ImageDecodeError, MuraError
 from mura.preprocessing import resize_image
 
 
@@ -112,7 +112,7 @@ def test_resize_stretch_and_letterbox() -> None:
     assert boxed.shape == (32, 32)
     assert boxed[:, :7].max() == 0 and boxed[:, -7:].max() == 0  # black bars keep the aspect ratio
     assert boxed[:, 9:23].min() == 200
-    with pytest.raises(ValueError):
+    with pytest.raises(MuraError):
         resize_image(image, 32, "crop")
 
 
