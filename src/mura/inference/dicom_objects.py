@@ -305,11 +305,11 @@ def sr_summary(sr: Dataset) -> dict[str, Any]:
             probability = next(
                 float(c.MeasuredValueSequence[0].NumericValue) for c in content if _code(c) == "ABN-PROB"
             )
-            finding = next(c.ConceptCodeSequence[0].CodeMeaning for c in content if _code(c) == "121071")
+            finding = next(c.ConceptCodeSequence[0].CodeMeaning for c in content if _code(c) == "ABN")
             refs = [
                 str(c.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
                 for c in content
-                if _code(c) == "260753009"
+                if _code(c) == "121112"
             ]
             if tracking == STUDY_GROUP:
                 summary.update(study_probability=probability, finding=finding.lower())
