@@ -205,7 +205,8 @@ def _stretch_to_unit(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low)
 
 
-def _first_frame(ds: Dataset) -> np.ndarray:
+def first_frame(ds: Dataset) -> np.ndarray:
+    """The stored values of the first frame (a sequential JPEG with odd scan headers is repaired)."""
     try:
         array = ds.pixel_array
     except Exception:
@@ -227,10 +228,12 @@ def _with_repaired_jpeg_scans(ds: Dataset) -> Dataset | None:
     if syntax not in (JPEGBaseline8Bit, JPEGExtended12Bit) or "PixelData" not in ds:
         return None
     frames = [_repair_sequential_scan(f) for f in generate_frames(ds.PixelData, number_of_frames=_frames(ds))]
-    copy = Dataset(ds)
+    copy = Dataset()
+    for element in ds:  # shared elements, none modified: the new pixel data is a new element
+        if element.keyword != "PixelData":
+            copy.add(element)
     copy.file_meta = ds.file_meta
-    copy.PixelData = encapsulate(frames)
-    copy["PixelData"].VR = "OB"
+    copy.add_new("PixelData", "OB", encapsulate(frames))
     return copy
 
 
@@ -332,7 +335,7 @@ def dataset_image(ds: Dataset, label: str) -> DicomImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            stored = _first_frame(ds)
+            stored = first_frame(ds)
             unit = _to_unit_grey(ds, stored)
     except Exception as exc:  # decoder plugins raise NotImplementedError, RuntimeError, ValueError, ...
         reason = f"cannot decode pixel data ({syntax_name}): {_first_line(exc)}"
