@@ -49,7 +49,7 @@ def _tolerate_truncation() -> Iterator[None]:
 
 def is_dicom(source: str | Path | bytes) -> bool:
     """DICOM by suffix for paths; else by the `DICM` marker at byte 128, or a preamble-less data set start."""
-    from mura.data.dicom import SNIFF_BYTES, sniff_dataset_start
+    from mura.data.dicom_bytes import SNIFF_BYTES, sniff_dataset_start
 
     if isinstance(source, bytes | bytearray | memoryview):
         head = bytes(source[:SNIFF_BYTES])
