@@ -140,7 +140,7 @@ def content_texts(ds: Dataset) -> list[str]:
 def test_sr_probability_equals_the_predictors_study_record(results, predictor, study_dir) -> None:
     made, _, _ = results
     good = [study_dir / f"{i}.dcm" for i in (1, 2, 3)]
-    expected = study_record(study_dir, list(iter_file_predictions(predictor, good)), 0.3)
+    expected = study_record(study_dir, list(iter_file_predictions(predictor, good)), 0.3, "suspicious")
     summary = sr_summary(made.sr)
     assert abs(summary["study_probability"] - expected["fracture_probability"]) < 1e-6
     assert abs(made.record["fracture_probability"] - expected["fracture_probability"]) < 1e-6
