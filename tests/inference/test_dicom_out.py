@@ -318,3 +318,18 @@ def test_identity_options_need_a_patient_id(png_study, tmp_path, make_checkpoint
             + ["--patient-name", "Doe^J"]
         )
     assert code != 0 and "need --patient-id" in err.getvalue() and not list(tmp_path.iterdir())
+
+
+def test_sources_missing_type_2_attributes_still_give_valid_objects(predictor, tmp_path) -> None:
+    """Modalities leave out PatientBirthDate, StudyDate, AccessionNumber...; the results still build."""
+    bare = Dataset()
+    bare.PatientID, bare.StudyInstanceUID = "P5", generate_uid()
+    sources = [dx_instance(tmp_path / f"{i}.dcm", bare, i, "MONOCHROME2") for i in (1, 2)]
+    made = study_results(predictor, sources, operating_point="youden")
+    assert made.sr.StudyInstanceUID == bare.StudyInstanceUID and made.sr.PatientBirthDate == ""
+    assert set(sr_summary(made.sr)["referenced_sop_instance_uids"]) == {
+        str(pydicom.dcmread(p).SOPInstanceUID) for p in sources
+    }
+    for path in made.write(tmp_path / "out"):
+        errors, _ = dciodvfy(path)
+        assert errors == [], f"{path.name}: {errors}"
