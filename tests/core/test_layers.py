@@ -11,7 +11,7 @@ from itertools import combinations
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "mura"
-PACKAGES = ("data", "models", "training", "evaluation", "inference", "service", "cli")
+PACKAGES = ("data", "models", "training", "evaluation", "inference", "service", "experiments", "cli")
 
 
 def _module_name(path: Path) -> str:
@@ -49,12 +49,24 @@ def _package(module: str) -> str:
     return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in PACKAGES) else module
 
 
-def test_nothing_but_the_cli_imports_training() -> None:
+def test_only_the_workflows_above_training_import_it() -> None:
+    above = ("training", "experiments", "cli")
     offenders = [
         f"{module} -> {target}"
         for module, targets in _graph().items()
         for target in targets
-        if target.startswith("mura.training") and _package(module) not in ("training", "cli")
+        if target.startswith("mura.training") and _package(module) not in above and module != "mura"
+    ]
+    assert not offenders, offenders
+
+
+def test_training_does_not_reach_up_into_evaluation_inference_or_service() -> None:
+    offenders = [
+        f"{module} -> {target}"
+        for module, targets in _graph().items()
+        if _package(module) == "training"
+        for target in targets
+        if _package(target) in ("evaluation", "inference", "service", "experiments", "cli")
     ]
     assert not offenders, offenders
 

@@ -1,4 +1,4 @@
-"""No lost work in `mura train`: a run folder is never clobbered, a failed start leaves every file as it was."""
+"""No lost work in `mura train`: a run folder is never clobbered; a failed start leaves every file intact."""
 
 from __future__ import annotations
 

@@ -27,8 +27,9 @@ from pydicom.uid import generate_uid
 import mura
 from mura.constants import BODY_PARTS
 from mura.errors import MuraError
-from mura.inference.dicom_out import MANUFACTURER
 from mura.inference.gradcam import overlay
+
+MANUFACTURER = "mura"
 
 if TYPE_CHECKING:
     from mura.inference.dicom_out import StudyIdentity, StudyResults, ViewResult

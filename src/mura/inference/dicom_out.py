@@ -22,13 +22,13 @@ from mura.atomic import fsync_file, temporary_name
 from mura.data.dicom import read_dataset
 from mura.data.images import is_dicom
 from mura.errors import ImageDecodeError, MuraError
+from mura.inference.dicom_objects import MANUFACTURER, make_captures, make_report, model_name, study_reference
 from mura.inference.files import FileResult, iter_file_predictions, study_record
 
 if TYPE_CHECKING:
     from mura.inference.gradcam import GradCamExplainer
     from mura.inference.predictor import Predictor
 
-MANUFACTURER = "mura"
 NO_DICOM_NOTE = "no DICOM output: no input is DICOM and no patient/study identity was given"
 
 
@@ -171,7 +171,6 @@ def study_results(
     if not any(v.header is not None for v in views) and identity is None:
         study.note = NO_DICOM_NOTE
         return study
-    from mura.inference.dicom_objects import make_captures, make_report, model_name, study_reference
 
     reference = study_reference(views, identity)
     if explainer is None:
@@ -187,7 +186,7 @@ def resolve_operating_point(predictor: Predictor, operating_point: str | float |
     """(name, threshold): the predictor's own, or a stored threshold name / a number chosen now."""
     if operating_point is None:
         return predictor.threshold_name, float(predictor.threshold)
-    return predictor._choose_threshold(operating_point)
+    return predictor.operating_point(operating_point)
 
 
 def _reason(result: FileResult) -> str:

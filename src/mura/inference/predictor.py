@@ -77,7 +77,7 @@ class Predictor:
         self.members = list(members)
         self.tta = tta
         self.batch_size = max(1, int(batch_size))
-        self.threshold_name, self.threshold = self._choose_threshold(threshold)
+        self.threshold_name, self.threshold = self.operating_point(threshold)
 
     @classmethod
     def from_checkpoints(
@@ -103,7 +103,7 @@ class Predictor:
         specs = [(m.preprocessing.size, m.preprocessing.resize_mode) for m in self.members]
         return list(dict.fromkeys(specs))
 
-    def _choose_threshold(self, wanted: str | float | None) -> tuple[str, float]:
+    def operating_point(self, wanted: str | float | None) -> tuple[str, float]:
         """(operating point name, threshold): a number as given, else a stored point (mean over members)."""
         if isinstance(wanted, int | float):
             if not 0.0 <= float(wanted) <= 1.0:
@@ -226,18 +226,22 @@ class Predictor:
         split: str | None = "test",
         body_part_mode: str = "given",
         progress: bool = False,
+        paths: Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """Predict every cached image of `split` (None = all); rows keep the first cache's order and labels.
 
         `cache` is one cache (directory or opened) or a list of them, one per input size of the members
         (an ensemble of 224 and 288 px models needs a 224 and a 288 px cache of the same index).
         `given` feeds each row's body part (unknown rows fall back to predicted); `predicted` ignores it.
+        `paths` restricts the rows to these images (e.g. one cross-validation fold).
         """
         if body_part_mode not in BODY_PART_MODES:
             raise MuraError(f"body_part_mode must be one of {BODY_PART_MODES}, not {body_part_mode!r}")
         caches = self.caches_for_members(cache if isinstance(cache, list | tuple) else [cache])
         first = next(iter(caches.values()))
         rows = first.index if split is None else first.index[first.index["split"] == split]
+        if paths is not None:
+            rows = rows[rows["path"].astype(str).isin(set(map(str, paths)))]
         paths = rows["path"].astype(str).tolist()
         positions: dict[InputSpec, np.ndarray] = {}
         for spec, each in caches.items():

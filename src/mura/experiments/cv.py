@@ -1,0 +1,233 @@
+"""`mura cv`: K-fold cross-validation of one recipe, and the fold ensemble as the deployed model.
+
+Why: on a data set the size of FracAtlas a held-out split of a few dozen positives cannot tell recipes
+apart (intervals of +-0.04 AUC), and choices made on it do not carry over. Cross-validation scores
+every image once, by the model that did not see it (out-of-fold, OOF), so a recipe is judged on all
+of them.
+
+Protocol, per fold k (folds by patient, or by blocks of consecutive ids where there are no patients:
+`mura.data.splits.assign_folds`): train on the other folds for the recipe's fixed number of epochs and
+keep the last epoch (nothing is selected on fold k, so its predictions stay honest), then predict fold
+k. The decision (calibration + operating points, `mura.decision`) is fitted once on all OOF margins
+and stored in every fold checkpoint; `final/fold*.pt` is the fold ensemble (the deployed model:
+`mura predict --checkpoint final/*.pt`). A fold ensemble rather than a refit on all data: it needs no
+extra training run, each member's calibration was fitted on predictions of exactly such models, and
+an average of K models is at least as good as one on unseen films; the OOF figures describe a single
+member, so they are a slightly conservative estimate of the ensemble.
+
+Work resumes: a finished fold (`fold{k}/done.json`) is kept, an interrupted one continues from its
+`last.pt`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+
+from mura import checkpoint as ckpt
+from mura.atomic import write_text
+from mura.config import Config
+from mura.data.cache import open_cache
+from mura.data.splits import assign_folds
+from mura.decision import binary_nll, fit_calibration, fit_decision, margins_from_probs
+from mura.errors import MuraError
+from mura.evaluation.calibration import expected_calibration_error
+from mura.evaluation.report import evaluate_predictions, write_report
+from mura.inference.predictor import Predictor
+from mura.training.loop import train
+
+log = logging.getLogger(__name__)
+CV_MARKER = "cv_config.yaml"
+MEASURED_CALIBRATIONS = ("none", "temperature", "platt", "isotonic")
+
+
+@dataclass
+class CvResult:
+    out_dir: Path
+    final_checkpoints: list[Path]
+    oof_predictions: Path
+    summary: dict[str, Any]
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (data-loader workers), all threads."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _check_out_dir(out: Path) -> None:
+    """A CV folder is resumed; any other non-empty folder is refused (never overwrite what is not ours)."""
+    if out.is_dir() and any(out.iterdir()) and not (out / CV_MARKER).is_file():
+        raise MuraError(f"{out}: exists and is not a `mura cv` folder; choose another --out")
+
+
+def fold_config(cfg: Config, folds: int, fold: int, out: Path) -> Config:
+    fold_cfg = cfg.model_copy(deep=True)
+    fold_cfg.data.folds, fold_cfg.data.fold, fold_cfg.out = folds, fold, str(out / f"fold{fold}")
+    fold_cfg.train.early_stopping_patience = 0  # fixed epochs: nothing is chosen on the held-out fold
+    return fold_cfg
+
+
+def train_fold(cfg: Config) -> dict[str, float]:
+    """Train one fold (or finish an interrupted one); its seconds are kept in done.json."""
+    run = Path(cfg.out)
+    done = run / "done.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    wall, cpu = time.perf_counter(), _cpu_seconds()
+    train(cfg, resume=(run / "last.pt").is_file())
+    seconds = {"wall_seconds": time.perf_counter() - wall, "cpu_seconds": _cpu_seconds() - cpu}
+    write_text(done, json.dumps(seconds) + "\n")
+    return seconds
+
+
+def _cross_fitted_calibration(oof: pd.DataFrame, folds: int) -> dict[str, dict[str, float | None]]:
+    """ECE and NLL of each calibration method, fitted on the other folds' OOF rows and applied to fold k
+    (so a method is not scored on the predictions it was fitted to)."""
+    labels = oof["label"].to_numpy(dtype=int)
+    margins = margins_from_probs(oof["uncalibrated_prob"].to_numpy())
+    fold = oof["fold"].to_numpy()
+    out: dict[str, dict[str, float | None]] = {}
+    for method in MEASURED_CALIBRATIONS:
+        probs = np.zeros(len(oof))
+        for k in range(folds):
+            fit, apply = fold != k, fold == k
+            if method == "isotonic":
+                iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6)
+                probs[apply] = iso.fit(margins[fit], labels[fit]).predict(margins[apply])
+            else:
+                probs[apply] = fit_calibration(margins[fit], labels[fit], method).probabilities(
+                    margins[apply]
+                )
+        out[method] = {
+            "ece": expected_calibration_error(labels, probs),
+            "nll": binary_nll(margins_from_probs(probs), labels),
+        }
+    return out
+
+
+def predict_folds(cfg: Config, folds: int, out: Path, tta: bool) -> pd.DataFrame:
+    """Each image predicted by the model of the fold that held it out (uncalibrated: last.pt)."""
+    cache = open_cache(cfg.data.cache)
+    pooled = [s.strip() for s in cfg.data.fold_splits.split(",") if s.strip()]
+    inside = cache.index[cache.index["split"].isin(pooled)]
+    assigned = assign_folds(inside, folds, cfg.data.fold_block_size)
+    parts = []
+    for k in range(folds):
+        predictor = Predictor.from_checkpoints(
+            [out / f"fold{k}" / "last.pt"], device=cfg.train.device, tta=tta
+        )
+        paths = inside.loc[assigned == k, "path"].astype(str).tolist()
+        part = predictor.predict_cache(cache, split=None, paths=paths)
+        parts.append(part.assign(fold=k))
+    return pd.concat(parts).sort_values("cache_row").reset_index(drop=True)
+
+
+def cross_validate(
+    cfg: Config, folds: int, *, tta: bool = True, n_bootstrap: int = 1000, seed: int = 0
+) -> CvResult:
+    """Train the K folds, predict out of fold, fit the decision on OOF, write final/ and the OOF report."""
+    if folds < 2:
+        raise MuraError(f"cross-validation needs at least 2 folds, got {folds}")
+    out = Path(cfg.out)
+    _check_out_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / CV_MARKER)
+    seconds = [train_fold(fold_config(cfg, folds, k, out)) for k in range(folds)]
+    oof = predict_folds(cfg, folds, out, tta)
+    labels = oof["label"].to_numpy(dtype=int)
+    margins = margins_from_probs(oof["uncalibrated_prob"].to_numpy())
+    decision = fit_decision(
+        margins,
+        labels,
+        method=cfg.train.calibration,
+        target_sensitivity=cfg.train.target_sensitivity,
+        target_specificity=cfg.train.target_specificity,
+        fitted_on=f"out-of-fold predictions of {folds}-fold cross-validation ({len(oof)} images)",
+    )
+    oof["fracture_prob"] = decision.probabilities(margins)
+    oof["decision"] = (oof["fracture_prob"] >= decision.threshold()).astype(int)
+    oof_csv = write_text(out / "oof_predictions.csv", oof.to_csv(index=False))
+    thresholds = {k: v for k, v in decision.thresholds.items() if k != "default"}
+    meta = {
+        "split": f"out-of-fold ({folds}-fold cross-validation)",
+        "models": [cfg.model.name],
+        "checkpoints": [str(out / f"fold{k}" / "last.pt") for k in range(folds)],
+        "tta": tta,
+        "threshold_source": decision.fitted_on,
+        "default_operating_point": decision.default_point(),
+        "calibration": decision.calibration.method,
+    }
+    result = evaluate_predictions(
+        oof,
+        thresholds,
+        calibration_method=decision.calibration.method,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        meta=meta,
+    )
+    write_report(result, oof, out / "oof", run_dirs=[out / f"fold{k}" for k in range(folds)])
+    final = []
+    for k in range(folds):
+        source = ckpt.load_checkpoint(out / f"fold{k}" / "last.pt")
+        provenance = {
+            **source.meta.provenance,
+            "cross_validation": {"folds": folds, "fold": k, "out": str(out)},
+        }
+        meta_k = source.meta.replace(decision=decision, provenance=provenance)
+        final.append(ckpt.save_checkpoint(out / "final" / f"fold{k}.pt", source.model_state, meta_k))
+    summary = _summary(result, decision, _cross_fitted_calibration(oof, folds), seconds, final)
+    write_text(out / "cv.json", json.dumps(summary, indent=1, default=float) + "\n")
+    return CvResult(out, final, oof_csv, summary)
+
+
+def _summary(
+    result: dict[str, Any],
+    decision: Any,
+    calibration: dict[str, Any],
+    seconds: list[dict[str, float]],
+    final: list[Path],
+) -> dict[str, Any]:
+    points = {}
+    for name in decision.thresholds:
+        image = result["image"][name]
+        boot = result["bootstrap"][name]["image"]
+        points[name] = {
+            "threshold": image["threshold"],
+            **{k: image[k] for k in ("sensitivity", "specificity", "ppv", "npv", "accuracy", "kappa")},
+            "ci": {
+                k: [boot[k].get("low"), boot[k].get("high")]
+                for k in ("sensitivity", "specificity", "ppv", "npv")
+            },
+        }
+    auc = result["bootstrap"]["default"]["image"]["roc_auc"]
+    return {
+        "n_images": result["meta"]["n_images"],
+        "n_positive": result["meta"]["n_positive"],
+        "prevalence": result["image"]["default"]["prevalence"],
+        "oof_auc": result["image"]["default"]["roc_auc"],
+        "oof_auc_ci": [auc.get("low"), auc.get("high")],
+        "calibration": {
+            "stored": decision.calibration.to_dict(),
+            "ece_before": result["calibration"]["ece_uncalibrated"],
+            "ece_after_in_sample": result["calibration"]["ece"],
+            "cross_fitted": calibration,
+        },
+        "operating_points": points,
+        "default_operating_point": decision.default_point(),
+        "seconds": {
+            "wall": float(sum(s["wall_seconds"] for s in seconds)),
+            "cpu": float(sum(s["cpu_seconds"] for s in seconds)),
+            "per_fold_wall": [float(s["wall_seconds"]) for s in seconds],
+        },
+        "final_checkpoints": [str(p) for p in final],
+    }

@@ -1,0 +1,117 @@
+"""Cross-validation: folds disjoint by patient / id block, every image predicted once out of fold, the
+decision fitted on those predictions and shipped in every member of the fold ensemble."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mura.checkpoint import load_checkpoint
+from mura.config import load_config
+from mura.data.splits import assign_folds, fold_groups
+from mura.errors import MuraError
+from mura.experiments.cv import cross_validate
+from mura.inference.predictor import Predictor
+
+
+def _fracatlas_like(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    ids = np.sort(rng.choice(5000, n, replace=False))
+    return pd.DataFrame(
+        {
+            "path": [f"/x/IMG{i:07d}.jpg" for i in ids],
+            "study_id": [f"fracatlas/IMG{i:07d}" for i in ids],
+            "patient_id": "",
+            "label": (rng.random(n) < 0.2).astype(int),
+        }
+    )
+
+
+@pytest.mark.parametrize("folds", [3, 5])
+def test_folds_cover_every_image_once_disjoint_by_block_and_balanced(folds) -> None:
+    frame = _fracatlas_like()
+    assigned = assign_folds(frame, folds, block_size=20)
+    assert set(assigned) == set(range(folds)) and len(assigned) == len(frame)
+    groups = fold_groups(frame, 20)
+    per_group = pd.Series(assigned).groupby(groups).nunique()
+    assert (per_group == 1).all()  # a block of ids never straddles two folds
+    sizes = np.bincount(assigned)
+    positives = np.bincount(assigned, weights=frame["label"])
+    assert sizes.max() - sizes.min() <= 0.15 * len(frame) / folds + 20
+    assert positives.max() - positives.min() <= 0.25 * frame["label"].sum() / folds + 8
+    assert np.array_equal(assigned, assign_folds(frame, folds, block_size=20))  # deterministic
+
+
+def test_patients_stay_whole() -> None:
+    frame = _fracatlas_like(200).assign(patient_id=[f"p{i // 3}" for i in range(200)])
+    assigned = assign_folds(frame, 4)
+    assert (pd.Series(assigned).groupby(frame["patient_id"]).nunique() == 1).all()
+    with pytest.raises(MuraError, match="too few"):
+        assign_folds(frame.iloc[:6], 4)
+
+
+@pytest.fixture(scope="module")
+def cv_run(synthetic_mura, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cv") / "run"
+    cfg = load_config(
+        overrides={
+            "data.cache": str(synthetic_mura.small_cache_dir),
+            "data.workers": 0,
+            "model.name": "custom_cnn",
+            "model.size": 32,
+            "train.epochs": 2,
+            "train.batch_size": 16,
+            "train.scheduler": "cosine",
+            "out": str(out),
+        }
+    )
+    return cfg, cross_validate(cfg, 3, tta=False, n_bootstrap=50)
+
+
+def test_every_image_is_predicted_once_by_the_model_that_did_not_see_it(cv_run, synthetic_mura) -> None:
+    cfg, result = cv_run
+    oof = pd.read_csv(result.oof_predictions)
+    cache_index = pd.read_csv(synthetic_mura.small_cache_dir / "index.csv")
+    assert sorted(oof["path"]) == sorted(cache_index["path"])  # all splits pooled, each image once
+    expected = assign_folds(cache_index, 3, cfg.data.fold_block_size)
+    by_path = dict(zip(cache_index["path"], expected, strict=True))
+    assert all(by_path[p] == f for p, f in zip(oof["path"], oof["fold"], strict=True))
+    for k in range(3):  # the fold's training run saw none of its held-out images
+        history = load_checkpoint(result.out_dir / f"fold{k}" / "last.pt").training_state["history"]
+        assert history[-1]["val_images"] == int((oof["fold"] == k).sum())
+
+
+def test_the_fold_ensemble_carries_the_oof_decision(cv_run, synthetic_mura) -> None:
+    _, result = cv_run
+    assert [p.name for p in result.final_checkpoints] == ["fold0.pt", "fold1.pt", "fold2.pt"]
+    decisions = [load_checkpoint(p).meta.decision for p in result.final_checkpoints]
+    assert all(d == decisions[0] for d in decisions) and "out-of-fold" in decisions[0].fitted_on
+    assert decisions[0].calibration.method == "platt"
+    assert set(decisions[0].thresholds) == {"default", "youden", "suspicious", "definite"}
+    oof = pd.read_csv(result.oof_predictions)
+    labels, probs = oof["label"].to_numpy(), oof["fracture_prob"].to_numpy()
+    assert (probs[labels == 1] >= decisions[0].threshold("suspicious")).mean() >= 0.9
+    summary = json.loads((result.out_dir / "cv.json").read_text())
+    assert summary["n_images"] == len(oof) and 0 <= summary["oof_auc"] <= 1
+    assert set(summary["calibration"]["cross_fitted"]) == {"none", "temperature", "platt", "isotonic"}
+    assert summary["seconds"]["cpu"] > 0 and (result.out_dir / "oof" / "report.html").is_file()
+    ensemble = Predictor.from_checkpoints(result.final_checkpoints, device="cpu")
+    assert ensemble.threshold_name == "suspicious"
+    assert len(ensemble.predict_cache(synthetic_mura.small_cache_dir, "test")) > 0
+
+
+def test_a_rerun_resumes_and_a_foreign_folder_is_refused(cv_run, tmp_path) -> None:
+    cfg, result = cv_run
+    done = [(result.out_dir / f"fold{k}" / "done.json").read_text() for k in range(3)]
+    again = cross_validate(cfg, 3, tta=False, n_bootstrap=0)
+    assert [(result.out_dir / f"fold{k}" / "done.json").read_text() for k in range(3)] == done
+    assert again.summary["oof_auc"] == pytest.approx(result.summary["oof_auc"])
+    (tmp_path / "notes.txt").write_text("mine")
+    other = cfg.model_copy(deep=True)
+    other.out = str(tmp_path)
+    with pytest.raises(MuraError, match="not a `mura cv` folder"):
+        cross_validate(other, 3)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
