@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from mura.data.splits import SPLIT_UNITS
@@ -51,17 +52,22 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from mura.data.cache import build_cache
+    from mura.data.cache import Terminated, build_cache
 
-    info = build_cache(
-        args.index,
-        args.out,
-        size=args.size,
-        resize=args.resize,
-        workers=args.workers,
-        progress=not args.quiet,
-        force=args.force,
-    )
+    _warnings_to_stderr()  # a damaged cache being rebuilt, temporaries of a killed build removed
+    try:
+        info = build_cache(
+            args.index,
+            args.out,
+            size=args.size,
+            resize=args.resize,
+            workers=args.workers,
+            progress=not args.quiet,
+            force=args.force,
+        )
+    except Terminated:
+        print(f"mura prepare: terminated; temporaries removed, rerun to finish {args.out}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     if info.reused:
         print(f"cache {info.directory} is up to date ({info.images} images); nothing to do")
     else:
