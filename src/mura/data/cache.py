@@ -182,19 +182,22 @@ def _decode_all(
             for start in range(0, n, chunk):
                 failures += _decode_chunk(str(array_path), start, paths[start : start + chunk], size, resize)
                 bar.update(min(chunk, n - start))
+                _stop_if_interrupted()
             _worker_arrays.clear()
             return failures
         pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
         try:
-            futures = {
-                pool.submit(_decode_chunk, str(array_path), s, paths[s : s + chunk], size, resize): min(
-                    chunk, n - s
-                )
-                for s in range(0, n, chunk)
-            }
+            with _interrupts_deferred():  # the first submit forks every worker
+                futures = {
+                    pool.submit(_decode_chunk, str(array_path), s, paths[s : s + chunk], size, resize): min(
+                        chunk, n - s
+                    )
+                    for s in range(0, n, chunk)
+                }
             for future in as_completed(futures):
                 failures += future.result()
                 bar.update(futures[future])
+                _stop_if_interrupted()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # running chunks finish within a second or so
     return failures
@@ -217,23 +220,60 @@ def _drop_rows(array_path: Path, keep: np.ndarray) -> None:
         compact_path.unlink(missing_ok=True)
 
 
+class _Interrupts:
+    """What the build's signal handlers caught; while `deferred` they only record it."""
+
+    caught: BaseException | None = None
+    deferred = False
+
+
+_interrupts = _Interrupts()
+
+
+def _stop_if_interrupted() -> None:
+    """Raise a caught interrupt again: Python swallows one raised inside a hook (such as fork's)."""
+    if _interrupts.caught is not None:
+        raise _interrupts.caught
+
+
 @contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into `Terminated` while building, so temporary files are removed on the way out."""
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends (forking: an exception there would be lost)."""
+    _interrupts.deferred = True
+    try:
+        yield
+    finally:
+        _interrupts.deferred = False
+    _stop_if_interrupted()
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """While building, SIGTERM raises `Terminated` and Ctrl-C `KeyboardInterrupt`: temporaries get removed."""
+    _interrupts.caught = None
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def terminate(signum: int, _frame: object) -> None:
-        signal.signal(signal.SIGTERM, previous)  # a second SIGTERM acts as usual
-        raise Terminated(f"terminated by signal {signum}")
+    def interrupt(signum: int, _frame: object) -> None:
+        error = (
+            Terminated(f"terminated by signal {signum}") if signum == signal.SIGTERM else KeyboardInterrupt()
+        )
+        _interrupts.caught = _interrupts.caught or error
+        if not _interrupts.deferred:
+            raise error
 
-    previous = signal.signal(signal.SIGTERM, terminate)
-    previous = signal.SIG_DFL if previous is None else previous
+    previous = {
+        signum: signal.signal(signum, interrupt)
+        for signum in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(signum) is not signal.SIG_IGN  # nohup and background jobs keep their choice
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        _interrupts.caught = None
 
 
 def _load_settings(directory: Path) -> dict | None:
@@ -309,7 +349,7 @@ def build_cache(
     n = len(frame)
     paths = frame["path"].astype(str).tolist()
     workers = max(1, min(workers or os.cpu_count() or 1, n))
-    with _sigterm_raises(), atomic_path(out_dir / IMAGES_FILE) as images_tmp:
+    with _signals_raise(), atomic_path(out_dir / IMAGES_FILE) as images_tmp:
         failures = sorted(_decode_all(images_tmp, paths, size, resize, workers, progress))
         keep = np.setdiff1d(np.arange(n), [row for row, _ in failures])
         if failures:
