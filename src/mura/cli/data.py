@@ -52,7 +52,8 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from mura.data.cache import Terminated, build_cache
+    from mura.data.cache import build_cache
+    from mura.interrupts import Terminated
 
     _warnings_to_stderr()  # a damaged cache being rebuilt, temporaries of a killed build removed
     try:

@@ -21,12 +21,8 @@ import hashlib
 import json
 import logging
 import os
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,23 +31,26 @@ import pandas as pd
 from tqdm import tqdm
 
 from mura.atomic import atomic_path, remove_stale_temporaries, temporary_name, write_text
+from mura.data.cache_check import (
+    CACHE_FORMAT,
+    IMAGES_FILE,
+    INDEX_FILE,
+    SETTINGS_FILE,
+    file_record,
+    find_damage,
+    load_settings,
+)
 from mura.data.images import RESIZE_MODES, load_grayscale, resize_image
 from mura.data.index import read_index, write_index
 from mura.errors import ImageDecodeError, MuraError
+from mura.interrupts import deferred, raise_if_interrupted, signals_raise, worker_ignores_interrupts
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # 2: settings.json records size, shape and checksum of images.npy and index.csv
 DEFAULT_RESIZE = "stretch"
-SETTINGS_FILE, IMAGES_FILE = "settings.json", "images.npy"
-INDEX_FILE, FAILURES_FILE = "index.csv", "failures.csv"
+FAILURES_FILE = "failures.csv"
 MARKER_FILE = ".mura-cache"
 REBUILD_HINT = "`mura prepare` will rebuild it"
-_HASH_BLOCK = 16 << 20
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM as an exception, so a build cleans up as it does on Ctrl-C."""
 
 
 @dataclass(frozen=True)
@@ -95,59 +94,7 @@ def fingerprint(frame: pd.DataFrame, size: int, resize: str) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 16 MiB blocks (about 2 GB/s here: a 2 GB cache in about a second)."""
-    digest = hashlib.sha256()
-    buffer = bytearray(_HASH_BLOCK)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while count := handle.readinto(buffer):
-            digest.update(view[:count])
-    return digest.hexdigest()
-
-
-def _file_record(path: Path, **facts: object) -> dict:
-    return {"bytes": path.stat().st_size, **facts, "sha256": file_sha256(path)}
-
-
-def find_damage(directory: Path, settings: dict, checksums: bool) -> str:
-    """What is wrong with a finished cache's files ('' if nothing): sizes, shape, dtype; checksums too."""
-    if settings.get("format") != CACHE_FORMAT:
-        return f"it has cache format {settings.get('format')}, this mura reads {CACHE_FORMAT}"
-    try:
-        images_record, index_record = settings["files"][IMAGES_FILE], settings["files"][INDEX_FILE]
-        for name, record in ((IMAGES_FILE, images_record), (INDEX_FILE, index_record)):
-            try:
-                actual = (directory / name).stat().st_size
-            except OSError:
-                return f"{name} is missing"
-            if actual != record["bytes"]:
-                return f"{name} has {actual} bytes, {SETTINGS_FILE} recorded {record['bytes']}"
-        try:
-            images = np.load(directory / IMAGES_FILE, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            return f"{IMAGES_FILE} is not a readable array ({exc})"
-        if str(images.dtype) != images_record["dtype"] or list(images.shape) != images_record["shape"]:
-            return (
-                f"{IMAGES_FILE} is {images.dtype} {list(images.shape)}, {SETTINGS_FILE} recorded "
-                f"{images_record['dtype']} {images_record['shape']}"
-            )
-        if checksums:
-            for name, record in ((IMAGES_FILE, images_record), (INDEX_FILE, index_record)):
-                if file_sha256(directory / name) != record["sha256"]:
-                    return f"{name} does not match its checksum (modified, or copied from another cache)"
-    except (KeyError, TypeError):
-        return f"{SETTINGS_FILE} lacks the file records of cache format {CACHE_FORMAT}"
-    return ""
-
-
 _worker_arrays: dict[str, np.ndarray] = {}
-
-
-def _init_worker() -> None:
-    """Workers leave Ctrl-C and SIGTERM handling to the parent, which cancels the work and cleans up."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _decode_chunk(
@@ -182,12 +129,12 @@ def _decode_all(
             for start in range(0, n, chunk):
                 failures += _decode_chunk(str(array_path), start, paths[start : start + chunk], size, resize)
                 bar.update(min(chunk, n - start))
-                _stop_if_interrupted()
+                raise_if_interrupted()
             _worker_arrays.clear()
             return failures
-        pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=worker_ignores_interrupts)
         try:
-            with _interrupts_deferred():  # the first submit forks every worker
+            with deferred():  # the first submit forks every worker
                 futures = {
                     pool.submit(_decode_chunk, str(array_path), s, paths[s : s + chunk], size, resize): min(
                         chunk, n - s
@@ -197,7 +144,7 @@ def _decode_all(
             for future in as_completed(futures):
                 failures += future.result()
                 bar.update(futures[future])
-                _stop_if_interrupted()
+                raise_if_interrupted()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # running chunks finish within a second or so
     return failures
@@ -220,75 +167,11 @@ def _drop_rows(array_path: Path, keep: np.ndarray) -> None:
         compact_path.unlink(missing_ok=True)
 
 
-class _Interrupts:
-    """What the build's signal handlers caught; while `deferred` they only record it."""
-
-    caught: BaseException | None = None
-    deferred = False
-
-
-_interrupts = _Interrupts()
-
-
-def _stop_if_interrupted() -> None:
-    """Raise a caught interrupt again: Python swallows one raised inside a hook (such as fork's)."""
-    if _interrupts.caught is not None:
-        raise _interrupts.caught
-
-
-@contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends (forking: an exception there would be lost)."""
-    _interrupts.deferred = True
-    try:
-        yield
-    finally:
-        _interrupts.deferred = False
-    _stop_if_interrupted()
-
-
-@contextmanager
-def _signals_raise() -> Iterator[None]:
-    """While building, SIGTERM raises `Terminated` and Ctrl-C `KeyboardInterrupt`: temporaries get removed."""
-    _interrupts.caught = None
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, _frame: object) -> None:
-        error = (
-            Terminated(f"terminated by signal {signum}") if signum == signal.SIGTERM else KeyboardInterrupt()
-        )
-        _interrupts.caught = _interrupts.caught or error
-        if not _interrupts.deferred:
-            raise error
-
-    previous = {
-        signum: signal.signal(signum, interrupt)
-        for signum in (signal.SIGINT, signal.SIGTERM)
-        if signal.getsignal(signum) is not signal.SIG_IGN  # nohup and background jobs keep their choice
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        _interrupts.caught = None
-
-
-def _load_settings(directory: Path) -> dict | None:
-    try:
-        settings = json.loads((directory / SETTINGS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return settings if isinstance(settings, dict) else None
-
-
 def _is_own_folder(directory: Path) -> bool:
     """A folder `mura prepare` made: its marker file, or (caches made before the marker) its settings."""
     if (directory / MARKER_FILE).is_file():
         return True
-    settings = _load_settings(directory)
+    settings = load_settings(directory)
     return bool(settings and {"fingerprint", "counts"} <= set(settings))
 
 
@@ -336,7 +219,7 @@ def build_cache(
     out_dir = Path(out_dir)
     _claim_folder(out_dir)
     print_key = fingerprint(frame, size, resize)
-    old = _load_settings(out_dir)
+    old = load_settings(out_dir)
     damage = ""
     if not force and old and old.get("fingerprint") == print_key:
         damage = find_damage(out_dir, old, checksums=True)
@@ -349,15 +232,15 @@ def build_cache(
     n = len(frame)
     paths = frame["path"].astype(str).tolist()
     workers = max(1, min(workers or os.cpu_count() or 1, n))
-    with _signals_raise(), atomic_path(out_dir / IMAGES_FILE) as images_tmp:
+    with signals_raise(), atomic_path(out_dir / IMAGES_FILE) as images_tmp:
         failures = sorted(_decode_all(images_tmp, paths, size, resize, workers, progress))
         keep = np.setdiff1d(np.arange(n), [row for row, _ in failures])
         if failures:
             _drop_rows(images_tmp, keep)
-        images_record = _file_record(images_tmp, shape=[len(keep), size, size], dtype="uint8")
+        images_record = file_record(images_tmp, shape=[len(keep), size, size], dtype="uint8")
         cached = frame.iloc[keep].reset_index(drop=True)
         cached["cache_row"] = np.arange(len(cached))
-        index_record = _file_record(write_index(cached, out_dir / INDEX_FILE), rows=len(cached))
+        index_record = file_record(write_index(cached, out_dir / INDEX_FILE), rows=len(cached))
         failure_frame = pd.DataFrame(
             {"path": [paths[row] for row, _ in failures], "reason": [reason for _, reason in failures]}
         )
@@ -384,7 +267,7 @@ def open_cache(directory: str | Path) -> ImageCache:
     directory = Path(directory)
     if not directory.is_dir():
         raise MuraError(f"{directory}: cache directory not found (build it with `mura prepare`)")
-    settings = _load_settings(directory)
+    settings = load_settings(directory)
     if settings is None:
         if (directory / MARKER_FILE).is_file():
             raise MuraError(
@@ -395,12 +278,15 @@ def open_cache(directory: str | Path) -> ImageCache:
     if damage and settings.get("format") != CACHE_FORMAT:
         raise MuraError(f"{directory}: cannot read this cache: {damage} ({REBUILD_HINT})")
     if not damage:
-        index = read_index(directory / INDEX_FILE)
-        if len(index) != settings["files"][INDEX_FILE]["rows"]:
-            damage = f"{INDEX_FILE} has {len(index)} rows, {SETTINGS_FILE} recorded "
-            damage += str(settings["files"][INDEX_FILE]["rows"])
-        elif settings["files"][IMAGES_FILE]["shape"] != [len(index), settings["size"], settings["size"]]:
-            damage = f"{SETTINGS_FILE} does not match its own size or row count"
+        try:
+            index = read_index(directory / INDEX_FILE)
+        except MuraError as exc:
+            raise MuraError(f"the cache is damaged: {exc}; {REBUILD_HINT}") from None
+        rows, size = settings["files"][INDEX_FILE].get("rows"), settings.get("size")
+        if len(index) != rows:
+            damage = f"{INDEX_FILE} has {len(index)} rows, {SETTINGS_FILE} recorded {rows}"
+        elif settings["files"][IMAGES_FILE]["shape"] != [rows, size, size]:
+            damage = f"{SETTINGS_FILE} contradicts itself (shape, size, rows)"
     if damage:
         raise MuraError(f"{directory}: the cache is damaged: {damage}; {REBUILD_HINT}")
     images = np.load(directory / IMAGES_FILE, mmap_mode="r")

@@ -1,0 +1,76 @@
+"""Is an image cache intact? `settings.json` records each file's size, shape, dtype and SHA-256.
+
+`open_cache` checks the cheap facts (sizes, shape, dtype: a truncated or swapped file shows there at no
+cost); `mura prepare` also compares the checksums before it reuses a cache, so a modified file, or an
+images.npy copied from another cache of the same size, is rebuilt rather than trained on. SHA-256 of
+a file runs at 0.7-2 GB/s on this project's machines (about 1-3 s for a 2 GB MURA cache, against
+minutes to rebuild it), and is in the standard library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+CACHE_FORMAT = 2  # 2: settings.json records size, shape and checksum of images.npy and index.csv
+SETTINGS_FILE, IMAGES_FILE, INDEX_FILE = "settings.json", "images.npy", "index.csv"
+_HASH_BLOCK = 16 << 20
+
+
+def load_settings(directory: Path) -> dict | None:
+    """The cache's settings.json, or None if it is missing or not a JSON object."""
+    try:
+        settings = json.loads((directory / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return settings if isinstance(settings, dict) else None
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 16 MiB blocks."""
+    digest = hashlib.sha256()
+    buffer = bytearray(_HASH_BLOCK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(buffer):
+            digest.update(view[:count])
+    return digest.hexdigest()
+
+
+def file_record(path: Path, **facts: object) -> dict:
+    """What settings.json records of a file it lists: size, the given facts, checksum."""
+    return {"bytes": path.stat().st_size, **facts, "sha256": file_sha256(path)}
+
+
+def find_damage(directory: Path, settings: dict, checksums: bool) -> str:
+    """What is wrong with a finished cache's files ('' if nothing): sizes, shape, dtype; checksums too."""
+    if settings.get("format") != CACHE_FORMAT:
+        return f"it has cache format {settings.get('format')}, this mura reads {CACHE_FORMAT}"
+    try:
+        images_record, index_record = settings["files"][IMAGES_FILE], settings["files"][INDEX_FILE]
+        for name, record in ((IMAGES_FILE, images_record), (INDEX_FILE, index_record)):
+            try:
+                actual = (directory / name).stat().st_size
+            except OSError:
+                return f"{name} is missing"
+            if actual != record["bytes"]:
+                return f"{name} has {actual} bytes, {SETTINGS_FILE} recorded {record['bytes']}"
+        try:
+            images = np.load(directory / IMAGES_FILE, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            return f"{IMAGES_FILE} is not a readable array ({exc})"
+        if str(images.dtype) != images_record["dtype"] or list(images.shape) != images_record["shape"]:
+            return (
+                f"{IMAGES_FILE} is {images.dtype} {list(images.shape)}, {SETTINGS_FILE} recorded "
+                f"{images_record['dtype']} {images_record['shape']}"
+            )
+        if checksums:
+            for name, record in ((IMAGES_FILE, images_record), (INDEX_FILE, index_record)):
+                if file_sha256(directory / name) != record["sha256"]:
+                    return f"{name} does not match its checksum (modified, or copied from another cache)"
+    except (KeyError, TypeError):
+        return f"{SETTINGS_FILE} lacks the file records of cache format {CACHE_FORMAT}"
+    return ""
