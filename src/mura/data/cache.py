@@ -17,12 +17,14 @@ off at 384 px. Radiographs in MURA are close to square-ish portrait crops, so st
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,12 +118,29 @@ def _decode_chunk(
     return failures  # no msync needed: the parent reads the same pages through the page cache
 
 
+def _reserve_disk_space(path: Path) -> None:
+    """Allocate the sparse array file now: a full disk is then one error, not a worker killed by SIGBUS."""
+    if not hasattr(os, "posix_fallocate"):  # macOS
+        return
+    with open(path, "rb+") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise MuraError(
+                    f"{path.parent}: not enough disk space for the cache ({path.stat().st_size / 1e9:.2f} GB)"
+                ) from None
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # file systems without fallocate
+                raise
+
+
 def _decode_all(
     array_path: Path, paths: list[str], size: int, resize: str, workers: int, progress: bool
 ) -> list[tuple[int, str]]:
     """Fill the array file with every decoded image; on an exception pending work is cancelled."""
     n = len(paths)
     np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint8, shape=(n, size, size)).flush()
+    _reserve_disk_space(array_path)
     chunk = max(1, min(256, n // (workers * 8) or 1))
     failures: list[tuple[int, str]] = []
     with tqdm(total=n, unit="img", desc=f"cache {size}px", disable=not progress, smoothing=0.1) as bar:
@@ -145,6 +164,10 @@ def _decode_all(
                 failures += future.result()
                 bar.update(futures[future])
                 raise_if_interrupted()
+        except BrokenProcessPool:
+            raise MuraError(
+                "a decoding process died (out of memory?); `mura prepare --workers 1` names the file"
+            ) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # running chunks finish within a second or so
     return failures
@@ -198,6 +221,31 @@ def _claim_folder(out_dir: Path) -> None:
         log.warning("%s: removed %d temporary file(s) of a killed `mura prepare`", out_dir, len(removed))
 
 
+def _build(frame: pd.DataFrame, out_dir: Path, size: int, resize: str, workers: int, progress: bool) -> dict:
+    """Write images.npy, index.csv and failures.csv; return what settings.json says of them."""
+    n = len(frame)
+    workers = max(1, min(workers or os.cpu_count() or 1, n))
+    paths = frame["path"].astype(str).tolist()
+    with signals_raise(), atomic_path(out_dir / IMAGES_FILE) as images_tmp:
+        failures = sorted(_decode_all(images_tmp, paths, size, resize, workers, progress))
+        keep = np.setdiff1d(np.arange(n), [row for row, _ in failures])
+        if failures:
+            _drop_rows(images_tmp, keep)
+        images_record = file_record(images_tmp, shape=[len(keep), size, size], dtype="uint8")
+        cached = frame.iloc[keep].reset_index(drop=True)
+        cached["cache_row"] = np.arange(len(cached))
+        index_record = file_record(write_index(cached, out_dir / INDEX_FILE), rows=len(cached))
+        failure_frame = pd.DataFrame(
+            {"path": [paths[row] for row, _ in failures], "reason": [reason for _, reason in failures]}
+        )
+        write_text(out_dir / FAILURES_FILE, failure_frame.to_csv(index=False))
+    return {
+        "counts": {"indexed": n, "cached": len(cached), "failed": len(failures)},
+        "splits": {str(k): int(v) for k, v in cached["split"].value_counts().sort_index().items()},
+        "files": {IMAGES_FILE: images_record, INDEX_FILE: index_record},
+    }
+
+
 def build_cache(
     index: str | Path | pd.DataFrame,
     out_dir: str | Path,
@@ -229,34 +277,15 @@ def build_cache(
         log.warning("%s: the cache is damaged (%s); rebuilding it", out_dir, damage)
     (out_dir / SETTINGS_FILE).unlink(missing_ok=True)  # from here on the directory is "not finished"
 
-    n = len(frame)
-    paths = frame["path"].astype(str).tolist()
-    workers = max(1, min(workers or os.cpu_count() or 1, n))
-    with signals_raise(), atomic_path(out_dir / IMAGES_FILE) as images_tmp:
-        failures = sorted(_decode_all(images_tmp, paths, size, resize, workers, progress))
-        keep = np.setdiff1d(np.arange(n), [row for row, _ in failures])
-        if failures:
-            _drop_rows(images_tmp, keep)
-        images_record = file_record(images_tmp, shape=[len(keep), size, size], dtype="uint8")
-        cached = frame.iloc[keep].reset_index(drop=True)
-        cached["cache_row"] = np.arange(len(cached))
-        index_record = file_record(write_index(cached, out_dir / INDEX_FILE), rows=len(cached))
-        failure_frame = pd.DataFrame(
-            {"path": [paths[row] for row, _ in failures], "reason": [reason for _, reason in failures]}
-        )
-        write_text(out_dir / FAILURES_FILE, failure_frame.to_csv(index=False))
-    settings = {
-        "format": CACHE_FORMAT,
-        "size": size,
-        "resize": resize,
-        "fingerprint": print_key,
-        "counts": {"indexed": n, "cached": int(len(keep)), "failed": len(failures)},
-        "splits": {str(k): int(v) for k, v in cached["split"].value_counts().sort_index().items()},
-        "files": {IMAGES_FILE: images_record, INDEX_FILE: index_record},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    try:
+        contents = _build(frame, out_dir, size, resize, workers, progress)
+    except OSError as exc:
+        raise MuraError(f"{out_dir}: cannot write the cache ({exc.strerror or exc})") from None
+    settings = {"format": CACHE_FORMAT, "size": size, "resize": resize, "fingerprint": print_key, **contents}
+    settings["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_text(out_dir / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
-    return CacheInfo(out_dir, int(len(keep)), len(failures), False, time.perf_counter() - started, damage)
+    cached, failed = contents["counts"]["cached"], contents["counts"]["failed"]
+    return CacheInfo(out_dir, cached, failed, False, time.perf_counter() - started, damage)
 
 
 def open_cache(directory: str | Path) -> ImageCache:
