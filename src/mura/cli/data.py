@@ -82,11 +82,19 @@ def run_prepare(args: argparse.Namespace) -> int:
 def _warnings_to_stderr() -> None:
     """Index warnings (label disagreements, missing files) go to stderr, one line each."""
     logger = logging.getLogger("mura.data")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("warning: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to sys.stderr as it is at each warning: main() may run again with stderr redirected."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
