@@ -224,13 +224,18 @@ def test_signal_during_prepare_leaves_no_temporary(
         stderr=subprocess.PIPE,
         text=True,
     )
-    temporary = out / f".images.tmp-{proc.pid}.npy"
-    deadline = time.monotonic() + 60
-    while not temporary.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert temporary.exists(), "the build never started its array"
-    proc.send_signal(signum)
-    _, err = proc.communicate(timeout=60)
+    try:
+        temporary = out / f".images.tmp-{proc.pid}.npy"
+        deadline = time.monotonic() + 60
+        while not temporary.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert temporary.exists(), "the build never started its array"
+        proc.send_signal(signum)  # SIGINT as a terminal's Ctrl-C, SIGTERM as `kill` or a service manager
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == status, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == [".mura-cache"]  # no temporary, no half cache
