@@ -211,7 +211,7 @@ def _big_index(synthetic_mura, path: Path) -> Path:
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_during_prepare_leaves_no_temporary(
-    synthetic_mura, tmp_path: Path, signum: int, status: int
+    synthetic_mura, tmp_path: Path, capsys: pytest.CaptureFixture, signum: int, status: int
 ) -> None:
     index_csv = _big_index(synthetic_mura, tmp_path / "big.csv")
     out = tmp_path / "c"
@@ -230,6 +230,8 @@ def test_signal_during_prepare_leaves_no_temporary(
         while not temporary.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert temporary.exists(), "the build never started its array"
+        assert main([*argv[3:], "--quiet"]) == 2  # a second build into the same folder waits its turn
+        assert "another `mura prepare` is writing this cache" in capsys.readouterr().err
         proc.send_signal(signum)  # SIGINT as a terminal's Ctrl-C, SIGTERM as `kill` or a service manager
         _, err = proc.communicate(timeout=60)
     finally:

@@ -32,12 +32,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from mura.atomic import atomic_path, remove_stale_temporaries, temporary_name, write_text
-from mura.data.cache_check import (
+from mura.atomic import atomic_path, temporary_name, write_text
+from mura.data.cache_folder import (
     CACHE_FORMAT,
     IMAGES_FILE,
     INDEX_FILE,
+    MARKER_FILE,
     SETTINGS_FILE,
+    claimed_folder,
     file_record,
     find_damage,
     load_settings,
@@ -51,7 +53,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RESIZE = "stretch"
 FAILURES_FILE = "failures.csv"
-MARKER_FILE = ".mura-cache"
 REBUILD_HINT = "`mura prepare` will rebuild it"
 
 
@@ -190,37 +191,6 @@ def _drop_rows(array_path: Path, keep: np.ndarray) -> None:
         compact_path.unlink(missing_ok=True)
 
 
-def _is_own_folder(directory: Path) -> bool:
-    """A folder `mura prepare` made: its marker file, or (caches made before the marker) its settings."""
-    if (directory / MARKER_FILE).is_file():
-        return True
-    settings = load_settings(directory)
-    return bool(settings and {"fingerprint", "counts"} <= set(settings))
-
-
-def _claim_folder(out_dir: Path) -> None:
-    """Make `out_dir` a cache folder; refuse one holding anything but a mura cache."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MuraError(f"{out_dir}: exists and is not a folder; give --out a new or empty folder")
-    if out_dir.is_dir() and not _is_own_folder(out_dir):
-        entries = sorted(entry.name for entry in out_dir.iterdir())
-        if entries:
-            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-            raise MuraError(
-                f"{out_dir}: folder is not empty ({shown}) and is not a mura cache; nothing was written, "
-                "give --out a new or empty folder"
-            )
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not (out_dir / MARKER_FILE).is_file():
-            write_text(out_dir / MARKER_FILE, "an image cache made by `mura prepare`, which may rebuild it\n")
-    except OSError as exc:
-        raise MuraError(f"{out_dir}: cannot write the cache ({exc.strerror})") from None
-    removed = remove_stale_temporaries(out_dir)
-    if removed:
-        log.warning("%s: removed %d temporary file(s) of a killed `mura prepare`", out_dir, len(removed))
-
-
 def _build(frame: pd.DataFrame, out_dir: Path, size: int, resize: str, workers: int, progress: bool) -> dict:
     """Write images.npy, index.csv and failures.csv; return what settings.json says of them."""
     n = len(frame)
@@ -264,28 +234,28 @@ def build_cache(
     frame = read_index(index) if not isinstance(index, pd.DataFrame) else index.reset_index(drop=True)
     if frame.empty:
         raise MuraError("the index has no rows: nothing to cache")
-    out_dir = Path(out_dir)
-    _claim_folder(out_dir)
-    print_key = fingerprint(frame, size, resize)
-    old = load_settings(out_dir)
-    damage = ""
-    if not force and old and old.get("fingerprint") == print_key:
-        damage = find_damage(out_dir, old, checksums=True)
-        if not damage:
-            counts = old["counts"]
-            return CacheInfo(out_dir, counts["cached"], counts["failed"], True, time.perf_counter() - started)
-        log.warning("%s: the cache is damaged (%s); rebuilding it", out_dir, damage)
-    (out_dir / SETTINGS_FILE).unlink(missing_ok=True)  # from here on the directory is "not finished"
-
-    try:
-        contents = _build(frame, out_dir, size, resize, workers, progress)
-    except OSError as exc:
-        raise MuraError(f"{out_dir}: cannot write the cache ({exc.strerror or exc})") from None
-    settings = {"format": CACHE_FORMAT, "size": size, "resize": resize, "fingerprint": print_key, **contents}
-    settings["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    write_text(out_dir / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
+    with claimed_folder(Path(out_dir)) as folder:
+        print_key = fingerprint(frame, size, resize)
+        old = load_settings(folder)
+        damage = ""
+        if not force and old and old.get("fingerprint") == print_key:
+            damage = find_damage(folder, old, checksums=True)
+            if not damage:
+                counts = old["counts"]
+                return CacheInfo(
+                    folder, counts["cached"], counts["failed"], True, time.perf_counter() - started
+                )
+            log.warning("%s: the cache is damaged (%s); rebuilding it", folder, damage)
+        (folder / SETTINGS_FILE).unlink(missing_ok=True)  # from here on the folder is "not finished"
+        try:
+            contents = _build(frame, folder, size, resize, workers, progress)
+        except OSError as exc:
+            raise MuraError(f"{folder}: cannot write the cache ({exc.strerror or exc})") from None
+        settings = {"format": CACHE_FORMAT, "size": size, "resize": resize, "fingerprint": print_key}
+        settings.update(contents, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        write_text(folder / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
     cached, failed = contents["counts"]["cached"], contents["counts"]["failed"]
-    return CacheInfo(out_dir, cached, failed, False, time.perf_counter() - started, damage)
+    return CacheInfo(folder, cached, failed, False, time.perf_counter() - started, damage)
 
 
 def open_cache(directory: str | Path) -> ImageCache:

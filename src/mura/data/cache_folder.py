@@ -1,4 +1,9 @@
-"""Is an image cache intact? `settings.json` records each file's size, shape, dtype and SHA-256.
+"""The cache folder: is it a mura cache, is it intact, and is another build writing it now?
+
+`.mura-cache`, written before anything else, marks a folder as a cache that `mura prepare` may
+rebuild; any other non-empty folder is refused, so the user's own files are never overwritten. While a
+build runs it holds an exclusive lock on the folder, so two builds never interleave their files.
+`settings.json` records each file's size, shape, dtype and SHA-256.
 
 `open_cache` checks the cheap facts (sizes, shape, dtype: a truncated or swapped file shows there at no
 cost); `mura prepare` also compares the checksums before it reuses a cache, so a modified file, or an
@@ -10,14 +15,25 @@ to rebuild it. xxh3 hashed about 6 GB/s there but is a dependency; the disk alon
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from mura.atomic import remove_stale_temporaries, write_text
+from mura.errors import MuraError
+
+log = logging.getLogger(__name__)
+
 CACHE_FORMAT = 2  # 2: settings.json records size, shape and checksum of images.npy and index.csv
 SETTINGS_FILE, IMAGES_FILE, INDEX_FILE = "settings.json", "images.npy", "index.csv"
+MARKER_FILE = ".mura-cache"
 _HASH_BLOCK = 16 << 20
 
 
@@ -75,3 +91,53 @@ def find_damage(directory: Path, settings: dict, checksums: bool) -> str:
     except (KeyError, TypeError):
         return f"{SETTINGS_FILE} lacks the file records of cache format {CACHE_FORMAT}"
     return ""
+
+
+def is_own_folder(directory: Path) -> bool:
+    """A folder `mura prepare` made: its marker file, or (caches made before the marker) its settings."""
+    if (directory / MARKER_FILE).is_file():
+        return True
+    settings = load_settings(directory)
+    return bool(settings and {"fingerprint", "counts"} <= set(settings))
+
+
+@contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the folder itself (flock), released when the build ends or dies."""
+    handle = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MuraError(
+                f"{out_dir}: another `mura prepare` is writing this cache; let it finish"
+            ) from None
+        yield
+    finally:
+        os.close(handle)
+
+
+@contextmanager
+def claimed_folder(out_dir: Path) -> Iterator[Path]:
+    """Make `out_dir` a cache folder and lock it; refuse one holding anything but a mura cache."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MuraError(f"{out_dir}: exists and is not a folder; give --out a new or empty folder")
+    if out_dir.is_dir() and not is_own_folder(out_dir):
+        entries = sorted(entry.name for entry in out_dir.iterdir())
+        if entries:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise MuraError(
+                f"{out_dir}: folder is not empty ({shown}) and is not a mura cache; nothing was written, "
+                "give --out a new or empty folder"
+            )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not (out_dir / MARKER_FILE).is_file():
+            write_text(out_dir / MARKER_FILE, "an image cache made by `mura prepare`, which may rebuild it\n")
+    except OSError as exc:
+        raise MuraError(f"{out_dir}: cannot write the cache ({exc.strerror})") from None
+    with _locked(out_dir):
+        removed = remove_stale_temporaries(out_dir)
+        if removed:
+            log.warning("%s: removed %d temporary file(s) of a killed `mura prepare`", out_dir, len(removed))
+        yield out_dir
