@@ -3,12 +3,11 @@
 Training then memory-maps `images.npy` and never touches JPEG/PNG decoding again (decoding costs more
 than a small CNN's forward pass on CPU). Workers write straight into the shared memory-mapped file, so
 nothing large crosses process pipes. The cache is reused when a fingerprint of the inputs (paths, file
-sizes, mtimes, index contents) and settings matches and its files are intact: `settings.json` records
-each file's size, shape and SHA-256. It is written last and acts as the commit marker, so an
-interrupted build is never mistaken for a finished one. `.mura-cache`, written before anything else,
-marks the folder as a cache that `mura prepare` may rebuild; any other non-empty folder is refused,
-so the user's own files are never overwritten. Every file is written atomically (`mura.atomic`);
-SIGTERM and Ctrl-C remove the half-written array, and the next build removes those of killed builds.
+sizes, mtimes, index contents) and settings matches and its files are intact (`cache_folder`: which
+folders a build may write, and what settings.json records of each file). `settings.json` is written
+last and acts as the commit marker, so an interrupted build is never mistaken for a finished one.
+Every file is written atomically (`mura.atomic`); SIGTERM and Ctrl-C remove the half-written array
+(`mura.interrupts`), and the next build removes those left by builds killed with -9.
 
 Default resize mode: `stretch`. The spec resized by stretching, and the design study measured 224 px
 stretch at AUC 0.856 vs 224 px letterbox at 0.840 (padding shrinks the anatomy); letterbox only paid
