@@ -80,7 +80,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def _warnings_to_stderr() -> None:
-    """Index warnings (label disagreements, missing files) go to stderr, one line each."""
+    """Data warnings (label disagreements, missing files, damaged caches) go to stderr, one line each."""
     logger = logging.getLogger("mura.data")
     if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
         handler = _CurrentStderr()
