@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import mura
 from mura.cli import main
 from mura.data import cache as cache_module
 from mura.data.cache import build_cache, open_cache
 from mura.data.images import load_grayscale
-from mura.data.index import read_index
+from mura.data.index import read_index, write_index
 from mura.data.synth import generate_synthetic_mura
 from mura.errors import MuraError
 from mura.preprocessing import resize_image
@@ -93,11 +99,148 @@ def test_corrupt_png_in_tree_via_cli_exits_zero(tmp_path: Path, capsys: pytest.C
 def test_open_cache_errors_are_clear(synthetic_mura, tmp_path: Path) -> None:
     with pytest.raises(MuraError, match="not found"):
         open_cache(tmp_path / "none")
-    (tmp_path / "half").mkdir()
-    with pytest.raises(MuraError, match="unfinished or corrupt"):
-        open_cache(tmp_path / "half")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MuraError, match="not a mura cache"):
+        open_cache(tmp_path / "empty")
     index = read_index(synthetic_mura.index_csv).iloc[:5]
     build_cache(index, tmp_path / "c", size=16, workers=1, progress=False)
-    np.save(tmp_path / "c" / "images.npy", np.zeros((3, 16, 16), np.uint8))
-    with pytest.raises(MuraError, match="rerun `mura prepare`"):
+    (tmp_path / "c" / "settings.json").unlink()  # as after a killed build
+    with pytest.raises(MuraError, match="unfinished or corrupt.*`mura prepare` will rebuild it"):
         open_cache(tmp_path / "c")
+    build_cache(index, tmp_path / "c", size=16, workers=1, progress=False)
+    np.save(tmp_path / "c" / "images.npy", np.zeros((3, 16, 16), np.uint8))
+    with pytest.raises(MuraError, match="damaged: images.npy has .* bytes.*`mura prepare` will rebuild it"):
+        open_cache(tmp_path / "c")
+    assert not build_cache(index, tmp_path / "c", size=16, workers=1, progress=False).reused
+    settings = json.loads((tmp_path / "c" / "settings.json").read_text())
+    (tmp_path / "c" / "settings.json").write_text(json.dumps({**settings, "format": 1}))
+    with pytest.raises(MuraError, match="cache format 1.*will rebuild it"):
+        open_cache(tmp_path / "c")
+    assert not build_cache(index, tmp_path / "c", size=16, workers=1, progress=False).reused
+    assert len(open_cache(tmp_path / "c").index) == 5
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {entry.name: entry.read_bytes() for entry in sorted(folder.iterdir()) if entry.is_file()}
+
+
+def _subset(synthetic_mura, rows: slice) -> pd.DataFrame:
+    return read_index(synthetic_mura.index_csv).iloc[rows].reset_index(drop=True)
+
+
+def test_prepare_refuses_a_folder_holding_the_users_files(
+    synthetic_mura, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    work = tmp_path / "work"
+    write_index(_subset(synthetic_mura, slice(0, 6)), work / "index.csv")
+    (work / "notes.txt").write_text("mine\n")
+    before = _listing(work)
+    argv = ["prepare", str(work / "index.csv"), "--out", str(work), "--size", "16", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert str(work) in err and "not a mura cache" in err and "new or empty folder" in err
+    with pytest.raises(MuraError, match="not empty"):
+        build_cache(work / "index.csv", work, size=16, workers=1, progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MuraError, match="not a folder"):
+        build_cache(work / "index.csv", tmp_path / "file", size=16, workers=1, progress=False)
+    assert _listing(work) == before and sorted(p.name for p in work.iterdir()) == sorted(before)
+    argv[3] = str(work / "cache")  # a new folder inside is fine, and the user's files stay as they were
+    assert main(argv) == 0
+    assert _listing(work) == before and open_cache(work / "cache").images.shape == (6, 16, 16)
+
+
+def test_truncated_images_are_reported_then_rebuilt(synthetic_mura, tmp_path: Path) -> None:
+    index = _subset(synthetic_mura, slice(0, 12))
+    build_cache(index, tmp_path / "c", size=32, workers=1, progress=False)
+    images = tmp_path / "c" / "images.npy"
+    images.write_bytes(images.read_bytes()[:-1000])  # as after a full disk or an interrupted copy
+    with pytest.raises(
+        MuraError, match=r"the cache is damaged: images\.npy has .*`mura prepare` will rebuild"
+    ):
+        open_cache(tmp_path / "c")
+    info = build_cache(index, tmp_path / "c", size=32, workers=1, progress=False)
+    assert not info.reused and "images.npy has" in info.damage
+    cache = open_cache(tmp_path / "c")
+    assert np.array_equal(cache.images[11], resize_image(load_grayscale(index["path"].iloc[11]), 32))
+    assert build_cache(index, tmp_path / "c", size=32, workers=1, progress=False).reused
+
+
+@pytest.mark.parametrize("damage", ["foreign images", "flipped pixel", "edited index"])
+def test_same_size_changes_are_caught_by_the_checksum(synthetic_mura, tmp_path: Path, damage: str) -> None:
+    index = _subset(synthetic_mura, slice(0, 12))
+    build_cache(index, tmp_path / "c", size=32, workers=1, progress=False)
+    intact = _listing(tmp_path / "c")
+    if damage == "foreign images":  # another cache of as many images at the same size
+        build_cache(
+            _subset(synthetic_mura, slice(12, 24)), tmp_path / "other", size=32, workers=1, progress=False
+        )
+        (tmp_path / "c" / "images.npy").write_bytes((tmp_path / "other" / "images.npy").read_bytes())
+    elif damage == "flipped pixel":
+        data = bytearray(intact["images.npy"])
+        data[-1] ^= 0xFF
+        (tmp_path / "c" / "images.npy").write_bytes(bytes(data))
+    else:
+        text = intact["index.csv"].decode()
+        (tmp_path / "c" / "index.csv").write_text(text.replace("patient", "Patient", 1))
+    assert _listing(tmp_path / "c") != intact
+    info = build_cache(index, tmp_path / "c", size=32, workers=1, progress=False)
+    assert not info.reused and "does not match its checksum" in info.damage
+    rebuilt = _listing(tmp_path / "c")
+    assert rebuilt["images.npy"] == intact["images.npy"] and rebuilt["index.csv"] == intact["index.csv"]
+    assert len(open_cache(tmp_path / "c").index) == 12
+
+
+def test_stale_temporary_of_a_killed_prepare_is_removed(synthetic_mura, tmp_path: Path) -> None:
+    index = _subset(synthetic_mura, slice(0, 8))
+    build_cache(index, tmp_path / "c", size=16, workers=1, progress=False)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # noqa: S603
+    child.wait()  # its pid now belongs to no process, as with a prepare killed by -9
+    stale = tmp_path / "c" / f".images.tmp-{child.pid}.npy"
+    stale.write_bytes(b"\x00" * 4096)  # what kill -9 during a build leaves
+    (tmp_path / "c" / "notes.txt").write_text("mine\n")
+    intact = {k: v for k, v in _listing(tmp_path / "c").items() if k != stale.name}
+    assert build_cache(index, tmp_path / "c", size=16, workers=1, progress=False).reused
+    assert not stale.exists() and _listing(tmp_path / "c") == intact
+
+
+def _big_index(synthetic_mura, path: Path) -> Path:
+    """The session's images listed 20 times: thousands of rows, so a build runs for seconds."""
+    return write_index(pd.concat([read_index(synthetic_mura.index_csv)] * 20, ignore_index=True), path)
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_during_prepare_leaves_no_temporary(
+    synthetic_mura, tmp_path: Path, capsys: pytest.CaptureFixture, signum: int, status: int
+) -> None:
+    index_csv = _big_index(synthetic_mura, tmp_path / "big.csv")
+    out = tmp_path / "c"
+    env = {**os.environ, "PYTHONPATH": str(Path(mura.__file__).parents[1])}
+    argv = [sys.executable, "-m", "mura", "prepare", str(index_csv), "--out", str(out), "--size", "32"]
+    proc = subprocess.Popen(  # noqa: S603
+        [*argv, "--workers", "2", "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        temporary = out / f".images.tmp-{proc.pid}.npy"
+        deadline = time.monotonic() + 60
+        while not temporary.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert temporary.exists(), "the build never started its array"
+        assert main([*argv[3:], "--quiet"]) == 2  # a second build into the same folder waits its turn
+        assert "another `mura prepare` is writing this cache" in capsys.readouterr().err
+        proc.send_signal(signum)  # SIGINT as a terminal's Ctrl-C, SIGTERM as `kill` or a service manager
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == status, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == [".mura-cache"]  # no temporary, no half cache
+    with pytest.raises(MuraError, match="unfinished or corrupt.*will rebuild"):
+        open_cache(out)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mura.cli import main
 from mura.data.cache import open_cache
-from mura.data.index import read_index
+from mura.data.index import read_index, write_index
 
 
 def _one_line_error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
@@ -86,3 +88,53 @@ def test_empty_dataset_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_prepare_with_missing_index_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     err = _one_line_error(["prepare", str(tmp_path / "none.csv"), "--out", str(tmp_path / "c")], capsys)
     assert "index file not found" in err
+
+
+def test_prepare_reports_a_damaged_cache_and_stale_temporaries_in_one_line_each(
+    synthetic_mura, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    index_csv = write_index(read_index(synthetic_mura.index_csv).iloc[:8], tmp_path / "i.csv")
+    argv = [
+        "prepare",
+        str(index_csv),
+        "--size",
+        "16",
+        "--out",
+        str(tmp_path / "c"),
+        "--workers",
+        "1",
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    capsys.readouterr()
+    images = tmp_path / "c" / "images.npy"
+    images.write_bytes(images.read_bytes()[:-100])
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # noqa: S603
+    child.wait()
+    (tmp_path / "c" / f".images.tmp-{child.pid}.npy").write_bytes(b"\0" * 100)  # left by kill -9
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    warnings = captured.err.strip().splitlines()
+    assert len(warnings) == 2 and "Traceback" not in captured.err
+    assert "removed 1 temporary file(s)" in warnings[0]
+    assert "the cache is damaged (images.npy has" in warnings[1] and "rebuilding it" in warnings[1]
+    assert captured.out.startswith("cached 8 images") and len(captured.out.strip().splitlines()) == 1
+    assert open_cache(tmp_path / "c").images.shape == (8, 16, 16)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        ".mura-cache",
+        "failures.csv",
+        "images.npy",
+        "index.csv",
+        "settings.json",
+    ]
+
+
+def test_prepare_into_a_file_is_one_line(
+    synthetic_mura, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "taken").write_text("user data\n")
+    err = _one_line_error(
+        ["prepare", str(synthetic_mura.index_csv), "--out", str(tmp_path / "taken")], capsys
+    )
+    assert "taken: exists and is not a folder" in err
+    assert (tmp_path / "taken").read_text() == "user data\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from mura.data.splits import SPLIT_UNITS
@@ -52,16 +53,22 @@ def run_index(args: argparse.Namespace) -> int:
 
 def run_prepare(args: argparse.Namespace) -> int:
     from mura.data.cache import build_cache
+    from mura.interrupts import Terminated
 
-    info = build_cache(
-        args.index,
-        args.out,
-        size=args.size,
-        resize=args.resize,
-        workers=args.workers,
-        progress=not args.quiet,
-        force=args.force,
-    )
+    _warnings_to_stderr()  # a damaged cache being rebuilt, temporaries of a killed build removed
+    try:
+        info = build_cache(
+            args.index,
+            args.out,
+            size=args.size,
+            resize=args.resize,
+            workers=args.workers,
+            progress=not args.quiet,
+            force=args.force,
+        )
+    except Terminated:
+        print(f"mura prepare: terminated; temporaries removed, rerun to finish {args.out}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     if info.reused:
         print(f"cache {info.directory} is up to date ({info.images} images); nothing to do")
     else:
@@ -73,13 +80,21 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def _warnings_to_stderr() -> None:
-    """Index warnings (label disagreements, missing files) go to stderr, one line each."""
+    """Data warnings (label disagreements, missing files, damaged caches) go to stderr, one line each."""
     logger = logging.getLogger("mura.data")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("warning: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to sys.stderr as it is at each warning: main() may run again with stderr redirected."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mura.atomic import atomic_path
 from mura.constants import BODY_PARTS, INDEX_COLUMNS, SPLITS
 from mura.data.splits import split_train_val
 from mura.errors import MuraError
@@ -199,15 +200,13 @@ def build_mura_index(
 
 
 def write_index(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write the index CSV atomically (temp file in the same directory, then rename)."""
+    """Write the index CSV atomically (`mura.atomic`: a crash leaves the old file or the new one)."""
     missing = [c for c in INDEX_COLUMNS if c not in frame.columns]
     if missing:
         raise MuraError(f"index is missing columns {missing}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
     return path
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mura.atomic import atomic_path, write_bytes, write_text
 from mura.constants import BODY_PARTS
 from mura.data.synth_anatomy import draw_anatomy
 from mura.errors import MuraError
@@ -170,12 +171,14 @@ def _save(image: np.ndarray, path: Path, rng: np.random.Generator) -> None:
     roll = rng.random()
     if roll < 0.05:  # RGB-encoded grey, as many exported films are
         tint = np.stack([image, image, np.clip(image.astype(np.int16) + 3, 0, 255).astype(np.uint8)], -1)
-        Image.fromarray(tint, mode="RGB").save(path, compress_level=1)
+        picture = Image.fromarray(tint, mode="RGB")
     elif roll < 0.07:  # 12-bit detector data in a 16-bit PNG
         deep = image.astype(np.uint16) * 16 + rng.integers(0, 16, image.shape, dtype=np.uint16)
-        Image.fromarray(deep).save(path, compress_level=1)
+        picture = Image.fromarray(deep)
     else:
-        Image.fromarray(image, mode="L").save(path, compress_level=1)
+        picture = Image.fromarray(image, mode="L")
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG", compress_level=1)
 
 
 def _render_study(out: str, plan: StudyPlan, seed: int) -> tuple[list[str], int]:
@@ -196,7 +199,7 @@ def _render_study(out: str, plan: StudyPlan, seed: int) -> tuple[list[str], int]
     junk = 0
     if rng.random() < 0.03:  # macOS AppleDouble litter, as found in real zip extractions
         header = b"\x00\x05\x16\x07"  # AppleDouble magic
-        (study_dir / "._image1.png").write_bytes(header + bytes(rng.integers(0, 256, 60, np.uint8)))
+        write_bytes(study_dir / "._image1.png", header + bytes(rng.integers(0, 256, 60, np.uint8)))
         junk = 1
     return paths, junk
 
@@ -206,9 +209,7 @@ def _render_chunk(out: str, plans: list[StudyPlan], seed: int) -> list[tuple[lis
 
 
 def _write_csv(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in lines))
 
 
 def generate_synthetic_mura(
@@ -238,7 +239,7 @@ def generate_synthetic_mura(
             out / "MURA-v1.1" / f"{split}_labeled_studies.csv",
             [f"{p.rel_dir},{p.label}" for p, _ in split_items],
         )
-    (out / "MURA-v1.1" / "train" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    write_bytes(out / "MURA-v1.1" / "train" / ".DS_Store", b"\x00\x00\x00\x01Bud1")
     n_images = sum(len(r[0]) for r in results)
     n_junk = sum(r[1] for r in results) + 1
     info = {
@@ -248,5 +249,5 @@ def generate_synthetic_mura(
         "studies": len(plans),
         "images": n_images,
     }
-    (out / "MURA-v1.1" / MARKER_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    write_text(out / "MURA-v1.1" / MARKER_FILE, json.dumps(info, indent=1) + "\n")
     return SynthInfo(out, patients, len(plans), n_images, n_junk)
