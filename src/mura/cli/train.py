@@ -19,6 +19,7 @@ from pathlib import Path
 from mura.config import Config, FieldSpec, config_fields, load_config
 
 OVERRIDE_PREFIX = "override:"
+DEFAULT_FOLDS = 5
 
 
 def _flag_help(spec: FieldSpec) -> str:
@@ -79,10 +80,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train one recipe on K folds (by patient, or blocks of ids), predict every image with "
         "the model that did not see it, fit calibration and operating points on those out-of-fold "
         "predictions, and write the fold ensemble to OUT/final/*.pt. Resumes an interrupted run.",
-        usage="mura cv --config YAML --folds K --out DIR [--tta] [--section.key VALUE ...]",
+        usage="mura cv --config YAML [--folds K] --out DIR [--tta] [--section.key VALUE ...]",
+        epilog="--folds is the config's data.folds (default here: 5).",
     )
     cv.add_argument("--config", help="YAML config of the recipe (configs/fracatlas/*.yaml)")
-    cv.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     cv.add_argument("--tta", action="store_true", help="out-of-fold predictions with flip TTA")
     cv.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for CIs")
     _add_config_flags(cv)
@@ -103,7 +104,7 @@ def run_cv(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from mura.experiments.cv import cross_validate
 
-    result = cross_validate(cfg, args.folds, tta=args.tta, n_bootstrap=args.bootstrap)
+    result = cross_validate(cfg, cfg.data.folds or DEFAULT_FOLDS, tta=args.tta, n_bootstrap=args.bootstrap)
     s = result.summary
     low, high = s["oof_auc_ci"]
     point = s["operating_points"][s["default_operating_point"]]
