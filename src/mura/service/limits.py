@@ -21,13 +21,17 @@ DICOM_MAGIC = b"DICM"
 
 
 def sniff_kind(data: bytes, filename: str) -> str:
-    """`png`, `jpeg` or `dicom` by content; 415 for anything else."""
+    """`png`, `jpeg` or `dicom` by content; 415 for anything else.
+
+    DICOM first: its 128-byte preamble is free-form (it may even look like a PNG), and the decoder
+    (`mura.data.images.read_image`) also takes the `DICM` magic over anything before it.
+    """
+    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)] == DICOM_MAGIC:
+        return "dicom"
     if data.startswith(PNG_MAGIC):
         return "png"
     if data.startswith(JPEG_MAGIC):
         return "jpeg"
-    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)] == DICOM_MAGIC:
-        return "dicom"
     raise unsupported_type(filename)
 
 
