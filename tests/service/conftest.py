@@ -101,6 +101,12 @@ def dicom_bytes(
     return buffer.getvalue()
 
 
+@pytest.fixture(scope="session")
+def serve():
+    """`with serve(app) as base_url:` the app under uvicorn on a free loopback port."""
+    return live_server
+
+
 @contextlib.contextmanager
 def live_server(app, **options) -> Iterator[str]:
     """Serve `app` with uvicorn on a free loopback port in a thread; yields the base URL, then stops it."""
@@ -110,7 +116,9 @@ def live_server(app, **options) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **options))
+    # log_config=None: uvicorn's records reach the root logger, so tests can see them (caplog).
+    config = uvicorn.Config(app, log_level="warning", log_config=None, lifespan="on", **options)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -50,8 +50,11 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("", "0", "false", "no", "off")
 
 
-def _upload_body(multiple: bool, max_files: int) -> dict[str, Any]:
-    """OpenAPI description of the multipart body (the app parses it itself, so FastAPI cannot infer it)."""
+def _upload_body(multiple: bool, max_files: int, cam: bool) -> dict[str, Any]:
+    """OpenAPI description of the multipart body (the app parses it itself, so FastAPI cannot infer it).
+
+    `cam` is offered only by a server with a Grad-CAM explainer (elsewhere `cam=true` gets 400).
+    """
     file_schema = {"type": "string", "format": "binary"}
     files = (
         {"files": {"type": "array", "items": file_schema, "minItems": 1, "maxItems": max_files}}
@@ -59,21 +62,21 @@ def _upload_body(multiple: bool, max_files: int) -> dict[str, Any]:
         else {"file": file_schema}
     )
     required = ["files"] if multiple else ["file"]
-    properties = {
+    properties: dict[str, Any] = {
         **files,
         "body_part": {
             "type": "string",
             "enum": list(BODY_PARTS),
             "description": "omit to let the model predict it (DICOM files: read from their tags)",
         },
-        "cam": {"type": "boolean", "description": "include the image and its Grad-CAM overlay as base64 PNG"},
     }
     schema = {"type": "object", "properties": properties, "required": required}
-    cam_query = {"name": "cam", "in": "query", "required": False, "schema": {"type": "boolean"}}
-    return {
-        "parameters": [cam_query],
-        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}},
-    }
+    body = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+    if not cam:
+        return body
+    text = "include the image and its Grad-CAM overlay as base64 PNG"
+    properties["cam"] = {"type": "boolean", "description": text}
+    return {"parameters": [{"name": "cam", "in": "query", "schema": {"type": "boolean"}}], **body}
 
 
 def _body_part(form: MultipartForm) -> int:
@@ -150,15 +153,15 @@ def create_app(
         """The whole body in memory, within the deadline; no inference slot is held meanwhile."""
         check_content_length(request.headers.get("content-length"), max_upload_bytes)
         async with reading.slot():
+            body = read_multipart(
+                request.headers.get("content-type"),
+                request.stream(),
+                max_bytes=max_upload_bytes,
+                max_files=max_files,
+            )
             try:
-                async with asyncio.timeout(body_timeout_s):
-                    form = await read_multipart(
-                        request.headers.get("content-type"),
-                        request.stream(),
-                        max_bytes=max_upload_bytes,
-                        max_files=max_files,
-                    )
-            except TimeoutError:
+                form = await asyncio.wait_for(body, body_timeout_s)
+            except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
                 raise request_timeout(body_timeout_s) from None
         if not form.files:
             raise bad_request("no file uploaded (multipart field 'file' or 'files')")
@@ -184,7 +187,7 @@ def create_app(
 
     @app.post(
         "/v1/predict",
-        openapi_extra=_upload_body(multiple=False, max_files=1),
+        openapi_extra=_upload_body(multiple=False, max_files=1, cam=explainer is not None),
         summary="Predict one radiograph",
         response_model=ImageAnswer,
         response_model_exclude_unset=True,
@@ -196,7 +199,7 @@ def create_app(
 
     @app.post(
         "/v1/predict/study",
-        openapi_extra=_upload_body(multiple=True, max_files=max_study_files),
+        openapi_extra=_upload_body(multiple=True, max_files=max_study_files, cam=explainer is not None),
         summary="Predict a study (views that cannot be used are skipped and listed)",
         response_model=StudyAnswer,
         response_model_exclude_unset=True,
