@@ -140,7 +140,7 @@ def create_app(
     @app.exception_handler(ClientDisconnect)
     async def _client_gone(request: Request, _: ClientDisconnect) -> Response:
         # Routine (a closed tab, a dropped link): one line, no traceback; nobody is left to answer.
-        log.info("client disconnected during the upload to %s", request.url.path)
+        log.warning("client disconnected during the upload to %s", request.url.path)
         return Response(status_code=400)
 
     @app.exception_handler(Exception)
