@@ -11,8 +11,9 @@ import pytest
 from PIL import Image, ImageFile
 
 from mura.data import images
-from mura.data.images import load_grayscale, resize_image
-from mura.errors import ImageDecodeError
+from mura.data.images import load_grayscale
+from mura.errors import ImageDecodeError, MuraError
+from mura.preprocessing import resize_image
 
 
 def _gradient(h: int = 40, w: int = 60) -> np.ndarray:
@@ -188,7 +189,7 @@ def test_resize_stretch_and_letterbox() -> None:
     assert boxed.shape == (32, 32)
     assert boxed[:, :7].max() == 0 and boxed[:, -7:].max() == 0  # black bars keep the aspect ratio
     assert boxed[:, 9:23].min() == 200
-    with pytest.raises(ValueError):
+    with pytest.raises(MuraError, match="resize mode"):
         resize_image(image, 32, "crop")
 
 

@@ -48,7 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto: ONNX Runtime on CPU where an up-to-date CKPT.onnx exists",
     )
-    predict.add_argument("--threshold", default=None, help="stored threshold name or a number")
+    predict.add_argument(
+        "--threshold",
+        default=None,
+        help="operating point: a stored name (suspicious = high sensitivity, the default; definite = high "
+        "specificity; youden; default = 0.5) or a probability",
+    )
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--workers", type=int, default=2, help="decoding threads (overlap with inference)")
     predict.add_argument("--cam", default=None, metavar="DIR", help="also write Grad-CAM overlays here")
@@ -81,6 +86,7 @@ CSV_FIELDS = [
     "path",
     "fracture_probability",
     "decision",
+    "operating_point",
     "threshold",
     "body_part",
     "body_part_used",
@@ -171,7 +177,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 _write_cam(explainer, result, Path(args.cam))
         for folder, results in studies.items():
             if any(r.ok for r in results):
-                writer.write(study_record(folder, results, predictor.threshold))
+                writer.write(study_record(folder, results, predictor.threshold, predictor.threshold_name))
     if predicted == 0:
         print(f"mura predict: none of the {len(files)} file(s) could be predicted", file=sys.stderr)
         return 2

@@ -151,6 +151,7 @@ def study_summary(records: Sequence[dict[str, Any]], skipped: Sequence[dict[str,
     """A study's answer, computed exactly as `mura predict --study` does: the mean of its good views."""
     results = [FileResult(Path(record["filename"]), record=record) for record in records]
     results += [FileResult(Path(view["filename"]), error=view["detail"]) for view in skipped]
-    summary = study_record(Path("study"), results, float(records[0]["threshold"]))
+    first = records[0]
+    summary = study_record(Path("study"), results, float(first["threshold"]), str(first["operating_point"]))
     summary.pop("path", None)  # a server-side folder name means nothing for an upload
     return {**summary, "images": list(records), "skipped": list(skipped)}

@@ -1,6 +1,6 @@
 """The API's answers as pydantic models: the OpenAPI schema is the contract clients (and tests) hold us to.
 
-Success models allow extra fields, so a field the prediction record gains (e.g. `operating_point`)
+Success models allow extra fields, so a field the prediction record gains
 reaches clients before it is described here; everything listed is checked on every answer.
 """
 
@@ -22,6 +22,7 @@ class Prediction(BaseModel):
 
     fracture_probability: float = Field(ge=0, le=1)
     decision: Literal["abnormal", "normal"]
+    operating_point: str = Field(description="the named threshold used, e.g. youden")
     threshold: float
     body_part: BodyPart
     body_part_used: Literal["given", "predicted"]
