@@ -294,6 +294,7 @@ def test_422_decompression_bomb_is_refused_before_decoding(client, encode, dicom
 def test_400_for_bad_parameters(client, wrist, encode) -> None:
     data = encode(wrist)
     assert_error(post_one(client, "a.png", data, body_part="knee"), 400, "bad_request")
+    assert_error(post_one(client, "a.png", data, cam="maybe"), 400, "bad_request")
     assert_error(client.post("/v1/predict", files={"body_part": (None, "WRIST")}), 400, "bad_request")
     two = [("file", ("a.png", data)), ("file", ("b.png", data))]
     assert_error(client.post("/v1/predict", files=two), 400, "bad_request")
