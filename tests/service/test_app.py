@@ -377,6 +377,26 @@ def test_uploads_are_neither_written_to_disk_nor_logged(
     assert all(marker not in record.getMessage() for record in caplog.records)
 
 
+class FailingPredictor:
+    """A model that breaks with a message quoting what it was given (as real exceptions can)."""
+
+    threshold = 0.5
+
+    def predict_images(self, images, body_parts):
+        raise RuntimeError("failed on patient-jane-doe-1234")
+
+
+def test_a_failure_in_model_work_is_500_and_one_log_line_without_its_message(wrist, encode, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    with TestClient(create_app(FailingPredictor())) as http:  # re-raised exceptions would raise here
+        assert_error(post_one(http, "a.png", encode(wrist)), 500, "internal_error")
+        assert http.get("/healthz").json()["in_flight"] == 0
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1 and not errors[0].exc_info
+    message = errors[0].getMessage()
+    assert message.startswith("prediction failed with RuntimeError at ") and "jane" not in message
+
+
 def test_grad_cam_gets_the_model_to_itself() -> None:
     """CAM hooks the shared model: it must wait for running predictions and block new ones."""
     from mura.service.engine import ModelGate

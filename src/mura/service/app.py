@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -96,6 +98,15 @@ def _wants_cam(request: Request, form: MultipartForm) -> bool:
     return value in TRUE_WORDS
 
 
+def _internal_error(exc: Exception) -> ServiceError:
+    """A failure in model work as one log line: type and place only, since the message of an exception
+    raised mid-analysis could quote upload data (a traceback would print it)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    log.error("prediction failed with %s%s", type(exc).__name__, where)
+    return ServiceError(500, "internal_error", "the server failed on this request")
+
+
 def create_app(
     predictor: SupportsPredictImages,
     *,
@@ -145,7 +156,7 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # Logged by type only: the message of an exception raised mid-analysis could quote upload data.
+        # Outside model work; Starlette logs these with their traceback after this answer.
         log.error("request failed with %s", type(exc).__name__)
         return JSONResponse({"error": "internal_error", "detail": "the server failed on this request"}, 500)
 
@@ -174,16 +185,21 @@ def create_app(
         if cam and explainer is None:
             raise bad_request("this server has no Grad-CAM explainer configured")
         async with engine.slot():
-            return await engine.run(
-                predict_uploads,
-                predictor,
-                form.files,
-                body_part,
-                max_pixels,
-                engine.gate,
-                explainer if cam else None,
-                skip_bad=study,
-            )
+            try:
+                return await engine.run(
+                    predict_uploads,
+                    predictor,
+                    form.files,
+                    body_part,
+                    max_pixels,
+                    engine.gate,
+                    explainer if cam else None,
+                    skip_bad=study,
+                )
+            except ServiceError:
+                raise
+            except Exception as exc:
+                raise _internal_error(exc) from None
 
     @app.post(
         "/v1/predict",

@@ -85,6 +85,7 @@ ERROR_STATUSES = {
     415: "not multipart/form-data, or a file that is not PNG, JPEG or DICOM by its content",
     422: "the image cannot be used: undecodable, too large in pixels, too small, or no model answer",
     503: "the server is at capacity; see Retry-After",
+    500: "an internal failure (logged as one line, never with upload data)",
 }
 
 
