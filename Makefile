@@ -14,12 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Optional system libraries: tcmalloc (faster CPU training) and Chromium (browser test).
+# Optional system packages: tcmalloc (faster CPU training), Chromium (browser test), dcmtk (dcmcjpeg,
+# storescu: DICOM tests) and dicom3tools (dciodvfy validates every DICOM object the tests write).
 system-deps:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 	  need=""; \
 	  ldconfig -p | grep -q libtcmalloc_minimal || need="$$need libtcmalloc-minimal4"; \
 	  command -v chromium >/dev/null || need="$$need chromium"; \
+	  command -v dcmcjpeg >/dev/null || need="$$need dcmtk"; \
+	  command -v dciodvfy >/dev/null || need="$$need dicom3tools"; \
 	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; fi; \
 	fi
 

@@ -30,11 +30,12 @@ mkdir -p "$OUT"
 #    (neighbouring ids are often views of one study), fixed seed.
 "$MURA" index "$DATA" --format folders --block-size 20 --seed 0 --out "$OUT/index.csv"
 
-# 2. Image caches (uint8, resized once), stretched (letterbox shrinks the anatomy at 224 px). The 320 px
-#    cache feeds the 288 px member (resized on the fly) and the ensemble: members of one ensemble must
-#    share a resize mode, and the 224 px member gets its input resized from 320 px.
-"$MURA" prepare "$OUT/index.csv" --out "$OUT/cache_224_stretch" --size 224 --resize stretch --quiet
-"$MURA" prepare "$OUT/index.csv" --out "$OUT/cache_320_stretch" --size 320 --resize stretch --quiet
+# 2. Image caches (uint8, resized once), stretched (letterbox shrinks the anatomy at 224 px), one per
+#    model input size: a model reads exactly the pixels `mura predict` computes from the file, so a
+#    cache of another size is refused; an ensemble of two sizes is evaluated with one cache per size.
+for size in 128 224 288; do
+    "$MURA" prepare "$OUT/index.csv" --out "$OUT/cache_${size}_stretch" --size "$size" --resize stretch --quiet
+done
 
 want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 
@@ -49,16 +50,17 @@ train() {  # name config cache [extra flags...]
     mkdir -p "$OUT/$name" && echo "$((SECONDS - started))" > "$OUT/$name/train_seconds.txt"
 }
 
-evaluate() {  # eval-name cache checkpoint...
-    local name=$1 cache=$2
+evaluate() {  # eval-name "cache..." checkpoint...
+    local name=$1 caches=$2
     shift 2
-    "$MURA" evaluate --checkpoint "$@" --cache "$cache" --index "$OUT/index.csv" --split test \
+    # shellcheck disable=SC2086  # one cache per input size, space-separated
+    "$MURA" evaluate --checkpoint "$@" --cache $caches --index "$OUT/index.csv" --split test \
         --tta --by hardware --bootstrap 1000 --seed 0 --out "$OUT/eval_$name"
 }
 
 if want scratch_cnn; then
-    train scratch_cnn configs/fracatlas/scratch_cnn.yaml "$OUT/cache_224_stretch"
-    evaluate scratch_cnn "$OUT/cache_224_stretch" "$OUT/scratch_cnn/best.pt"
+    train scratch_cnn configs/fracatlas/scratch_cnn.yaml "$OUT/cache_128_stretch"
+    evaluate scratch_cnn "$OUT/cache_128_stretch" "$OUT/scratch_cnn/best.pt"
 fi
 if want scratch_mnv3; then
     train scratch_mnv3 configs/fracatlas/scratch_mnv3.yaml "$OUT/cache_224_stretch"
@@ -69,11 +71,12 @@ if want lite0_224; then
     evaluate lite0_224 "$OUT/cache_224_stretch" "$OUT/lite0_224/best.pt"
 fi
 if want lite0_288; then
-    train lite0_288 configs/fracatlas/lite0_288.yaml "$OUT/cache_320_stretch" --model.weights_file "$WEIGHTS"
-    evaluate lite0_288 "$OUT/cache_320_stretch" "$OUT/lite0_288/best.pt"
+    train lite0_288 configs/fracatlas/lite0_288.yaml "$OUT/cache_288_stretch" --model.weights_file "$WEIGHTS"
+    evaluate lite0_288 "$OUT/cache_288_stretch" "$OUT/lite0_288/best.pt"
 fi
 if want ensemble; then  # the best recipe on val: both Lite0 runs, probabilities averaged, flip TTA
-    evaluate ensemble "$OUT/cache_320_stretch" "$OUT/lite0_224/best.pt" "$OUT/lite0_288/best.pt"
+    evaluate ensemble "$OUT/cache_224_stretch $OUT/cache_288_stretch" "$OUT/lite0_224/best.pt" \
+        "$OUT/lite0_288/best.pt"
 fi
 
 # 3. One table: held-back test split, image level, flip TTA, thresholds stored at training (val).
@@ -83,7 +86,7 @@ import sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
-print("\n| Recipe | Test AUC [95% CI] | Threshold (youden, val) | Accuracy | Sensitivity | Specificity "
+print("\n| Recipe | Test AUC [95% CI] | Threshold (suspicious, val) | Accuracy | Sensitivity | Specificity "
       "| Sens. hardware=1 (pos/n) | Sens. hardware=0 (pos/n) | Train s |")
 print("|---|---|---|---|---|---|---|---|---|")
 for name in ("scratch_cnn", "scratch_mnv3", "lite0_224", "lite0_288", "ensemble"):
@@ -92,7 +95,7 @@ for name in ("scratch_cnn", "scratch_mnv3", "lite0_224", "lite0_288", "ensemble"
         continue
     m = json.loads(path.read_text())
     ci = m["bootstrap"]["default"]["image"]["roc_auc"]
-    key = "youden" if "youden" in m["image"] else "default"
+    key = "suspicious" if "suspicious" in m["image"] else "youden" if "youden" in m["image"] else "default"
     img = m["image"][key]
     hw = m["subgroups"]["hardware"][key]
     sens = {str(k): f"{v['sensitivity']:.3f} ({v['n_positive']}/{v['n']})" for k, v in hw.items()}

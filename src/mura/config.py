@@ -86,6 +86,20 @@ class DataConfig(_Section):
     max_train_images: Int = Field(0, ge=0, description="cap on train images (0 = all; quick experiments)")
     max_val_images: Int = Field(0, ge=0, description="cap on validation images (0 = all)")
     persistent_workers: bool = Field(True, description="keep DataLoader workers alive between epochs")
+    folds: Int = Field(
+        0,
+        ge=0,
+        description="cross-validation folds over fold_splits (0 = train_split and val_split as indexed)",
+    )
+    fold: Int = Field(0, ge=0, description="cross-validation: the fold held out (validated on), 0..folds-1")
+    fold_splits: str = Field(
+        "train,val,test", description="cross-validation: comma-separated splits pooled into folds"
+    )
+    fold_block_size: Int = Field(
+        20,
+        ge=1,
+        description="cross-validation: consecutive ids kept in one fold when there are no patient ids",
+    )
 
 
 class ModelConfig(_Section):

@@ -14,13 +14,15 @@ pixels than resizing the original, which is how evaluation and deployment used t
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from mura.errors import MuraError
+
+if TYPE_CHECKING:  # torch is imported by whoever hands us tensors; the CLI's parser stays light
+    import torch
 
 RESIZE_MODES = ("stretch", "letterbox")
 
@@ -106,7 +108,7 @@ class Preprocessing:
     def normalize(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """uint8 (or float in 0..255) pixels of side `size` -> float32 model input, numpy or torch."""
         self.check_pixels(tuple(pixels.shape), "preprocessing")
-        if isinstance(pixels, torch.Tensor):
+        if not isinstance(pixels, np.ndarray):  # a torch tensor
             return self.normalize_unit(pixels.float().div(255.0))
         unit = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)
         return (unit - np.float32(self.mean)) / np.float32(self.std)

@@ -51,42 +51,34 @@ def test_evaluate_cli_writes_the_report(checkpoint, synthetic_mura, tmp_path, ca
         "--device",
         "cpu",
     ]
+    from mura.checkpoint import file_sha256, load_checkpoint
+
+    before = file_sha256(checkpoint)
     assert main(args) == 0
     assert "report.html" in capsys.readouterr().out
+    assert file_sha256(checkpoint) == before  # an evaluation only reads the model it is given
     metrics = json.loads((out / "metrics.json").read_text())
     test_rows = pd.read_csv(synthetic_mura.cache_dir / "index.csv").query("split == 'test'")
     assert metrics["meta"]["n_images"] == len(test_rows)
     assert metrics["meta"]["models"] == ["custom_cnn"] and metrics["meta"]["synthetic"]
-    assert "youden" in metrics["thresholds"]  # chosen on validation by training, applied here
+    assert {"youden", "suspicious", "definite"} <= set(metrics["thresholds"])  # stored by training
+    assert metrics["meta"]["default_operating_point"] == "suspicious"
+    assert metrics["calibration"]["method"] == "platt"
     scorer = (out / "mura_scorer.csv").read_text().splitlines()
     assert len(scorer) == test_rows["study_id"].nunique()
     html = (out / "report.html").read_text()
     assert "Training curves" in html and "Subgroups by view" in html
 
-    # The headline test figures travel in the checkpoint (what `mura serve` shows at /v1/model).
-    from mura.checkpoint import load_checkpoint
-
-    recorded = load_checkpoint(checkpoint)["test_metrics"]
+    # Asked to, it records the headline test figures in the checkpoint (what `mura serve` shows).
+    assert main([*args[:-4], "--bootstrap", "0", "--device", "cpu", "--record"]) == 0
+    recorded = load_checkpoint(checkpoint).meta.test_metrics
     assert recorded["n_images"] == len(test_rows)
     assert recorded["image"]["default"]["roc_auc"] == pytest.approx(metrics["image"]["default"]["roc_auc"])
 
     # The same checkpoint twice is an ensemble whose mean equals the single model.
-    assert (
-        main(
-            [
-                *args[:3],
-                str(checkpoint),
-                *args[3:-8],
-                "--out",
-                str(tmp_path / "ens"),
-                "--bootstrap",
-                "0",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    ensemble_args = [*args[:3], str(checkpoint), *args[3:]]
+    ensemble_args[ensemble_args.index("--out") + 1] = str(tmp_path / "ens")
+    assert main([*ensemble_args[:-4], "--bootstrap", "0", "--device", "cpu"]) == 0
     single = pd.read_csv(out / "predictions.csv")
     ensemble = pd.read_csv(tmp_path / "ens" / "predictions.csv")
     assert ensemble["fracture_prob"].to_numpy() == pytest.approx(single["fracture_prob"].to_numpy(), abs=1e-6)

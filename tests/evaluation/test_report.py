@@ -74,8 +74,8 @@ def test_report_has_every_section_and_the_synthetic_banner(tmp_path, run_dir):
     df = predictions()
     result = evaluate_predictions(
         df,
-        {"youden": 0.45, "sensitivity_0.90": 0.3},
-        temperature=1.4,
+        {"youden": 0.45, "suspicious": 0.3},
+        calibration_method="platt",
         by=["hardware"],
         n_bootstrap=50,
         meta={"split": "test", "models": ["resnet50"]},
@@ -89,7 +89,8 @@ def test_report_has_every_section_and_the_synthetic_banner(tmp_path, run_dir):
     assert "<img" in html and 'src="plots/' not in html  # self-contained
     metrics = json.loads(files["metrics"].read_text())
     assert metrics["meta"]["synthetic"] is True
-    assert set(metrics["thresholds"]) == {"default", "youden", "sensitivity_0.90"}
+    assert set(metrics["thresholds"]) == {"default", "youden", "suspicious"}
+    assert metrics["calibration"]["method"] == "platt" and metrics["calibration"]["ece"] is not None
     assert metrics["per_body_part"]["default"]["WRIST"]["roc_auc"] is None  # no WRIST images
     assert metrics["image"]["default"]["roc_auc"] == pytest.approx(
         metrics["bootstrap"]["default"]["image"]["roc_auc"]["estimate"]

@@ -41,9 +41,11 @@ def test_export_is_checked_and_self_describing(exported, name) -> None:
     assert inputs["image"].type.tensor_type.shape.dim[0].dim_param  # symbolic (dynamic) batch
     assert [o.name for o in proto.graph.output] == ["fracture_logits", "body_part_logits"]
     meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
-    assert meta["mura.threshold"] == THRESHOLDS and meta["mura.temperature"] == pytest.approx(1.7)
-    assert meta["mura.preprocessing"]["size"] == (32 if name == "custom_cnn" else 64)
-    assert meta["mura.model_name"] == name and len(meta["mura.body_parts"]) == 7
+    stored = meta["mura.checkpoint_meta"]
+    assert stored["decision"]["thresholds"] == THRESHOLDS
+    assert stored["decision"]["calibration"]["slope"] == pytest.approx(1 / 1.7)
+    assert stored["preprocessing"]["size"] == (32 if name == "custom_cnn" else 64)
+    assert stored["config"]["model"]["name"] == name and len(stored["body_parts"]) == 7
 
 
 @pytest.mark.parametrize("name", ["custom_cnn", "efficientnet_b0"])

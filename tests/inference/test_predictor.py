@@ -24,9 +24,9 @@ def images(n: int = 5, seed: int = 0) -> list[np.ndarray]:
 def manual_probs(path, imgs, parts, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """What the checkpoint means, computed by hand: resize, /255, (x - mean) / std, model, softmax."""
     model, checkpoint = load_model(path, "cpu")
-    pre = checkpoint["preprocessing"]
-    x = np.stack([resize_image(im, pre["size"], pre["resize_mode"]) for im in imgs]).astype(np.float32)
-    x = torch.from_numpy((x / 255.0 - pre["mean"]) / pre["std"])[:, None]
+    pre = checkpoint.meta.preprocessing
+    x = np.stack([resize_image(im, pre.size, pre.resize_mode) for im in imgs]).astype(np.float32)
+    x = torch.from_numpy((x / 255.0 - pre.mean) / pre.std)[:, None]
     if flip:
         x = torch.flip(x, dims=[-1])
     with torch.no_grad():
@@ -73,28 +73,34 @@ def test_flip_tta_averages_the_image_and_its_mirror(make_checkpoint) -> None:
     assert not np.allclose(plain, mirrored, atol=1e-4)
 
 
-def test_threshold_choice_and_calibration(make_checkpoint) -> None:
+def test_operating_point_choice_and_calibration(make_checkpoint) -> None:
     plain = make_checkpoint("plain.pt", "custom_cnn", 32, seed=4)
     tuned = make_checkpoint(
         "tuned.pt",
         "custom_cnn",
         32,
         seed=4,
-        threshold={"default": 0.5, "youden": 0.2, "sensitivity_0.90": 0.1},
+        threshold={"default": 0.5, "youden": 0.2, "suspicious": 0.1, "definite": 0.8},
         temperature=2.0,
     )
-    assert Predictor.from_checkpoints([plain]).threshold == 0.5  # no youden stored -> 0.5
-    assert Predictor.from_checkpoints([tuned]).threshold == 0.2
-    assert Predictor.from_checkpoints([tuned], threshold="sensitivity_0.90").threshold == 0.1
-    assert Predictor.from_checkpoints([tuned], threshold=0.7).threshold == 0.7
-    with pytest.raises(MuraError, match="no stored threshold 'youden'"):
+    assert Predictor.from_checkpoints([plain]).threshold_name == "default"  # nothing stored -> 0.5
+    assert Predictor.from_checkpoints([plain]).threshold == 0.5
+    default = Predictor.from_checkpoints([tuned])
+    assert (default.threshold_name, default.threshold) == ("suspicious", 0.1)  # high sensitivity first
+    assert Predictor.from_checkpoints([tuned], threshold="definite").threshold == 0.8
+    assert Predictor.from_checkpoints([tuned], threshold=0.7).threshold_name == "custom"
+    with pytest.raises(MuraError, match="no stored operating point 'youden'"):
         Predictor.from_checkpoints([plain, tuned], threshold="youden")
+    with pytest.raises(MuraError, match="not a probability"):
+        Predictor.from_checkpoints([tuned], threshold=1.5)
     imgs, parts = images(), [0] * 5
-    raw = Predictor.from_checkpoints([tuned]).predict_images(imgs, parts)
-    calibrated = Predictor.from_checkpoints([tuned], calibrated=True).predict_images(imgs, parts)
+    raw = Predictor.from_checkpoints([plain]).predict_images(imgs, parts)  # same weights, no calibration
+    calibrated = default.predict_images(imgs, parts)
     logits = np.log(raw.fracture_prob / (1 - raw.fracture_prob))
     np.testing.assert_allclose(calibrated.fracture_prob, expit(logits / 2.0), atol=1e-5)
-    np.testing.assert_array_equal(calibrated.decision, raw.decision)  # the threshold moves with the scale
+    np.testing.assert_allclose(calibrated.uncalibrated_prob, raw.fracture_prob, atol=1e-9)
+    record = calibrated.record(0)
+    assert record["operating_point"] == "suspicious" and record["threshold"] == 0.1
 
 
 def test_model_without_body_part_head_needs_given_parts(make_checkpoint) -> None:

@@ -3,6 +3,12 @@
 Display pipeline (DICOM PS3.3 C.11): stored values -> modality LUT (rescale slope/intercept) -> VOI LUT or
 window centre/width -> MONOCHROME1 inverted so bone is always bright. Without a VOI, the values present are
 stretched to 0..255. The body part comes from `BodyPartExamined`, else the study/series description.
+
+Compressed pixel data goes through pydicom's decoder plugins: pylibjpeg-libjpeg (JPEG baseline, 12-bit
+extended, lossless process 14, JPEG-LS), pylibjpeg-openjpeg (JPEG 2000) and pyjpegls (JPEG-LS, 2-4x faster
+than libjpeg there). GDCM was measured too: as fast on JPEG Lossless, but it refuses 12-bit JPEG Extended,
+the usual compression of CR/DX films, so it is not used. Files without the 128-byte preamble are read
+where their first bytes are a plausible data set (`mura.data.dicom_bytes`).
 """
 
 from __future__ import annotations
@@ -17,10 +23,13 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit
 
+from mura.data.dicom_bytes import SNIFF_BYTES, repair_sequential_scan, sniff_dataset_start
 from mura.errors import ImageDecodeError
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -56,6 +65,11 @@ METADATA_KEYWORDS = (
     "SeriesInstanceUID",
     "SOPInstanceUID",
 )
+
+
+def _read_head(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(SNIFF_BYTES)
 
 
 @dataclass
@@ -127,10 +141,40 @@ def _stretch_to_unit(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low)
 
 
-def _first_frame(ds: Dataset) -> np.ndarray:
-    array = ds.pixel_array
+def first_frame(ds: Dataset) -> np.ndarray:
+    """The stored values of the first frame (a sequential JPEG with odd scan headers is repaired)."""
+    try:
+        array = ds.pixel_array
+    except Exception:
+        repaired = _with_repaired_jpeg_scans(ds)
+        if repaired is None:
+            raise
+        array = repaired.pixel_array
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     return array[0] if frames > 1 else array
+
+
+def _with_repaired_jpeg_scans(ds: Dataset) -> Dataset | None:
+    """A copy of a sequential-JPEG data set whose scan headers say Ss=0, Se=63, Ah=Al=0, or None.
+
+    Some encoders write other values there; the sequential process ignores them (IJG and dcmtk decode such
+    files with a warning) but libjpeg refuses them. The source data set is left untouched.
+    """
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax not in (JPEGBaseline8Bit, JPEGExtended12Bit) or "PixelData" not in ds:
+        return None
+    frames = [repair_sequential_scan(f) for f in generate_frames(ds.PixelData, number_of_frames=_frames(ds))]
+    copy = Dataset()
+    for element in ds:  # shared elements, none modified: the new pixel data is a new element
+        if element.keyword != "PixelData":
+            copy.add(element)
+    copy.file_meta = ds.file_meta
+    copy.add_new("PixelData", "OB", encapsulate(frames))
+    return copy
+
+
+def _frames(ds: Dataset) -> int:
+    return int(ds.get("NumberOfFrames", 1) or 1)
 
 
 def _to_unit_grey(ds: Dataset, stored: np.ndarray) -> np.ndarray:
@@ -148,12 +192,22 @@ def _to_unit_grey(ds: Dataset, stored: np.ndarray) -> np.ndarray:
     return 1.0 - unit if photometric == "MONOCHROME1" else unit
 
 
-def read_dicom(source: str | Path | bytes, name: str | None = None) -> DicomImage:
-    """Decode a DICOM file (path or bytes) to 8-bit grey; ImageDecodeError names the file and the problem."""
+def read_dataset(
+    source: str | Path | bytes, name: str | None = None, *, stop_before_pixels: bool = False
+) -> Dataset:
+    """Parse a DICOM file (path or bytes), with or without its 128-byte preamble; ImageDecodeError.
+
+    A file without the `DICM` marker is parsed (`force=True`) only where its first bytes are a plausible
+    DICOM element, so any other file is still "not a DICOM file". Where the file carries no transfer
+    syntax, the one its elements were found in is recorded so the pixel data can be decoded.
+    """
     label = name or ("<bytes>" if isinstance(source, bytes | bytearray | memoryview) else str(source))
-    handle = io.BytesIO(bytes(source)) if isinstance(source, bytes | bytearray | memoryview) else source
     try:
-        ds = pydicom.dcmread(handle)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about each oddity it tolerates
+            return _parse(source, label, stop_before_pixels)
+    except ImageDecodeError:
+        raise
     except FileNotFoundError:
         raise ImageDecodeError(label, "file not found") from None
     except IsADirectoryError:
@@ -162,6 +216,34 @@ def read_dicom(source: str | Path | bytes, name: str | None = None) -> DicomImag
         raise ImageDecodeError(label, "not a DICOM file (no DICM marker)") from None
     except Exception as exc:  # pydicom raises many types on damaged headers
         raise ImageDecodeError(label, f"unreadable DICOM header: {_first_line(exc)}") from None
+
+
+def _parse(source: str | Path | bytes, label: str, stop_before_pixels: bool) -> Dataset:
+    data = bytes(source) if isinstance(source, bytes | bytearray | memoryview) else None
+    head = data[:SNIFF_BYTES] if data is not None else _read_head(Path(source))
+    if head[128:132] == b"DICM":
+        handle = io.BytesIO(data) if data is not None else source
+        ds = pydicom.dcmread(handle, stop_before_pixels=stop_before_pixels)
+    else:
+        found = sniff_dataset_start(head)
+        if found is None:
+            raise ImageDecodeError(label, "not a DICOM file (no DICM marker, no DICOM data set at its start)")
+        offset, syntax = found
+        data = data if data is not None else Path(source).read_bytes()
+        ds = pydicom.dcmread(io.BytesIO(data[offset:]), force=True, stop_before_pixels=stop_before_pixels)
+        if "TransferSyntaxUID" not in ds.file_meta:
+            ds.file_meta.TransferSyntaxUID = syntax
+    return ds
+
+
+def read_dicom(source: str | Path | bytes, name: str | None = None) -> DicomImage:
+    """Decode a DICOM file (path or bytes) to 8-bit grey; ImageDecodeError names the file and the problem."""
+    label = name or ("<bytes>" if isinstance(source, bytes | bytearray | memoryview) else str(source))
+    return dataset_image(read_dataset(source, label), label)
+
+
+def dataset_image(ds: Dataset, label: str) -> DicomImage:
+    """The display pixels and body part of a parsed data set; ImageDecodeError names `label`."""
     if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
         raise ImageDecodeError(label, "DICOM file has no pixel data")
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
@@ -169,7 +251,7 @@ def read_dicom(source: str | Path | bytes, name: str | None = None) -> DicomImag
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            stored = _first_frame(ds)
+            stored = first_frame(ds)
             unit = _to_unit_grey(ds, stored)
     except Exception as exc:  # decoder plugins raise NotImplementedError, RuntimeError, ValueError, ...
         reason = f"cannot decode pixel data ({syntax_name}): {_first_line(exc)}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -102,3 +103,62 @@ def split_blocks(
         assignment[int(unique[i])] = split_names[current]
         filled += int(counts[i])
     return [assignment[int(b)] for b in blocks]
+
+
+def fold_groups(frame: pd.DataFrame, block_size: int = 20) -> np.ndarray:
+    """The unit kept whole in one fold: the patient where the index has one, else a block of ids."""
+    patients = (
+        frame["patient_id"].astype(str).to_numpy() if "patient_id" in frame else np.full(len(frame), "")
+    )
+    names = frame["study_id"].astype(str) if "study_id" in frame else frame["path"].astype(str)
+    blocks = block_ids([Path(n).name for n in names], block_size)
+    return np.array([f"p:{p}" if p else f"b:{b}" for p, b in zip(patients, blocks, strict=True)])
+
+
+def assign_folds(frame: pd.DataFrame, folds: int, block_size: int = 20, seed: int = 0) -> np.ndarray:
+    """Fold 0..folds-1 of each row; whole groups (patients / id blocks) per fold, balanced in images and
+    in positives (each group goes to the fold furthest below its share of both)."""
+    if folds < 2:
+        raise MuraError(f"cross-validation needs at least 2 folds, got {folds}")
+    groups = fold_groups(frame, block_size)
+    unique, inverse = np.unique(groups, return_inverse=True)
+    if len(unique) < folds:
+        raise MuraError(f"only {len(unique)} patients / id blocks: too few for {folds} folds")
+    labels = frame["label"].to_numpy(dtype=int)
+    sizes = np.bincount(inverse)
+    positives = np.bincount(inverse, weights=labels)
+    order = np.random.default_rng(seed).permutation(len(unique))
+    order = order[np.argsort(-sizes[order], kind="stable")]  # big groups first, ties in random order
+    fold_images, fold_positives = np.zeros(folds), np.zeros(folds)
+    total_images, total_positives = max(1, len(frame)), max(1.0, float(labels.sum()))
+    assignment = np.empty(len(unique), dtype=int)
+    for group in order:
+        load = fold_images / total_images + fold_positives / total_positives
+        chosen = int(np.argmin(load))
+        assignment[group] = chosen
+        fold_images[chosen] += sizes[group]
+        fold_positives[chosen] += positives[group]
+    return assignment[inverse]
+
+
+def fold_split(
+    frame: pd.DataFrame,
+    folds: int,
+    fold: int,
+    pooled: Sequence[str],
+    names: tuple[str, str] = ("train", "val"),
+    block_size: int = 20,
+) -> pd.Series:
+    """Split column for one fold: rows of the pooled splits in `fold` -> names[1], the rest -> names[0];
+    rows of other splits -> "" (unused)."""
+    if not 0 <= fold < folds:
+        raise MuraError(f"fold {fold} is not one of 0..{folds - 1}")
+    unknown = sorted(set(pooled) - set(frame["split"]))
+    if unknown:
+        have = sorted(set(frame["split"]))
+        raise MuraError(f"cross-validation splits {unknown} are not in the index (it has {have})")
+    result = pd.Series("", index=frame.index, dtype=object)
+    inside = frame["split"].isin(list(pooled)).to_numpy()
+    assigned = assign_folds(frame[inside], folds, block_size)
+    result[inside] = np.where(assigned == fold, names[1], names[0])
+    return result

@@ -16,7 +16,7 @@ from scipy import sparse
 from mura.decision import apply_threshold
 from mura.evaluation.study import study_level_scores
 
-METRICS = ("roc_auc", "kappa", "accuracy")
+METRICS = ("roc_auc", "kappa", "accuracy", "sensitivity", "specificity", "ppv", "npv")
 _CHUNK = 256  # resamples per matrix product: bounds memory at chunk x unique scores
 
 
@@ -56,7 +56,13 @@ def _metrics_for_draws(counts: np.ndarray, per_study: dict, pos, neg) -> dict[st
         concordant = (w_pos * (neg_below + 0.5 * w_neg)).sum(axis=1)
         total = w_pos.sum(axis=1) * w_neg.sum(axis=1)
         auc = np.where(total > 0, concordant / np.where(total > 0, total, 1), np.nan)
-    return {"roc_auc": auc, "kappa": kappa, "accuracy": accuracy}
+        rates = {
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "ppv": tp / (tp + fp),
+            "npv": tn / (tn + fn),
+        }
+    return {"roc_auc": auc, "kappa": kappa, "accuracy": accuracy, **rates}
 
 
 def _point(per_study: dict, pos, neg, n_studies: int) -> dict[str, float]:

@@ -124,6 +124,9 @@ def fracture_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0
     tn, fp, fn, tp = (int(v) for v in cm.ravel())
     out["sensitivity"] = tp / (tp + fn) if tp + fn else None
     out["specificity"] = tn / (tn + fp) if tn + fp else None
+    out["ppv"] = tp / (tp + fp) if tp + fp else None  # at this data's prevalence
+    out["npv"] = tn / (tn + fn) if tn + fn else None
+    out["prevalence"] = n_pos / n if n else None
     if out["sensitivity"] is None:
         undefined["sensitivity"] = "no positive samples"
     if out["specificity"] is None:

@@ -12,6 +12,7 @@ most the epoch in progress.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import shutil
@@ -30,6 +31,7 @@ from mura.config import Config
 from mura.data.cache import ImageCache, open_cache
 from mura.data.dataset import CachedImageDataset, make_loader
 from mura.data.index import read_index
+from mura.data.splits import fold_split
 from mura.decision import fit_decision, margins_from_logits
 from mura.errors import MuraError
 from mura.preprocessing import Preprocessing
@@ -152,6 +154,12 @@ def open_inputs(cfg: Config) -> ImageCache:
         check_index_matches_cache(cfg.data.index, cache)
     resize_mode = str(cache.settings.get("resize", "stretch"))
     Preprocessing(size=cfg.model.size, resize_mode=resize_mode).check_cache(cache.settings, cfg.data.cache)
+    if cfg.data.folds:  # cross-validation: the held-out fold is validated on, the other folds train
+        pooled = [s.strip() for s in cfg.data.fold_splits.split(",") if s.strip()]
+        names = (cfg.data.train_split, cfg.data.val_split)
+        block = cfg.data.fold_block_size
+        split = fold_split(cache.index, cfg.data.folds, cfg.data.fold, pooled, names, block)
+        cache = dataclasses.replace(cache, index=cache.index.assign(split=split))
     return cache
 
 

@@ -1,0 +1,94 @@
+"""The layers hold: data flows one way, no package reaches back into training, no import cycles.
+
+Imports are read from the source (ast), including imports inside functions; imports under
+`if TYPE_CHECKING:` are for type hints only and do not count.
+"""
+
+from __future__ import annotations
+
+import ast
+from itertools import combinations
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "mura"
+PACKAGES = ("data", "models", "training", "evaluation", "inference", "service", "cli")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(imported module, imported names) for every runtime import of a file."""
+    tree = ast.parse(path.read_text())
+    typing_only = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            typing_only.update(id(child) for child in ast.walk(node))
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, [alias.name for alias in node.names]))
+    return [(module, names) for module, names in found if module == "mura" or module.startswith("mura.")]
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        graph[_module_name(path)] = {module for module, _ in _imports(path)}
+    return graph
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in PACKAGES) else module
+
+
+def test_nothing_but_the_cli_imports_training() -> None:
+    offenders = [
+        f"{module} -> {target}"
+        for module, targets in _graph().items()
+        for target in targets
+        if target.startswith("mura.training") and _package(module) not in ("training", "cli")
+    ]
+    assert not offenders, offenders
+
+
+def test_no_two_packages_or_modules_import_each_other() -> None:
+    graph = _graph()
+    packages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        packages.setdefault(_package(module), set()).update(_package(t) for t in targets)
+    cycles = [
+        f"{a} <-> {b}" for a, b in combinations(sorted(packages), 2) if b in packages[a] and a in packages[b]
+    ]
+    cycles += [f"{a} <-> {b}" for a, b in combinations(sorted(graph), 2) if b in graph[a] and a in graph[b]]
+    assert not cycles, cycles
+
+
+def test_the_neutral_root_modules_import_no_package_but_models() -> None:
+    graph = _graph()
+    root = [m for m in graph if m.count(".") == 1 and _package(m) == m and m != "mura.__main__"]
+    offenders = [
+        f"{module} -> {target}"
+        for module in root
+        for target in graph[module]
+        if _package(target) in PACKAGES and not (module == "mura.checkpoint" and _package(target) == "models")
+    ]
+    assert not offenders, offenders
+
+
+def test_no_private_names_are_imported_across_modules() -> None:
+    offenders = [
+        f"{_module_name(path)} imports {module}.{name}"
+        for path in SRC.rglob("*.py")
+        for module, names in _imports(path)
+        for name in names
+        if name.startswith("_") and not name.startswith("__")
+    ]
+    assert not offenders, offenders
