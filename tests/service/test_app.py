@@ -110,6 +110,13 @@ def test_dicom_body_part_comes_from_its_tags(client, wrist, dicom_bytes) -> None
     assert body["body_part_source"] == "dicom"
 
 
+def test_a_dicom_without_its_preamble_is_read_like_the_cli_reads_it(client, wrist, dicom_bytes) -> None:
+    bare = dicom_bytes(wrist, body_part="ELBOW")[132:]  # no 128-byte preamble, no DICM marker
+    response = post_one(client, "bare.dcm", bare)
+    assert response.status_code == 200, response.text
+    assert response.json()["body_part"] == "ELBOW" and response.json()["body_part_source"] == "dicom"
+
+
 def test_cam_returns_the_image_and_a_heatmap_overlay(client, wrist, encode) -> None:
     response = client.post(
         "/v1/predict?cam=true", files={"file": ("wrist.png", encode(wrist))}, data={"body_part": "WRIST"}
