@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +108,35 @@ def dicom_bytes(
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def serve():
+    """`with serve(app) as base_url:` the app under uvicorn on a free loopback port."""
+    return live_server
+
+
+@contextlib.contextmanager
+def live_server(app, **options) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free loopback port in a thread; yields the base URL, then stops it."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    # log_config=None: uvicorn's records reach the root logger, so tests can see them (caplog).
+    config = uvicorn.Config(app, log_level="warning", log_config=None, lifespan="on", **options)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()

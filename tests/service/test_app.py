@@ -110,6 +110,13 @@ def test_dicom_body_part_comes_from_its_tags(client, wrist, dicom_bytes) -> None
     assert body["body_part_source"] == "dicom"
 
 
+def test_a_dicom_without_its_preamble_is_read_like_the_cli_reads_it(client, wrist, dicom_bytes) -> None:
+    bare = dicom_bytes(wrist, body_part="ELBOW")[132:]  # no 128-byte preamble, no DICM marker
+    response = post_one(client, "bare.dcm", bare)
+    assert response.status_code == 200, response.text
+    assert response.json()["body_part"] == "ELBOW" and response.json()["body_part_source"] == "dicom"
+
+
 def test_cam_returns_the_image_and_a_heatmap_overlay(client, wrist, encode) -> None:
     response = client.post(
         "/v1/predict?cam=true", files={"file": ("wrist.png", encode(wrist))}, data={"body_part": "WRIST"}
@@ -136,6 +143,73 @@ def test_study_probability_is_the_mean_of_its_views(client, encode, make_radiogr
     assert study["fracture_probability"] == pytest.approx(mean)
     assert study["decision"] == ("abnormal" if mean >= study["threshold"] else "normal")
     assert study["body_part"] in BODY_PARTS and study["body_part_used"] == "predicted"
+
+
+def test_study_skips_bad_views_and_lists_them(client, encode, make_radiograph) -> None:
+    """As `mura predict --study` does: the study is the mean of the views that could be used."""
+    views = [make_radiograph("HAND", abnormal=True, seed=5, view=v) for v in range(2)]
+    files = [
+        ("files", ("view0.png", encode(views[0]))),
+        ("files", ("notes.txt", b"not an image at all, whatever the name says")),
+        ("files", ("view1.jpg", encode(views[1], "JPEG"))),
+        ("files", ("tiny.png", encode(np.full((8, 8), 99, np.uint8)))),
+    ]
+    response = client.post("/v1/predict/study", files=files)
+    assert response.status_code == 200, response.text
+    study = response.json()
+    assert study["views"] == 2 and study["views_failed"] == 2
+    assert [r["filename"] for r in study["images"]] == ["view0.png", "view1.jpg"]
+    mean = np.mean([r["fracture_probability"] for r in study["images"]])
+    assert study["fracture_probability"] == pytest.approx(mean)
+    skipped = {view["filename"]: view for view in study["skipped"]}
+    assert set(skipped) == {"notes.txt", "tiny.png"}
+    assert skipped["notes.txt"]["error"] == "unsupported_media_type"
+    assert skipped["tiny.png"]["error"] == "undecodable_image" and "8x8 px" in skipped["tiny.png"]["detail"]
+
+
+def test_study_of_only_bad_views_is_422_with_the_list(client, encode) -> None:
+    files = [
+        ("files", ("a.txt", b"plain text" * 20)),
+        ("files", ("b.png", b"\x89PNG\r\n\x1a\n" + bytes(300))),
+    ]
+    body = assert_error(client.post("/v1/predict/study", files=files), 422, "no_usable_view")
+    assert [(v["filename"], v["error"]) for v in body["skipped"]] == [
+        ("a.txt", "unsupported_media_type"),
+        ("b.png", "undecodable_image"),
+    ]
+
+
+def test_a_cut_jpeg_is_answered_with_its_warning(client, wrist, encode) -> None:
+    whole = encode(wrist, "JPEG")
+    good = post_one(client, "whole.jpg", whole).json()
+    assert good["warnings"] == []
+    response = post_one(client, "half.jpg", whole[: len(whole) // 2])
+    assert response.status_code == 200, response.text
+    (warning,) = response.json()["warnings"]
+    assert warning.startswith("truncated JPEG:") and "rows decoded" in warning
+    study = client.post("/v1/predict/study", files=[("files", ("half.jpg", whole[: len(whole) // 2]))]).json()
+    assert study["images"][0]["warnings"] == [warning]
+
+
+def test_an_image_too_small_to_judge_is_refused(client, encode) -> None:
+    body = assert_error(
+        post_one(client, "dot.png", encode(np.full((1, 1), 200, np.uint8))), 422, "undecodable_image"
+    )
+    assert body["detail"] == "dot.png: image is 1x1 px, smaller than the minimum 32x32"
+
+
+def test_every_refusal_is_documented_with_its_body(client) -> None:
+    schema = client.get("/openapi.json").json()
+    for path in ("/v1/predict", "/v1/predict/study"):
+        responses = schema["paths"][path]["post"]["responses"]
+        assert {"200", "400", "408", "413", "415", "422", "503"} <= set(responses), path
+        for status in ("400", "408", "413", "415", "422", "503"):
+            assert "$ref" in str(responses[status]["content"]["application/json"]["schema"])
+    study_files = schema["paths"]["/v1/predict/study"]["post"]["requestBody"]["content"][
+        "multipart/form-data"
+    ]
+    assert study_files["schema"]["properties"]["files"]["minItems"] == 1
+    assert "files" in study_files["schema"]["required"]
 
 
 def test_model_description_comes_from_the_checkpoint(client, tiny_checkpoint, tiny_thresholds) -> None:
@@ -227,6 +301,7 @@ def test_422_decompression_bomb_is_refused_before_decoding(client, encode, dicom
 def test_400_for_bad_parameters(client, wrist, encode) -> None:
     data = encode(wrist)
     assert_error(post_one(client, "a.png", data, body_part="knee"), 400, "bad_request")
+    assert_error(post_one(client, "a.png", data, cam="maybe"), 400, "bad_request")
     assert_error(client.post("/v1/predict", files={"body_part": (None, "WRIST")}), 400, "bad_request")
     two = [("file", ("a.png", data)), ("file", ("b.png", data))]
     assert_error(client.post("/v1/predict", files=two), 400, "bad_request")
@@ -307,6 +382,26 @@ def test_uploads_are_neither_written_to_disk_nor_logged(
     assert response.status_code == 200
     assert list(scratch.iterdir()) == []
     assert all(marker not in record.getMessage() for record in caplog.records)
+
+
+class FailingPredictor:
+    """A model that breaks with a message quoting what it was given (as real exceptions can)."""
+
+    threshold = 0.5
+
+    def predict_images(self, images, body_parts):
+        raise RuntimeError("failed on patient-jane-doe-1234")
+
+
+def test_a_failure_in_model_work_is_500_and_one_log_line_without_its_message(wrist, encode, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    with TestClient(create_app(FailingPredictor())) as http:  # re-raised exceptions would raise here
+        assert_error(post_one(http, "a.png", encode(wrist)), 500, "internal_error")
+        assert http.get("/healthz").json()["in_flight"] == 0
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1 and not errors[0].exc_info
+    message = errors[0].getMessage()
+    assert message.startswith("prediction failed with RuntimeError at ") and "jane" not in message
 
 
 def test_grad_cam_gets_the_model_to_itself() -> None:

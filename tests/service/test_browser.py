@@ -126,11 +126,18 @@ def test_page_shows_probability_decision_body_part_and_heatmap(
 def test_page_analyses_several_views_as_one_study(
     server: str, browser, tmp_path: Path, make_radiograph, encode_image
 ):
+    """A cut view is used with its warning shown; a file that is no image is skipped and listed."""
+    views = [make_radiograph("ELBOW", abnormal=False, seed=7, view=view) for view in range(2)]
+    whole = encode_image(views[1], "JPEG")
+    contents = {
+        "view0.png": encode_image(views[0]),
+        "view1.jpg": whole[: len(whole) // 2],
+        "notes.png": b"text",
+    }
     paths = []
-    for view in range(2):
-        path = tmp_path / f"view{view}.png"
-        path.write_bytes(encode_image(make_radiograph("ELBOW", abnormal=False, seed=7, view=view)))
-        paths.append(str(path))
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
     page = browser.new_page()
     page.goto(server + "/")
     page.check("#as-study")
@@ -138,6 +145,9 @@ def test_page_analyses_several_views_as_one_study(
     study = page.wait_for_selector("[data-testid=study-card]", timeout=60_000)
     assert "study of 2 views" in study.inner_text()
     assert page.locator("[data-testid=heatmap]").count() == 2
+    skipped = page.inner_text("[data-testid=study-card] [data-testid=skipped]")
+    assert "notes.png" in skipped and "not a PNG, JPEG or DICOM" in skipped
+    assert "truncated JPEG" in page.inner_text("[data-testid=result-card] [data-testid=warnings]")
     page.close()
 
 

@@ -7,13 +7,11 @@ pixels at training and at serving time.
 from __future__ import annotations
 
 import io
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mura.errors import ImageDecodeError
 
@@ -21,29 +19,11 @@ from mura.errors import ImageDecodeError
 # that is almost surely a decompression bomb (a tiny file that expands to gigabytes).
 MAX_PIXELS = 100_000_000
 DICOM_SUFFIXES = (".dcm", ".dicom")
-
-_truncated_lock = threading.Lock()
-_truncated_users = 0
-
-
-@contextmanager
-def _tolerate_truncation() -> Iterator[None]:
-    """Let PIL finish JPEGs that lack their end marker (49 FracAtlas files), only while we decode.
-
-    PIL's switch is a module global; a counter keeps it on while any thread is inside this block, so
-    code elsewhere in the process keeps PIL's strict default.
-    """
-    global _truncated_users
-    with _truncated_lock:
-        _truncated_users += 1
-        ImageFile.LOAD_TRUNCATED_IMAGES = True
-    try:
-        yield
-    finally:
-        with _truncated_lock:
-            _truncated_users -= 1
-            if _truncated_users == 0:
-                ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Smallest side we agree to judge. Models take 224-320 px (32 px for the tiniest test model); a
+# radiograph under 32 px a side is an icon that would be blown up 7x or more, so any decision on it
+# would be the model's prior, not a reading of the image.
+MIN_SIDE = 32
+JPEG_END = b"\xff\xd9"
 
 
 def is_dicom(source: str | Path | bytes) -> bool:
@@ -91,22 +71,125 @@ def _to_grayscale(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def _decode_pil(source: str | Path | bytes) -> np.ndarray:
-    label = _label(source)
+@dataclass(frozen=True)
+class DecodedImage:
+    """Pixels plus what went wrong on the way that did not stop decoding (a cut file, ...)."""
+
+    pixels: np.ndarray  # uint8 [H, W]
+    warnings: tuple[str, ...] = ()  # one line each, without the file name (the caller knows it)
+    body_part: str | None = None  # from DICOM tags; None for PNG/JPEG
+
+
+def _open(source: str | Path | bytes) -> Image.Image:
     handle = io.BytesIO(bytes(source)) if isinstance(source, bytes | bytearray | memoryview) else source
+    return Image.open(handle)
+
+
+def _check_size(width: int, height: int, label: str) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(label, f"{width}x{height} px exceeds {MAX_PIXELS:,} (decompression bomb?)")
+    if min(width, height) < MIN_SIDE:
+        raise ImageDecodeError(
+            label, f"image is {width}x{height} px, smaller than the minimum {MIN_SIDE}x{MIN_SIDE}"
+        )
+
+
+def _load_strict(image: Image.Image, fill: int | None = None) -> bool:
+    """Decode with PIL's strict default; True when the data ran out, keeping the rows decoded so far.
+
+    `fill` pre-paints the pixel buffer, so pixels the decoder never wrote can be told apart. PIL's
+    LOAD_TRUNCATED_IMAGES is not used: it is a process-wide switch (unsafe with decoding threads) and
+    makes the JPEG decoder paint the missing rows grey, hiding how much was lost.
+    """
+    if fill is not None:
+        image.im = Image.new(image.mode, image.size, (fill,) * len(image.getbands())).im
     try:
-        with _tolerate_truncation(), Image.open(handle) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                limit = f"{MAX_PIXELS:,}"
-                raise ImageDecodeError(label, f"{width}x{height} px exceeds {limit} (decompression bomb?)")
-            if width == 0 or height == 0:
-                raise ImageDecodeError(label, "image has no pixels")
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_grayscale(image)
-    except ImageDecodeError:
-        raise
+        image.load()
+        return False
+    except OSError as exc:
+        if not str(exc).startswith("image file is truncated"):
+            raise
+        image.tile = []  # done: what the decoder wrote stays, the rest is the buffer's initial fill
+        return True
+
+
+def _rows_in_common(*decodes: np.ndarray) -> int:
+    """Leading rows on which every decode agrees (pixels backed by data, not by what filled the gap)."""
+    same = np.logical_and.reduce([decode == decodes[0] for decode in decodes[1:]])
+    rows = same.reshape(same.shape[0], -1).all(axis=1)
+    return len(rows) if rows.all() else int(rows.argmin())
+
+
+def _raw_bytes(source: str | Path | bytes) -> bytes:
+    return bytes(source) if isinstance(source, bytes | bytearray | memoryview) else Path(source).read_bytes()
+
+
+def _decode_closed(data: bytes) -> Image.Image:
+    """A cut JPEG with an end marker appended: libjpeg paints the missing blocks grey (what PIL's
+    LOAD_TRUNCATED_IMAGES does; that switch is process-wide, so unsafe with decoding threads)."""
+    image = _open(data + JPEG_END)
+    if _load_strict(image):
+        image.close()
+        raise ImageDecodeError("", "truncated JPEG: cut inside its headers")
+    return image
+
+
+def _jpeg_after_cut(source: str | Path | bytes, label: str) -> tuple[Image.Image, str]:
+    """A cut JPEG decoded as far as its data goes, and how far that is.
+
+    libjpeg holds its last rows back until the end marker comes, so the strict decode cannot count
+    them. Instead the file is closed three ways (the end marker alone, or after one of two bit
+    patterns): rows that come out the same all three times were decoded from the file's own data.
+    """
+    data = _raw_bytes(source).rstrip(b"\xff")  # a trailing 0xFF is half a marker
+    image = _decode_closed(data)
+    height = image.size[1]
+    if image.info.get("progressive"):
+        return image, "truncated progressive JPEG: decoded from the scans present, detail may be missing"
+    padded = []
+    for pattern in (b"\x55", b"\xaa"):
+        with _decode_closed(data + pattern * 512) as other:
+            padded.append(np.asarray(other))
+    rows = _rows_in_common(np.asarray(image), *padded)
+    if rows == 0:
+        image.close()
+        raise ImageDecodeError(label, "truncated JPEG: not one row of pixels in the file")
+    if rows == height:
+        return image, f"truncated JPEG: end-of-image marker missing (all {height} rows decoded)"
+    return image, f"truncated JPEG: {rows} of {height} rows decoded, the rest is grey filler"
+
+
+def _after_truncation(source: str | Path | bytes, image: Image.Image, label: str) -> tuple[Image.Image, str]:
+    """The image to use for a file whose data ran out, and the one-line warning that says how.
+
+    Other formats: the strict decode kept the rows it wrote; a second one onto a white buffer tells
+    which those are (they come out the same).
+    """
+    if image.format == "JPEG":
+        return _jpeg_after_cut(source, label)
+    kind, height = image.format or "image", image.size[1]
+    with _open(source) as again:
+        _load_strict(again, fill=255)
+        rows = _rows_in_common(np.asarray(image), np.asarray(again))
+    if rows == 0:
+        raise ImageDecodeError(label, f"truncated {kind}: not one row of pixels in the file")
+    if rows == height:
+        return image, f"truncated {kind}: end marker missing (all {height} rows decoded)"
+    return image, f"truncated {kind}: {rows} of {height} rows decoded, the rest is black filler"
+
+
+def _decode_pil(source: str | Path | bytes, label: str) -> DecodedImage:
+    try:
+        with _open(source) as image:
+            _check_size(*image.size, label)
+            decoded, warnings = image, ()
+            if _load_strict(image):
+                decoded, warning = _after_truncation(source, image, label)
+                warnings = (warning,)
+            with decoded:
+                return DecodedImage(_to_grayscale(ImageOps.exif_transpose(decoded)), warnings)
+    except ImageDecodeError as exc:
+        raise ImageDecodeError(label, exc.reason) from None
     except FileNotFoundError:
         raise ImageDecodeError(label, "file not found") from None
     except IsADirectoryError:
@@ -119,15 +202,26 @@ def _decode_pil(source: str | Path | bytes) -> np.ndarray:
         raise ImageDecodeError(label, f"cannot decode: {exc}") from None
 
 
+def read_image(source: str | Path | bytes, name: str | None = None) -> DecodedImage:
+    """Decode a path or in-memory bytes (PNG/JPEG/... or DICOM) to grey pixels plus warnings.
+
+    `name` labels errors (an upload's filename); ImageDecodeError when no usable image comes out.
+    """
+    label = name or _label(source)
+    if not is_dicom(source):
+        return _decode_pil(source, label)
+    try:
+        from mura.data.dicom import read_dicom
+    except ImportError as exc:
+        raise ImageDecodeError(label, f"DICOM support unavailable: {exc}") from None
+    dicom = read_dicom(source, name=label)
+    pixels = np.asarray(dicom.pixels)
+    if pixels.ndim != 2 or pixels.dtype != np.uint8:
+        raise ImageDecodeError(label, f"DICOM reader returned {pixels.dtype} {pixels.shape}")
+    _check_size(pixels.shape[1], pixels.shape[0], label)
+    return DecodedImage(pixels, body_part=dicom.body_part)
+
+
 def load_grayscale(source: str | Path | bytes) -> np.ndarray:
-    """Decode a file path or in-memory bytes to a 2-D uint8 array [H, W]; raise ImageDecodeError."""
-    if is_dicom(source):
-        try:
-            from mura.data.dicom import read_dicom
-        except ImportError as exc:
-            raise ImageDecodeError(_label(source), f"DICOM support unavailable: {exc}") from None
-        pixels = np.asarray(read_dicom(source).pixels)
-        if pixels.ndim != 2 or pixels.dtype != np.uint8:
-            raise ImageDecodeError(_label(source), f"DICOM reader returned {pixels.dtype} {pixels.shape}")
-        return pixels
-    return _decode_pil(source)
+    """`read_image(source).pixels`: a 2-D uint8 array [H, W], for callers that need no warnings."""
+    return read_image(source).pixels

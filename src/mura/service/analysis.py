@@ -17,8 +17,7 @@ import numpy as np
 from PIL import Image
 
 from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART
-from mura.data.dicom import read_dicom
-from mura.data.images import load_grayscale
+from mura.data.images import read_image
 from mura.errors import ImageDecodeError, MuraError
 from mura.inference.files import FileResult, study_record
 from mura.service.engine import ModelGate
@@ -50,29 +49,44 @@ Explainer = Callable[[np.ndarray, int], np.ndarray]
 
 
 @dataclass
-class DecodedImage:
+class DecodedUpload:
     filename: str
     pixels: np.ndarray
     body_part: int  # from the request, else from DICOM tags, else -1
     body_part_source: str  # request | dicom | predicted
+    warnings: tuple[str, ...]  # decoded, but not cleanly (mura.data.images.read_image)
 
 
-def decode_upload(upload: UploadedFile, body_part: int, max_pixels: int) -> DecodedImage:
+def decode_upload(upload: UploadedFile, body_part: int, max_pixels: int) -> DecodedUpload:
     """Type by magic bytes (415), size from the header (422), then pixels (422); body part from DICOM."""
     source = "request" if body_part != UNKNOWN_BODY_PART else "predicted"
     kind = sniff_kind(upload.data, upload.filename)
     check_pixel_budget(upload.data, kind, upload.filename, max_pixels)
     try:
-        if kind == "dicom":
-            dicom = read_dicom(upload.data, name=upload.filename)
-            pixels = dicom.pixels
-            if body_part == UNKNOWN_BODY_PART and dicom.body_part is not None:
-                body_part, source = BODY_PARTS.index(dicom.body_part), "dicom"
-        else:
-            pixels = load_grayscale(upload.data)
+        decoded = read_image(upload.data, name=upload.filename)
     except ImageDecodeError as exc:
         raise undecodable(upload.filename, exc.reason) from None
-    return DecodedImage(upload.filename, pixels, body_part, source)
+    if body_part == UNKNOWN_BODY_PART and decoded.body_part is not None:
+        body_part, source = BODY_PARTS.index(decoded.body_part), "dicom"
+    return DecodedUpload(upload.filename, decoded.pixels, body_part, source, decoded.warnings)
+
+
+def skipped_view(filename: str, error: ServiceError) -> dict[str, str]:
+    """A study view that could not be used, as the study answer lists it."""
+    return {"filename": filename, "error": error.code, "detail": error.detail}
+
+
+def decode_study(
+    uploads: Sequence[UploadedFile], body_part: int, max_pixels: int
+) -> tuple[list[DecodedUpload], list[dict[str, str]]]:
+    """The views that decode, and the others with their reasons (as `mura predict --study` skips them)."""
+    good, skipped = [], []
+    for upload in uploads:
+        try:
+            good.append(decode_upload(upload, body_part, max_pixels))
+        except ServiceError as exc:
+            skipped.append(skipped_view(upload.filename, exc))
+    return good, skipped
 
 
 def preview(image: np.ndarray) -> np.ndarray:
@@ -96,9 +110,21 @@ def predict_uploads(
     max_pixels: int,
     gate: ModelGate,
     explainer: Explainer | None = None,
-) -> list[dict[str, Any]]:
-    """Decode every upload (failing fast on the first bad one), predict them as one batch, explain each."""
-    images = [decode_upload(upload, body_part, max_pixels) for upload in uploads]
+    skip_bad: bool = False,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Decode the uploads, predict the good ones as one batch, explain each; (records, skipped views).
+
+    Without `skip_bad` the first bad upload refuses the request; with it (a study), bad views are
+    listed and only a study with no usable view is refused (422 with the list).
+    """
+    if skip_bad:
+        images, skipped = decode_study(uploads, body_part, max_pixels)
+        if not images:
+            raise ServiceError(
+                422, "no_usable_view", "no view of the study could be used", extra={"skipped": skipped}
+            )
+    else:
+        images, skipped = [decode_upload(upload, body_part, max_pixels) for upload in uploads], []
     given = [image.body_part for image in images]
     try:
         with gate.shared():
@@ -109,6 +135,7 @@ def predict_uploads(
     for image, record in zip(images, records, strict=True):
         record["filename"] = image.filename
         record["body_part_source"] = image.body_part_source
+        record["warnings"] = list(image.warnings)
         if explainer is not None:
             # The CAM is computed on the preview: the model sees a resize of it either way, and the
             # overlay is only ever shown at preview size.
@@ -117,13 +144,14 @@ def predict_uploads(
                 overlay = explainer(small, BODY_PARTS.index(record["body_part"]))
             record["image_png"] = png_base64(small)
             record["cam_png"] = png_base64(overlay)
-    return records
+    return records, skipped
 
 
-def study_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """A study's answer, computed exactly as `mura predict --study` does: the mean of its views."""
+def study_summary(records: Sequence[dict[str, Any]], skipped: Sequence[dict[str, str]]) -> dict[str, Any]:
+    """A study's answer, computed exactly as `mura predict --study` does: the mean of its good views."""
     results = [FileResult(Path(record["filename"]), record=record) for record in records]
+    results += [FileResult(Path(view["filename"]), error=view["detail"]) for view in skipped]
     first = records[0]
     summary = study_record(Path("study"), results, float(first["threshold"]), str(first["operating_point"]))
     summary.pop("path", None)  # a server-side folder name means nothing for an upload
-    return summary
+    return {**summary, "images": list(records), "skipped": list(skipped)}

@@ -1,32 +1,44 @@
 """The HTTP service: a JSON API around one loaded Predictor, plus a one-page web front end.
 
 Endpoints: `POST /v1/predict` (one image), `POST /v1/predict/study` (several views, probability =
-mean), `GET /v1/model`, `GET /healthz`, `GET /` (the page), `GET /docs` (OpenAPI).
+mean of the usable ones, the others listed under `skipped`), `GET /v1/model`, `GET /healthz`,
+`GET /` (the page), `GET /docs` (OpenAPI; every answer is a model in schemas.py).
+
+A request's body is read first, under a deadline and a cap on bodies read at once; only then does it
+take an inference slot, so slow or stalled uploads cannot lock the model away from other clients.
 
 Refusals, always JSON `{"error": code, "detail": message}`:
-- 400 `bad_request`: malformed multipart, missing file, unknown body part, too many files;
+- 400 `bad_request`: malformed multipart, missing file, unknown body part, bad `cam`, too many files;
+- 408 `request_timeout`: the body did not arrive within `body_timeout_s`;
 - 413 `payload_too_large`: body over `max_upload_bytes` (announced Content-Length, or counted while reading);
 - 415 `unsupported_media_type`: not PNG/JPEG/DICOM by magic bytes (or not multipart at all);
-- 422 `undecodable_image`: the bytes do not decode; 422 `image_too_large`: the header declares more than
-  `max_pixels` pixels (decompression bomb: the request was small, its content is what cannot be processed);
-- 503 `busy` + Retry-After: all `workers + max_queue` slots are taken.
+- 422 `undecodable_image`: the bytes do not decode, or the image is under 32 px a side;
+  422 `image_too_large`: the header declares more than `max_pixels` pixels (decompression bomb: the
+  request was small, its content is what cannot be processed); 422 `no_usable_view`: a study none of
+  whose views could be used (with `skipped`);
+- 503 `busy` + Retry-After: `max_reading` bodies are being read, or all `workers + max_queue` slots are taken.
 Uploads stay in memory (see uploads.py) and are never logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import traceback
 from contextlib import asynccontextmanager
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index
 from mura.service.analysis import Explainer, SupportsPredictImages, predict_uploads, study_summary
-from mura.service.engine import InferenceEngine
-from mura.service.errors import ServiceError, bad_request
+from mura.service.engine import Admission, InferenceEngine
+from mura.service.errors import ServiceError, bad_request, request_timeout
+from mura.service.schemas import Health, ImageAnswer, StudyAnswer, error_responses
 from mura.service.uploads import MultipartForm, check_content_length, read_multipart
 
 log = logging.getLogger(__name__)
@@ -34,25 +46,39 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 64_000_000  # 8,000 x 8,000: three times a large detector plate
 DEFAULT_MAX_STUDY_FILES = 16
+DEFAULT_BODY_TIMEOUT_S = 30.0  # a 32 MB upload at ~1 MB/s
+DEFAULT_MAX_READING = 16  # bodies received at once: with the 32 MB limit, at most 512 MB in flight
 TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("", "0", "false", "no", "off")
 
 
-def _upload_body(multiple: bool) -> dict[str, Any]:
-    """OpenAPI description of the multipart body (the app parses it itself, so FastAPI cannot infer it)."""
+def _upload_body(multiple: bool, max_files: int, cam: bool) -> dict[str, Any]:
+    """OpenAPI description of the multipart body (the app parses it itself, so FastAPI cannot infer it).
+
+    `cam` is offered only by a server with a Grad-CAM explainer (elsewhere `cam=true` gets 400).
+    """
     file_schema = {"type": "string", "format": "binary"}
-    files = {"files": {"type": "array", "items": file_schema}} if multiple else {"file": file_schema}
+    files = (
+        {"files": {"type": "array", "items": file_schema, "minItems": 1, "maxItems": max_files}}
+        if multiple
+        else {"file": file_schema}
+    )
     required = ["files"] if multiple else ["file"]
-    properties = {
+    properties: dict[str, Any] = {
         **files,
         "body_part": {
             "type": "string",
             "enum": list(BODY_PARTS),
-            "description": "omit to let the model predict it",
+            "description": "omit to let the model predict it (DICOM files: read from their tags)",
         },
-        "cam": {"type": "boolean", "description": "include the image and its Grad-CAM overlay as base64 PNG"},
     }
     schema = {"type": "object", "properties": properties, "required": required}
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+    body = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+    if not cam:
+        return body
+    text = "include the image and its Grad-CAM overlay as base64 PNG"
+    properties["cam"] = {"type": "boolean", "description": text}
+    return {"parameters": [{"name": "cam", "in": "query", "schema": {"type": "boolean"}}], **body}
 
 
 def _body_part(form: MultipartForm) -> int:
@@ -66,8 +92,19 @@ def _body_part(form: MultipartForm) -> int:
 
 
 def _wants_cam(request: Request, form: MultipartForm) -> bool:
-    value = form.fields.get("cam", request.query_params.get("cam", ""))
-    return value.strip().lower() in TRUE_WORDS
+    value = form.fields.get("cam", request.query_params.get("cam", "")).strip().lower()
+    if value not in TRUE_WORDS + FALSE_WORDS:
+        raise bad_request(f"cam must be true or false, not {value[:20]!r}")
+    return value in TRUE_WORDS
+
+
+def _internal_error(exc: Exception) -> ServiceError:
+    """A failure in model work as one log line: type and place only, since the message of an exception
+    raised mid-analysis could quote upload data (a traceback would print it)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}" if frames else ""
+    log.error("prediction failed with %s%s", type(exc).__name__, where)
+    return ServiceError(500, "internal_error", "the server failed on this request")
 
 
 def create_app(
@@ -80,12 +117,17 @@ def create_app(
     max_queue: int = 8,
     workers: int = 1,
     max_study_files: int = DEFAULT_MAX_STUDY_FILES,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    max_reading: int = DEFAULT_MAX_READING,
 ) -> FastAPI:
     """Build the app around an already loaded predictor (the model is loaded once, by the caller).
 
     `explainer(image, body_part) -> RGB overlay` answers `cam=true`; without one such requests get 400.
     """
+    if body_timeout_s <= 0:
+        raise ValueError("body_timeout_s must be > 0")
     engine = InferenceEngine(workers=workers, max_queue=max_queue)
+    reading = Admission(max_reading, lambda: 1)
     page = resources.files("mura.service").joinpath("static/index.html").read_text(encoding="utf-8")
 
     @asynccontextmanager
@@ -100,62 +142,102 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.engine = engine
+    app.state.reading = reading
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(
-            {"error": exc.code, "detail": exc.detail}, status_code=exc.status, headers=exc.headers
-        )
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, _: ClientDisconnect) -> Response:
+        # Routine (a closed tab, a dropped link): one line, no traceback; nobody is left to answer.
+        log.warning("client disconnected during the upload to %s", request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        # Logged by type only: the message of an exception raised mid-analysis could quote upload data.
+        # Outside model work; Starlette logs these with their traceback after this answer.
         log.error("request failed with %s", type(exc).__name__)
         return JSONResponse({"error": "internal_error", "detail": "the server failed on this request"}, 500)
 
-    async def _predict(request: Request, max_files: int) -> list[dict[str, Any]]:
+    async def _read_form(request: Request, max_files: int) -> MultipartForm:
+        """The whole body in memory, within the deadline; no inference slot is held meanwhile."""
         check_content_length(request.headers.get("content-length"), max_upload_bytes)
-        async with engine.slot():
-            form = await read_multipart(
+        async with reading.slot():
+            body = read_multipart(
                 request.headers.get("content-type"),
                 request.stream(),
                 max_bytes=max_upload_bytes,
                 max_files=max_files,
             )
-            if not form.files:
-                raise bad_request("no file uploaded (multipart field 'file' or 'files')")
-            body_part = _body_part(form)
-            cam = _wants_cam(request, form)
-            if cam and explainer is None:
-                raise bad_request("this server has no Grad-CAM explainer configured")
-            records = await engine.run(
-                predict_uploads,
-                predictor,
-                form.files,
-                body_part,
-                max_pixels,
-                engine.gate,
-                explainer if cam else None,
-            )
-        return records
+            try:
+                form = await asyncio.wait_for(body, body_timeout_s)
+            except asyncio.TimeoutError:  # not yet the builtin TimeoutError on Python 3.10
+                raise request_timeout(body_timeout_s) from None
+        if not form.files:
+            raise bad_request("no file uploaded (multipart field 'file' or 'files')")
+        return form
 
-    @app.post("/v1/predict", openapi_extra=_upload_body(multiple=False), summary="Predict one radiograph")
+    async def _predict(request: Request, max_files: int, study: bool) -> tuple[list[dict], list[dict]]:
+        form = await _read_form(request, max_files)
+        body_part = _body_part(form)
+        cam = _wants_cam(request, form)
+        if cam and explainer is None:
+            raise bad_request("this server has no Grad-CAM explainer configured")
+        async with engine.slot():
+            try:
+                return await engine.run(
+                    predict_uploads,
+                    predictor,
+                    form.files,
+                    body_part,
+                    max_pixels,
+                    engine.gate,
+                    explainer if cam else None,
+                    skip_bad=study,
+                )
+            except ServiceError:
+                raise
+            except Exception as exc:
+                raise _internal_error(exc) from None
+
+    @app.post(
+        "/v1/predict",
+        openapi_extra=_upload_body(multiple=False, max_files=1, cam=explainer is not None),
+        summary="Predict one radiograph",
+        response_model=ImageAnswer,
+        response_model_exclude_unset=True,
+        responses=error_responses(),
+    )
     async def predict(request: Request) -> dict[str, Any]:
-        records = await _predict(request, max_files=1)
+        records, _ = await _predict(request, max_files=1, study=False)
         return records[0]
 
-    @app.post("/v1/predict/study", openapi_extra=_upload_body(multiple=True), summary="Predict a study")
+    @app.post(
+        "/v1/predict/study",
+        openapi_extra=_upload_body(multiple=True, max_files=max_study_files, cam=explainer is not None),
+        summary="Predict a study (views that cannot be used are skipped and listed)",
+        response_model=StudyAnswer,
+        response_model_exclude_unset=True,
+        responses=error_responses(study=True),
+    )
     async def predict_study(request: Request) -> dict[str, Any]:
-        records = await _predict(request, max_files=max_study_files)
-        return {**study_summary(records), "images": records}
+        records, skipped = await _predict(request, max_files=max_study_files, study=True)
+        return study_summary(records, skipped)
 
     @app.get("/v1/model", summary="Describe the served model")
     async def model() -> dict[str, Any]:
         return model_info or {}
 
-    @app.get("/healthz", summary="Liveness and load")
+    @app.get("/healthz", summary="Liveness and load", response_model=Health)
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "in_flight": engine.admitted, "capacity": engine.capacity}
+        return {
+            "status": "ok",
+            "in_flight": engine.admitted,
+            "capacity": engine.capacity,
+            "reading": reading.in_use,
+            "reading_capacity": reading.capacity,
+        }
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:

@@ -1,9 +1,11 @@
 """Run model work off the event loop with bounded concurrency, so load never turns into unbounded memory.
 
-A request takes a slot before its body is read; there are `workers` threads running jobs and
-`max_queue` requests allowed to wait for one. When every slot is taken the request is refused at
-once with 503 and a Retry-After estimated from recent job times, so memory stays bounded by
-(workers + max_queue) x the upload limit.
+Two stages, each with its own cap (`Admission`): receiving bodies (the app caps how many at once) and
+model work. A request takes an inference slot only once its body is in memory, so clients that upload
+slowly hold no slot the model could be using. There are `workers` threads running jobs and
+`max_queue` requests allowed to wait for one; when every slot is taken the request is refused at once
+with 503 and a Retry-After estimated from recent job times. Memory stays bounded by
+(bodies being read + workers + max_queue) x the upload limit.
 
 Grad-CAM hooks the shared model's target layer, so a forward pass from another thread while a CAM
 is being computed would leak into it. `ModelGate` lets predictions run together but gives a CAM the
@@ -18,7 +20,7 @@ import functools
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -60,6 +62,30 @@ class ModelGate:
                 self._cond.notify_all()
 
 
+class Admission:
+    """At most `capacity` requests inside at once; one more is refused with 503 at once, never queued.
+
+    Only touched from the event loop thread, so a plain counter suffices.
+    """
+
+    def __init__(self, capacity: int, retry_after: Callable[[], int]) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self.in_use = 0
+        self._retry_after = retry_after
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self.in_use >= self.capacity:
+            raise busy(self._retry_after())
+        self.in_use += 1
+        try:
+            yield
+        finally:
+            self.in_use -= 1
+
+
 class InferenceEngine:
     """A thread pool of `workers` plus an admission count of `workers + max_queue` requests."""
 
@@ -70,28 +96,21 @@ class InferenceEngine:
         self.capacity = workers + max_queue
         self.gate = ModelGate()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mura-infer")
-        self._admitted = 0  # only touched on the event loop thread
+        self._admission = Admission(self.capacity, self.retry_after)
         self._job_seconds = 0.5  # running mean of job time, for Retry-After
 
     @property
     def admitted(self) -> int:
         """Requests holding a slot now (running or waiting for a worker)."""
-        return self._admitted
+        return self._admission.in_use
 
     def retry_after(self) -> int:
         """Seconds until a slot is likely free: the queue ahead divided among the workers."""
         return max(1, math.ceil(self._job_seconds * self.capacity / self.workers))
 
-    @contextlib.asynccontextmanager
-    async def slot(self):
-        """Hold one of the `capacity` places for the duration of a request, or refuse with 503 now."""
-        if self._admitted >= self.capacity:
-            raise busy(self.retry_after())
-        self._admitted += 1
-        try:
-            yield
-        finally:
-            self._admitted -= 1
+    def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold one of the `capacity` places for a request's model work, or refuse with 503 now."""
+        return self._admission.slot()
 
     async def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
         """Run `fn` on a worker thread and await its result without blocking the event loop."""

@@ -6,16 +6,29 @@ Every refusal goes through `ServiceError` so that clients always get the same JS
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ServiceError(Exception):
     """A request the service refuses; rendered as JSON by the app's exception handler."""
 
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.headers = headers or {}
+        self.extra = extra or {}  # more fields of the JSON answer (e.g. a study's skipped views)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "detail": self.detail, **self.extra}
 
 
 def payload_too_large(limit_bytes: int) -> ServiceError:
@@ -51,4 +64,14 @@ def busy(retry_after_s: int) -> ServiceError:
         "busy",
         "the server is at capacity; retry later",
         headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+def request_timeout(seconds: float) -> ServiceError:
+    # The rest of the body may still be on its way: the connection cannot be reused.
+    return ServiceError(
+        408,
+        "request_timeout",
+        f"the request body did not arrive within {seconds:g} s",
+        headers={"Connection": "close"},
     )

@@ -12,22 +12,28 @@ from __future__ import annotations
 import io
 import warnings
 
+from mura.data.dicom import read_dataset
+from mura.data.images import is_dicom
+from mura.errors import ImageDecodeError
 from mura.service.errors import too_many_pixels, undecodable, unsupported_type
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
-DICOM_MAGIC_OFFSET = 128
-DICOM_MAGIC = b"DICM"
 
 
 def sniff_kind(data: bytes, filename: str) -> str:
-    """`png`, `jpeg` or `dicom` by content; 415 for anything else."""
+    """`png`, `jpeg` or `dicom` by content; 415 for anything else.
+
+    DICOM first and by the decoder's own test (`mura.data.images.is_dicom`: the `DICM` marker, or a
+    preamble-less data set), so what is checked here is what gets decoded: a DICOM preamble is
+    free-form and may even look like a PNG.
+    """
+    if is_dicom(data):
+        return "dicom"
     if data.startswith(PNG_MAGIC):
         return "png"
     if data.startswith(JPEG_MAGIC):
         return "jpeg"
-    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)] == DICOM_MAGIC:
-        return "dicom"
     raise unsupported_type(filename)
 
 
@@ -49,14 +55,14 @@ def _raster_size(data: bytes, filename: str, max_pixels: int) -> int:
 
 
 def _dicom_size(data: bytes, filename: str) -> int:
-    import pydicom
-
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        ds = read_dataset(data, filename, stop_before_pixels=True)
         rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    except Exception as exc:  # pydicom raises many types for broken files
+    except ImageDecodeError as exc:
+        raise undecodable(filename, exc.reason) from None
+    except Exception as exc:  # a header value that is no number
         raise undecodable(filename, f"unreadable DICOM header ({type(exc).__name__})") from None
     return rows * cols * max(1, frames) * max(1, samples)
 
