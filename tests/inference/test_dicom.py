@@ -48,7 +48,7 @@ def save(ds: Dataset, path: Path) -> Path:
     return path
 
 
-def ramp(height: int = 8, width: int = 16, high: int = 4095) -> np.ndarray:
+def ramp(height: int = 32, width: int = 48, high: int = 4095) -> np.ndarray:
     return np.tile(np.linspace(0, high, width).round().astype(np.uint16), (height, 1))
 
 

@@ -74,7 +74,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     else:
         print(
             f"cached {info.images} images at {args.size}px in {info.seconds:.1f}s to {info.directory}; "
-            f"{info.failed} failed (see {info.directory / 'failures.csv'})"
+            f"{info.failed} failed (see {info.directory / 'failures.csv'}); {info.warned} kept with a "
+            f"warning (see {info.directory / 'warnings.csv'})"
         )
     return 0
 

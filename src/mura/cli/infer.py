@@ -103,6 +103,7 @@ CSV_FIELDS = [
     "body_part_source",
     "views",
     "views_failed",
+    "warnings",
 ] + [f"prob_{p}" for p in BODY_PARTS]
 
 
@@ -121,6 +122,7 @@ class RecordWriter:
             return
         flat = dict(record)
         flat.update({f"prob_{k}": v for k, v in record["body_part_probabilities"].items()})
+        flat["warnings"] = "; ".join(record.get("warnings", []))
         self.csv.writerow(flat)
 
 
@@ -184,6 +186,8 @@ def run_predict(args: argparse.Namespace) -> int:
                 print(f"mura predict: skipped {result.error}", file=sys.stderr)
                 continue
             predicted += 1
+            for warning in result.record.get("warnings", []):
+                print(f"mura predict: warning: {result.path}: {warning}", file=sys.stderr)
             writer.write({"kind": "image", "path": str(result.path), **result.record})
             if explainer is not None:
                 _write_cam(explainer, result, Path(args.cam))

@@ -14,6 +14,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     if args.max_upload_mb <= 0 or args.max_megapixels <= 0 or args.workers < 1 or args.max_queue < 0:
         raise MuraError("--max-upload-mb and --max-megapixels must be > 0, --workers >= 1, --max-queue >= 0")
+    if args.body_timeout_s <= 0 or args.max_reading < 1:
+        raise MuraError("--body-timeout-s must be > 0 and --max-reading >= 1")
     app = app_from_checkpoints(
         args.checkpoint,
         device=args.device,
@@ -23,6 +25,8 @@ def run_serve(args: argparse.Namespace) -> int:
         max_pixels=int(args.max_megapixels * 1_000_000),
         max_queue=args.max_queue,
         workers=args.workers,
+        body_timeout_s=args.body_timeout_s,
+        max_reading=args.max_reading,
     )
     print(f"mura serve: model loaded; open http://{args.host}:{args.port}/ (API docs at /docs)", flush=True)
     # A hard cap on open connections too (uvicorn answers 503 beyond it), well above the model's queue
@@ -55,6 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-queue", type=int, default=8, help="requests that may wait for a worker (503 beyond)"
     )
+    p.add_argument(
+        "--body-timeout-s",
+        type=float,
+        default=30.0,
+        help="a request body must arrive within this many seconds (408 after); no model slot is held",
+    )
+    p.add_argument("--max-reading", type=int, default=16, help="request bodies read at once (503 beyond)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"))
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")

@@ -43,7 +43,7 @@ from mura.data.cache_folder import (
     find_damage,
     load_settings,
 )
-from mura.data.images import load_grayscale
+from mura.data.images import read_image
 from mura.data.index import read_index, write_index
 from mura.errors import ImageDecodeError, MuraError
 from mura.interrupts import deferred, raise_if_interrupted, signals_raise, worker_ignores_interrupts
@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RESIZE = "stretch"
 FAILURES_FILE = "failures.csv"
+WARNINGS_FILE = "warnings.csv"  # images kept but flagged (truncated files decoded with filler)
 REBUILD_HINT = "`mura prepare` will rebuild it"
 
 
@@ -64,6 +65,7 @@ class CacheInfo:
     reused: bool  # True when an up-to-date cache was found and nothing was decoded
     seconds: float
     damage: str = ""  # why an existing cache with the same inputs was rebuilt ("" if it was not)
+    warned: int = 0  # images kept but flagged in warnings.csv (e.g. truncated files)
 
 
 @dataclass
@@ -102,8 +104,9 @@ _worker_arrays: dict[str, np.ndarray] = {}
 
 def _decode_chunk(
     array_path: str, start: int, paths: list[str], size: int, resize: str
-) -> list[tuple[int, str]]:
-    """Decode paths into rows start.. of the memmap at `array_path`; return (row, reason) of failures."""
+) -> list[tuple[int, str, bool]]:
+    """Decode paths into rows start.. of the memmap at `array_path`; return (row, reason, failed) of
+    failures (left out) and of warnings (kept: e.g. a truncated JPEG decoded with grey filler)."""
     array = _worker_arrays.get(array_path)
     if array is None:
         _worker_arrays.clear()
@@ -111,11 +114,13 @@ def _decode_chunk(
     failures = []
     for offset, path in enumerate(paths):
         try:
-            array[start + offset] = resize_image(load_grayscale(path), size, resize)
+            decoded = read_image(path)
+            array[start + offset] = resize_image(decoded.pixels, size, resize)
+            failures += [(start + offset, warning, False) for warning in decoded.warnings]
         except ImageDecodeError as exc:
-            failures.append((start + offset, exc.reason))
+            failures.append((start + offset, exc.reason, True))
         except Exception as exc:  # noqa: BLE001 - one odd file must never abort a 40,000-image build
-            failures.append((start + offset, f"{type(exc).__name__}: {exc}"))
+            failures.append((start + offset, f"{type(exc).__name__}: {exc}", True))
     return failures  # no msync needed: the parent reads the same pages through the page cache
 
 
@@ -137,13 +142,13 @@ def _reserve_disk_space(path: Path) -> None:
 
 def _decode_all(
     array_path: Path, paths: list[str], size: int, resize: str, workers: int, progress: bool
-) -> list[tuple[int, str]]:
+) -> list[tuple[int, str, bool]]:
     """Fill the array file with every decoded image; on an exception pending work is cancelled."""
     n = len(paths)
     np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint8, shape=(n, size, size)).flush()
     _reserve_disk_space(array_path)
     chunk = max(1, min(256, n // (workers * 8) or 1))
-    failures: list[tuple[int, str]] = []
+    failures: list[tuple[int, str, bool]] = []
     with tqdm(total=n, unit="img", desc=f"cache {size}px", disable=not progress, smoothing=0.1) as bar:
         if workers == 1:
             for start in range(0, n, chunk):
@@ -197,7 +202,9 @@ def _build(frame: pd.DataFrame, out_dir: Path, size: int, resize: str, workers: 
     workers = max(1, min(workers or os.cpu_count() or 1, n))
     paths = frame["path"].astype(str).tolist()
     with signals_raise(), atomic_path(out_dir / IMAGES_FILE) as images_tmp:
-        failures = sorted(_decode_all(images_tmp, paths, size, resize, workers, progress))
+        problems = sorted(_decode_all(images_tmp, paths, size, resize, workers, progress))
+        failures = [(row, reason) for row, reason, failed in problems if failed]
+        warnings = [(row, text) for row, text, failed in problems if not failed]
         keep = np.setdiff1d(np.arange(n), [row for row, _ in failures])
         if failures:
             _drop_rows(images_tmp, keep)
@@ -209,8 +216,12 @@ def _build(frame: pd.DataFrame, out_dir: Path, size: int, resize: str, workers: 
             {"path": [paths[row] for row, _ in failures], "reason": [reason for _, reason in failures]}
         )
         write_text(out_dir / FAILURES_FILE, failure_frame.to_csv(index=False))
+        warning_frame = pd.DataFrame(
+            {"path": [paths[row] for row, _ in warnings], "warning": [text for _, text in warnings]}
+        )
+        write_text(out_dir / WARNINGS_FILE, warning_frame.to_csv(index=False))
     return {
-        "counts": {"indexed": n, "cached": len(cached), "failed": len(failures)},
+        "counts": {"indexed": n, "cached": len(cached), "failed": len(failures), "warned": len(warnings)},
         "splits": {str(k): int(v) for k, v in cached["split"].value_counts().sort_index().items()},
         "files": {IMAGES_FILE: images_record, INDEX_FILE: index_record},
     }
@@ -242,8 +253,9 @@ def build_cache(
             damage = find_damage(folder, old, checksums=True)
             if not damage:
                 counts = old["counts"]
+                seconds = time.perf_counter() - started
                 return CacheInfo(
-                    folder, counts["cached"], counts["failed"], True, time.perf_counter() - started
+                    folder, counts["cached"], counts["failed"], True, seconds, "", counts.get("warned", 0)
                 )
             log.warning("%s: the cache is damaged (%s); rebuilding it", folder, damage)
         (folder / SETTINGS_FILE).unlink(missing_ok=True)  # from here on the folder is "not finished"
@@ -254,8 +266,9 @@ def build_cache(
         settings = {"format": CACHE_FORMAT, "size": size, "resize": resize, "fingerprint": print_key}
         settings.update(contents, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
         write_text(folder / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
-    cached, failed = contents["counts"]["cached"], contents["counts"]["failed"]
-    return CacheInfo(folder, cached, failed, False, time.perf_counter() - started, damage)
+    counts = contents["counts"]
+    seconds = time.perf_counter() - started
+    return CacheInfo(folder, counts["cached"], counts["failed"], False, seconds, damage, counts["warned"])
 
 
 def open_cache(directory: str | Path) -> ImageCache:

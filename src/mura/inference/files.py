@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index
-from mura.data.dicom import read_dicom
-from mura.data.images import is_dicom, load_grayscale
+from mura.data.images import is_dicom, read_image
 from mura.errors import ImageDecodeError, MuraError
 
 if TYPE_CHECKING:
@@ -34,6 +33,7 @@ class DecodedFile:
     prepared: dict[InputSpec, np.ndarray]
     body_part: int  # -1 unless given or read from DICOM tags
     body_part_origin: str  # argument | dicom | none
+    warnings: tuple[str, ...] = ()  # from decoding, e.g. a truncated JPEG decoded with grey filler
 
 
 @dataclass
@@ -69,14 +69,12 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
 def decode_file(path: Path, body_part: int, predictor: Predictor) -> DecodedFile:
     """Pixels, resized inputs and body part (the argument wins over DICOM tags); ImageDecodeError."""
     origin = "argument" if body_part != UNKNOWN_BODY_PART else "none"
-    if is_dicom(path):
-        dicom = read_dicom(path)
-        pixels = dicom.pixels
-        if body_part == UNKNOWN_BODY_PART and dicom.body_part is not None:
-            body_part, origin = body_part_index(dicom.body_part), "dicom"
-    else:
-        pixels = load_grayscale(path)
-    return DecodedFile(path, pixels, predictor.prepare(pixels), body_part, origin)
+    decoded = read_image(path)
+    if body_part == UNKNOWN_BODY_PART and decoded.body_part is not None:
+        body_part, origin = body_part_index(decoded.body_part), "dicom"
+    return DecodedFile(
+        path, decoded.pixels, predictor.prepare(decoded.pixels), body_part, origin, decoded.warnings
+    )
 
 
 def _decode_or_error(path: Path, body_part: int, predictor: Predictor) -> DecodedFile | str:
@@ -132,6 +130,7 @@ def _predict_batch(
         assert prediction is not None
         record = prediction.record(index)
         record["body_part_source"] = item.body_part_origin if item.body_part >= 0 else "predicted"
+        record["warnings"] = list(item.warnings)
         index += 1
         yield FileResult(path, record=record, pixels=item.pixels if keep_pixels else None)
 
