@@ -45,7 +45,7 @@ def test_second_build_is_reused_without_decoding(synthetic_mura, monkeypatch: py
     def fail(*_args, **_kwargs):
         raise AssertionError("decoded although the cache was up to date")
 
-    monkeypatch.setattr(cache_module, "load_grayscale", fail)
+    monkeypatch.setattr(cache_module, "read_image", fail)
     info = build_cache(synthetic_mura.index_csv, synthetic_mura.cache_dir, size=64, workers=1, progress=False)
     assert info.reused and info.images == len(read_index(synthetic_mura.index_csv))
 

@@ -126,6 +126,7 @@ def test_prepare_reports_a_damaged_cache_and_stale_temporaries_in_one_line_each(
         "images.npy",
         "index.csv",
         "settings.json",
+        "warnings.csv",
     ]
 
 

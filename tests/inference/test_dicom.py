@@ -48,7 +48,7 @@ def save(ds: Dataset, path: Path) -> Path:
     return path
 
 
-def ramp(height: int = 32, width: int = 48, high: int = 4095) -> np.ndarray:
+def ramp(height: int = 8, width: int = 16, high: int = 4095) -> np.ndarray:
     return np.tile(np.linspace(0, high, width).round().astype(np.uint16), (height, 1))
 
 
@@ -186,5 +186,5 @@ def test_not_a_dicom_file(tmp_path: Path) -> None:
 def test_load_grayscale_dispatches_dicom(tmp_path: Path) -> None:
     from mura.data.images import load_grayscale
 
-    path = save(make_dataset(ramp()), tmp_path / "x.dcm")
+    path = save(make_dataset(ramp(32, 48)), tmp_path / "x.dcm")
     np.testing.assert_array_equal(load_grayscale(path), read_dicom(path).pixels)
