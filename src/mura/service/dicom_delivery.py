@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import pydicom
 
 from mura.errors import MuraError
-from mura.service.dicom_spool import TEMP_PREFIX, building, fsync_dir, write_durably
+from mura.service.dicom_spool import TEMP_PREFIX, building, fsync_dir, short_uid, study_of, write_durably
 
 log = logging.getLogger("mura.dicom_node")
 
@@ -197,9 +197,8 @@ class Outbox:
                 attempts = entry.attempts + 1
                 wait = min(self.max_retry_seconds, self.first_retry_seconds * 2 ** (attempts - 1))
                 self._retry_state[entry.folder.name] = (attempts, time.monotonic() + wait)
-                log.warning(
-                    "delivery of %s failed (%s); retry %d in %.0f s", entry.folder.name, exc, attempts, wait
-                )
+                study = short_uid(study_of(entry.folder))
+                log.warning("study %s: delivery failed (%s); retry %d in %.0f s", study, exc, attempts, wait)
                 return False
             write_durably(marker, b"")
         return True

@@ -204,7 +204,7 @@ class DicomNode:
         from pynetdicom import evt
 
         ae = self._application_entity()
-        handlers = [(evt.EVT_C_STORE, self._on_store)]
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, _log_rejected)]
         try:
             server = ae.start_server(
                 (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
@@ -247,6 +247,11 @@ class DicomNode:
             log.warning("shutdown: aborting the association with %s", assoc.requestor.ae_title)
             assoc.abort()
         ae.shutdown()
+
+
+def _log_rejected(event: Any) -> None:
+    requestor = event.assoc.requestor
+    log.warning("association from %s (%s) rejected", requestor.ae_title, requestor.address)
 
 
 def _one_line(item: Any) -> str:
