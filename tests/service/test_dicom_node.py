@@ -363,38 +363,57 @@ def content_items(items: Any, depth: int = 0) -> Iterator[tuple[int, Dataset]]:
         yield from content_items(item.get("ContentSequence"), depth + 1)
 
 
+def measurement_groups(sr: Dataset) -> list[tuple[float, set[str]]]:
+    """(probability, referenced SOP Instance UIDs) of each TID 1500 measurement group (DCM 125007)."""
+    groups = []
+    for _, item in content_items(sr.ContentSequence):
+        if item.get("ConceptNameCodeSequence") and item.ConceptNameCodeSequence[0].CodeValue == "125007":
+            children = list(item.get("ContentSequence", []))
+            probability = next(
+                float(c.MeasuredValueSequence[0].NumericValue)
+                for c in children
+                if c.ValueType == "NUM" and "probability" in c.ConceptNameCodeSequence[0].CodeMeaning.lower()
+            )
+            refs = {
+                str(c.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+                for c in children
+                if c.ValueType == "IMAGE"
+            }
+            groups.append((probability, refs))
+    return groups
+
+
 def sr_probability(sr: Dataset) -> float:
-    """The study-level (shallowest) numeric item whose concept name speaks of a probability."""
-    numbers = [
-        (depth, float(item.MeasuredValueSequence[0].NumericValue))
-        for depth, item in content_items(sr.ContentSequence)
-        if item.get("ValueType") == "NUM"
-        and "probab" in str(item.ConceptNameCodeSequence[0].CodeMeaning).lower()
-        and item.get("MeasuredValueSequence")
-    ]
-    assert numbers, "the SR holds no probability"
-    return min(numbers)[1]
+    """The study's probability: the measurement group that references every view (the others: one each)."""
+    groups = measurement_groups(sr)
+    assert groups, "the SR holds no measurement group"
+    return max(groups, key=lambda group: len(group[1]))[0]
 
 
 def sr_references(sr: Dataset) -> set[str]:
     """SOP Instance UIDs the SR names as its evidence."""
     return {
         str(ref.ReferencedSOPInstanceUID)
-        for study in sr.get("CurrentRequestedProcedureEvidenceSequence", [])
+        for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence")
+        for study in sr.get(keyword, [])
         for series in study.ReferencedSeriesSequence
         for ref in series.ReferencedSOPSequence
     }
 
 
-def predicted_study_probability(folder: Path, checkpoint: Path, capsys: pytest.CaptureFixture) -> float:
-    """What `mura predict --study` says for the same files."""
+def predicted(
+    folder: Path, checkpoint: Path, capsys: pytest.CaptureFixture
+) -> tuple[float, dict[str, float]]:
+    """What `mura predict --study` says for the same files: the study's and each view's probability."""
     capsys.readouterr()
     assert (
         mura_main(["predict", str(folder), "--study", "--checkpoint", str(checkpoint), "--device", "cpu"])
         == 0
     )
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    return next(r["fracture_probability"] for r in records if r["kind"] == "study")
+    study = next(r["fracture_probability"] for r in records if r["kind"] == "study")
+    views = {sop_uid(Path(r["path"])): r["fracture_probability"] for r in records if r["kind"] == "image"}
+    return study, views
 
 
 # --- one PACS and one node for the tests that do not restart anything --------------------------------
@@ -437,8 +456,10 @@ def test_study_through_the_node_lands_in_orthanc_as_sr_and_secondary_captures(
     )
     assert len(srs) == 1 and len(scs) == len(study.good)
     sr = srs[0]
-    expected = predicted_study_probability(study.folder, tiny_checkpoint, capsys)
-    assert sr_probability(sr) == pytest.approx(expected, abs=1e-6)
+    study_probability, view_probabilities = predicted(study.folder, tiny_checkpoint, capsys)
+    assert sr_probability(sr) == pytest.approx(study_probability, abs=1e-6)
+    per_view = {refs.pop(): p for p, refs in measurement_groups(sr) if len(refs) == 1}
+    assert per_view == pytest.approx(view_probabilities, abs=1e-6)
     assert sr_references(sr) == {sop_uid(p) for p in study.good}
     sources = pydicom.dcmread(study.good[0], stop_before_pixels=True)
     for ds in (sr, *scs):
