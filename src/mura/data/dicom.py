@@ -17,9 +17,18 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+)
 
 from mura.errors import ImageDecodeError
 
@@ -56,6 +65,75 @@ METADATA_KEYWORDS = (
     "SeriesInstanceUID",
     "SOPInstanceUID",
 )
+
+
+# How far into a preamble-less file the first element may start: pydicom's own `no_meta.dcm` carries one
+# stray byte before it. Two consecutive plausible element headers are required, so other files are refused.
+SNIFF_BYTES = 1024
+MAX_LEADING_BYTES = 4
+_VRS = frozenset(
+    (
+        b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN "
+        b"SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV"
+    ).split()
+)
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ UC UN UR UT SV UV".split())
+_ENCODINGS: tuple[tuple[str, UID], ...] = (
+    ("explicit-le", ExplicitVRLittleEndian),
+    ("explicit-be", ExplicitVRBigEndian),
+    ("implicit-le", ImplicitVRLittleEndian),
+)
+
+
+def _element_at(head: bytes, offset: int, encoding: str) -> tuple[tuple[int, int], int] | None:
+    """((group, element), offset of the next element) if a plausible element header starts at `offset`."""
+    order = "big" if encoding == "explicit-be" else "little"
+    if offset + 12 > len(head):
+        return None
+    group = int.from_bytes(head[offset : offset + 2], order)
+    element = int.from_bytes(head[offset + 2 : offset + 4], order)
+    if encoding == "implicit-le":
+        length, header = int.from_bytes(head[offset + 4 : offset + 8], "little"), 8
+    else:
+        vr = head[offset + 4 : offset + 6]
+        if vr not in _VRS:
+            return None
+        if vr in _LONG_VRS:
+            if head[offset + 6 : offset + 8] != b"\0\0":
+                return None
+            length, header = int.from_bytes(head[offset + 8 : offset + 12], order), 12
+        else:
+            length, header = int.from_bytes(head[offset + 6 : offset + 8], order), 8
+    if length == 0xFFFFFFFF:  # undefined length: a sequence, whose items we do not follow
+        return (group, element), -1
+    return (group, element), offset + header + length
+
+
+def sniff_dataset_start(head: bytes) -> tuple[int, UID] | None:
+    """(offset, transfer syntax) of a DICOM data set without preamble at the start of `head`, or None.
+
+    The first element must be in the file meta (0002) or identifying (0008) group and be followed by a
+    second plausible element with a larger tag in the same encoding.
+    """
+    for offset in range(MAX_LEADING_BYTES + 1):
+        for encoding, syntax in _ENCODINGS:
+            first = _element_at(head, offset, encoding)
+            if first is None or first[0][0] not in (0x0002, 0x0008):
+                continue
+            if first[0][0] == 0x0002 and encoding != "explicit-le":
+                continue  # the file meta group is always explicit VR little endian
+            tag, following = first
+            if following == -1 or following + 12 > len(head):
+                continue
+            second = _element_at(head, following, "explicit-le" if tag[0] == 0x0002 else encoding)
+            if second is not None and tag < second[0] and second[0][0] <= 0x0010:
+                return offset, syntax
+    return None
+
+
+def _read_head(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(SNIFF_BYTES)
 
 
 @dataclass
@@ -128,9 +206,56 @@ def _stretch_to_unit(values: np.ndarray) -> np.ndarray:
 
 
 def _first_frame(ds: Dataset) -> np.ndarray:
-    array = ds.pixel_array
+    try:
+        array = ds.pixel_array
+    except Exception:
+        repaired = _with_repaired_jpeg_scans(ds)
+        if repaired is None:
+            raise
+        array = repaired.pixel_array
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     return array[0] if frames > 1 else array
+
+
+def _with_repaired_jpeg_scans(ds: Dataset) -> Dataset | None:
+    """A copy of a sequential-JPEG data set whose scan headers say Ss=0, Se=63, Ah=Al=0, or None.
+
+    Some encoders write other values there; the sequential process ignores them (IJG and dcmtk decode such
+    files with a warning) but libjpeg refuses them. The source data set is left untouched.
+    """
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax not in (JPEGBaseline8Bit, JPEGExtended12Bit) or "PixelData" not in ds:
+        return None
+    frames = [_repair_sequential_scan(f) for f in generate_frames(ds.PixelData, number_of_frames=_frames(ds))]
+    copy = Dataset(ds)
+    copy.file_meta = ds.file_meta
+    copy.PixelData = encapsulate(frames)
+    copy["PixelData"].VR = "OB"
+    return copy
+
+
+def _frames(ds: Dataset) -> int:
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def _repair_sequential_scan(frame: bytes) -> bytes:
+    """Rewrite the spectral selection / approximation bytes of the first SOS of a SOF0/SOF1 JPEG."""
+    position, sequential = 2, False
+    while position + 4 <= len(frame) and frame[position] == 0xFF:
+        marker = frame[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        length = int.from_bytes(frame[position + 2 : position + 4], "big")
+        if marker in (0xC0, 0xC1):
+            sequential = True
+        if marker == 0xDA:
+            if not sequential:
+                return frame
+            start = position + 5 + 2 * frame[position + 4]
+            return frame[:start] + bytes((0, 63, 0)) + frame[start + 3 :]
+        position += 2 + length
+    return frame
 
 
 def _to_unit_grey(ds: Dataset, stored: np.ndarray) -> np.ndarray:
@@ -148,12 +273,22 @@ def _to_unit_grey(ds: Dataset, stored: np.ndarray) -> np.ndarray:
     return 1.0 - unit if photometric == "MONOCHROME1" else unit
 
 
-def read_dicom(source: str | Path | bytes, name: str | None = None) -> DicomImage:
-    """Decode a DICOM file (path or bytes) to 8-bit grey; ImageDecodeError names the file and the problem."""
+def read_dataset(
+    source: str | Path | bytes, name: str | None = None, *, stop_before_pixels: bool = False
+) -> Dataset:
+    """Parse a DICOM file (path or bytes), with or without its 128-byte preamble; ImageDecodeError.
+
+    A file without the `DICM` marker is parsed (`force=True`) only where its first bytes are a plausible
+    DICOM element, so any other file is still "not a DICOM file". Where the file carries no transfer
+    syntax, the one its elements were found in is recorded so the pixel data can be decoded.
+    """
     label = name or ("<bytes>" if isinstance(source, bytes | bytearray | memoryview) else str(source))
-    handle = io.BytesIO(bytes(source)) if isinstance(source, bytes | bytearray | memoryview) else source
     try:
-        ds = pydicom.dcmread(handle)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns about each oddity it tolerates
+            return _parse(source, label, stop_before_pixels)
+    except ImageDecodeError:
+        raise
     except FileNotFoundError:
         raise ImageDecodeError(label, "file not found") from None
     except IsADirectoryError:
@@ -162,6 +297,34 @@ def read_dicom(source: str | Path | bytes, name: str | None = None) -> DicomImag
         raise ImageDecodeError(label, "not a DICOM file (no DICM marker)") from None
     except Exception as exc:  # pydicom raises many types on damaged headers
         raise ImageDecodeError(label, f"unreadable DICOM header: {_first_line(exc)}") from None
+
+
+def _parse(source: str | Path | bytes, label: str, stop_before_pixels: bool) -> Dataset:
+    data = bytes(source) if isinstance(source, bytes | bytearray | memoryview) else None
+    head = data[:SNIFF_BYTES] if data is not None else _read_head(Path(source))
+    if head[128:132] == b"DICM":
+        handle = io.BytesIO(data) if data is not None else source
+        ds = pydicom.dcmread(handle, stop_before_pixels=stop_before_pixels)
+    else:
+        found = sniff_dataset_start(head)
+        if found is None:
+            raise ImageDecodeError(label, "not a DICOM file (no DICM marker, no DICOM data set at its start)")
+        offset, syntax = found
+        data = data if data is not None else Path(source).read_bytes()
+        ds = pydicom.dcmread(io.BytesIO(data[offset:]), force=True, stop_before_pixels=stop_before_pixels)
+        if "TransferSyntaxUID" not in ds.file_meta:
+            ds.file_meta.TransferSyntaxUID = syntax
+    return ds
+
+
+def read_dicom(source: str | Path | bytes, name: str | None = None) -> DicomImage:
+    """Decode a DICOM file (path or bytes) to 8-bit grey; ImageDecodeError names the file and the problem."""
+    label = name or ("<bytes>" if isinstance(source, bytes | bytearray | memoryview) else str(source))
+    return dataset_image(read_dataset(source, label), label)
+
+
+def dataset_image(ds: Dataset, label: str) -> DicomImage:
+    """The display pixels and body part of a parsed data set; ImageDecodeError names `label`."""
     if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
         raise ImageDecodeError(label, "DICOM file has no pixel data")
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None

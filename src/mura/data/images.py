@@ -48,18 +48,21 @@ def _tolerate_truncation() -> Iterator[None]:
 
 
 def is_dicom(source: str | Path | bytes) -> bool:
-    """DICOM by suffix for paths, by the `DICM` magic at byte 128 for bytes (or suffix-less files)."""
+    """DICOM by suffix for paths; else by the `DICM` marker at byte 128, or a preamble-less data set start."""
+    from mura.data.dicom import SNIFF_BYTES, sniff_dataset_start
+
     if isinstance(source, bytes | bytearray | memoryview):
-        return bytes(source[128:132]) == b"DICM"
-    path = Path(source)
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
+        head = bytes(source[:SNIFF_BYTES])
+    else:
+        path = Path(source)
+        if path.suffix.lower() in DICOM_SUFFIXES:
+            return True
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(SNIFF_BYTES)
+        except OSError:
+            return False
+    return head[128:132] == b"DICM" or sniff_dataset_start(head) is not None
 
 
 def _label(source: str | Path | bytes) -> str:
