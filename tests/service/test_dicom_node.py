@@ -30,6 +30,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mura.cli import main as mura_main
+from mura.service.dicom_spool import short_uid
 
 pytestmark = pytest.mark.slow
 
@@ -476,7 +477,8 @@ def test_study_through_the_node_lands_in_orthanc_as_sr_and_secondary_captures(
     )
     study_lines = [line for line in log.splitlines() if f"study {study.uid[:6]}" in line and "p=" in line]
     assert len(study_lines) == 1 and f"{len(study.good)} views, 2 skipped" in study_lines[0]
-    assert "truncated.dcm" in log and "request.dcm" in log
+    truncated, pdf = (f"skipped instance {short_uid(sop_uid(p))}: " for p in study.bad)
+    assert f"{truncated}cannot decode pixel data" in log and f"{pdf}not an image SOP class" in log
     assert not list((pacs.folder / "spool" / "incoming").iterdir()), "the spool was not cleaned"
     assert not list((pacs.folder / "spool" / "work").iterdir())
     wait_for(lambda: not list((pacs.folder / "spool" / "outbox").iterdir()), 10, "the outbox to empty")

@@ -28,7 +28,8 @@ def run_dicom_node(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s mura dicom-node: %(message)s", stream=sys.stderr
     )
-    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # the node logs what matters, once
+    for chatty in ("pynetdicom", "highdicom"):  # the node logs what matters, once per event
+        logging.getLogger(chatty).setLevel(logging.CRITICAL if chatty == "pynetdicom" else logging.WARNING)
     spool = Path(args.spool or Path(tempfile.gettempdir()) / f"mura-dicom-node-{args.ae_title}-{args.port}")
     settings = NodeSettings(
         ae_title=args.ae_title,

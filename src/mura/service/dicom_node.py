@@ -255,6 +255,8 @@ def _log_rejected(event: Any) -> None:
 
 
 def _one_line(item: Any) -> str:
+    """A skipped view as `instance <short SOP Instance UID>: reason` (spooled files are named by UID)."""
     if isinstance(item, tuple | list) and len(item) == 2:
-        return f"{item[0]}: {item[1]}"
+        name, reason = Path(item[0]).stem, str(item[1])
+        return f"instance {short_uid(name)}: {reason.splitlines()[0] if reason else 'no reason given'}"
     return str(item).splitlines()[0] if str(item) else repr(item)
