@@ -420,7 +420,8 @@ def predicted(
 # --- one PACS and one node for the tests that do not restart anything --------------------------------
 @dataclass
 class Pacs:
-    orthanc: Orthanc
+    orthanc: Orthanc  # receives the results by C-STORE
+    web: Orthanc  # receives the same results by STOW-RS (its DICOMweb plugin)
     node: Node
     folder: Path
 
@@ -431,16 +432,23 @@ def pacs(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         pytest.skip(
             "needs Debian packages orthanc and dcmtk (Orthanc, storescu, echoscu): `make system-deps`"
         )
+    if not DICOMWEB_PLUGIN.exists():
+        pytest.skip(f"needs Debian package orthanc-dicomweb ({DICOMWEB_PLUGIN}): `make system-deps`")
     folder = tmp_path_factory.mktemp("pacs")
-    orthanc = Orthanc(folder / "orthanc").start()
+    orthanc, web = Orthanc(folder / "orthanc"), Orthanc(folder / "web", aet="WEB")
     try:
-        node = launch_node(folder, tiny_checkpoint, orthanc.forward, "--allow", SENDER_AET, quiet=0.5)
+        orthanc.start()
+        web.start()
+        stow = f"http://127.0.0.1:{web.http_port}/dicom-web"
+        node = launch_node(folder, tiny_checkpoint, orthanc.forward, "--stow", stow, "--allow", SENDER_AET)
     except BaseException:
         orthanc.stop()
+        web.stop()
         raise
-    yield Pacs(orthanc, node, folder)
+    yield Pacs(orthanc, web, node, folder)
     code = node.stop()
     orthanc.stop()
+    web.stop()
     assert code == 0, node.text()[-3000:]
 
 
@@ -457,6 +465,8 @@ def test_study_through_the_node_lands_in_orthanc_as_sr_and_secondary_captures(
     )
     assert len(srs) == 1 and len(scs) == len(study.good)
     sr = srs[0]
+    web_srs, web_scs, _ = wait_for(lambda: results_in(pacs.web, study), 60, "the results by STOW-RS", 0.2)
+    assert {ds.SOPInstanceUID for ds in web_srs + web_scs} == {ds.SOPInstanceUID for ds in srs + scs}
     study_probability, view_probabilities = predicted(study.folder, tiny_checkpoint, capsys)
     assert sr_probability(sr) == pytest.approx(study_probability, abs=1e-6)
     per_view = {refs.pop(): p for p, refs in measurement_groups(sr) if len(refs) == 1}
@@ -571,7 +581,7 @@ def test_sigterm_mid_study_loses_no_instance_and_the_study_completes_after_resta
     assert sorted(map(dataset_bytes, spooled.values())) == sent  # received byte for byte
     assert orthanc.count(study.uid) == 0
 
-    restarted = start_node(orthanc.forward, port=node.port, quiet=5.0)
+    restarted = start_node(orthanc.forward, port=node.port, quiet=2.0)
     storescu(restarted.port, study.good[2:])  # the rest of the study, after the restart
     srs, scs, _ = wait_for(lambda: results_in(orthanc, study), 120, "the whole study's results", 0.2)
     assert sr_references(srs[0]) == {sop_uid(p) for p in study.good} and len(scs) == 4
