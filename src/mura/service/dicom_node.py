@@ -193,11 +193,13 @@ class DicomNode:
     # --- running -----------------------------------------------------------------------------------
     def _deliver_loop(self) -> None:
         while not self.stop.is_set():
+            wait = self.settings.poll_seconds
             try:
                 self.outbox.deliver_due()
-            except Exception as exc:  # keep delivering the other entries next round
+            except Exception as exc:  # e.g. the outbox folder gone: say so, try again later
                 log.error("delivery: %s: %s", type(exc).__name__, exc)
-            self.stop.wait(self.settings.poll_seconds)
+                wait = self.settings.max_retry_seconds
+            self.stop.wait(wait)
 
     def serve(self, ready: Callable[[], None] = lambda: None) -> int:
         """Receive, analyse and deliver until `stop` is set (SIGTERM); 0 after a clean shutdown."""
@@ -230,11 +232,16 @@ class DicomNode:
             server.shutdown()  # no new associations
             self._drain(ae)
             delivery.join(timeout=self.settings.drain_seconds)
+        try:
+            claimed, undelivered = len(self.spool.claimed()), self.outbox.pending()
+        except OSError as exc:
+            log.error("stopped; the spool is unreadable: %s", exc)
+            return 0
         log.info(
             "stopped: %d studies spooled, %d claimed, %d results undelivered (kept for the next start)",
             self.spool.waiting(),
-            len(self.spool.claimed()),
-            self.outbox.pending(),
+            claimed,
+            undelivered,
         )
         return 0
 
