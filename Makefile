@@ -14,16 +14,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Optional system libraries: tcmalloc (faster CPU training), Chromium (browser test), Orthanc with its
-# DICOMweb plugin and dcmtk (the DICOM node's end-to-end tests).
+# Optional system packages: tcmalloc (faster CPU training), Chromium (browser test), dcmtk (dcmcjpeg,
+# storescu, echoscu: DICOM tests), dicom3tools (dciodvfy validates every DICOM object the tests write)
+# and Orthanc with its DICOMweb plugin (the PACS of the DICOM node's end-to-end tests).
 system-deps:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 	  need=""; \
 	  ldconfig -p | grep -q libtcmalloc_minimal || need="$$need libtcmalloc-minimal4"; \
 	  command -v chromium >/dev/null || need="$$need chromium"; \
+	  command -v dcmcjpeg >/dev/null || need="$$need dcmtk"; \
+	  command -v dciodvfy >/dev/null || need="$$need dicom3tools"; \
 	  command -v Orthanc >/dev/null || need="$$need orthanc"; \
 	  [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need="$$need orthanc-dicomweb"; \
-	  command -v storescu >/dev/null || need="$$need dcmtk"; \
 	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; fi; \
 	fi
 

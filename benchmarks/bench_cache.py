@@ -21,9 +21,10 @@ import pandas as pd
 
 from mura.data.cache import build_cache
 from mura.data.folders import build_folder_index
-from mura.data.images import load_grayscale, resize_image
+from mura.data.images import load_grayscale
 from mura.data.index import build_mura_index
 from mura.data.synth import generate_synthetic_mura
+from mura.preprocessing import resize_image
 
 REPO = Path(__file__).resolve().parents[1]
 FRACATLAS = REPO / ".." / "shared" / "data" / "fracatlas"

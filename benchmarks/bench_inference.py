@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mura.checkpoint import save_model
 from mura.config import load_config
 from mura.inference.files import expand_paths, iter_file_predictions
 from mura.inference.onnx_export import export_onnx
 from mura.inference.predictor import Predictor
 from mura.models.registry import model_from_config
-from mura.training.checkpoint import base_payload, save_checkpoint
+from mura.preprocessing import Preprocessing
 
 SPEC_MODELS = ("custom_cnn", "efficientnet_b0", "resnet50", "densenet169")
 FRACATLAS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fracatlas" / "images"
@@ -33,9 +34,8 @@ FRACATLAS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fr
 def make_checkpoint(directory: Path, name: str, size: int) -> Path:
     cfg = load_config(overrides={"model.name": name, "model.size": size, "model.freeze": "full"})
     model = model_from_config(cfg.model, load_pretrained=False)
-    pre = {"size": size, "resize_mode": "stretch", **model.default_preprocessing}
-    payload = base_payload(model.state_dict(), cfg, pre, epoch=0, val_metrics={})
-    return save_checkpoint(directory / f"{name}.pt", payload)
+    pre = Preprocessing(size, "stretch", **model.default_preprocessing)
+    return save_model(directory / f"{name}.pt", model, cfg, pre, epoch=0)
 
 
 def timed(fn, repeats: int) -> float:
@@ -92,7 +92,7 @@ def bench_end_to_end(checkpoint: Path, folder: Path, batch: int, runtime: str) -
         start = time.perf_counter()
         if workers == 0:  # decode, then infer, in turn: what a loop without overlap does
             for i in range(0, len(files), batch):
-                predictor.predict_paths(files[i : i + batch])
+                list(iter_file_predictions(predictor, files[i : i + batch], workers=1))
         else:
             done = sum(r.ok for r in iter_file_predictions(predictor, files, workers=workers))
             assert done == len(files)

@@ -31,11 +31,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mura.checkpoint import build_model, save_model
 from mura.config import load_config
 from mura.data.images import load_grayscale
 from mura.data.synth import render_image
 from mura.inference.predictor import Predictor
-from mura.training.checkpoint import base_payload, build_model, save_checkpoint
+from mura.preprocessing import Preprocessing
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("WRIST", "ELBOW", "HAND", "SHOULDER", "FINGER", "FOREARM", "HUMERUS")
@@ -46,9 +47,8 @@ def make_checkpoint(path: Path, model: str, size: int) -> Path:
     freeze = "full"
     cfg = load_config(overrides={"model.name": model, "model.size": size, "model.freeze": freeze})
     net = build_model(cfg, load_pretrained=False)
-    pre = {"size": size, "resize_mode": "stretch", **net.default_preprocessing}
-    payload = base_payload(net.state_dict(), cfg, pre, 0, {}, {"default": 0.5})
-    return save_checkpoint(path, payload)
+    pre = Preprocessing(size, "stretch", **net.default_preprocessing)
+    return save_model(path, net, cfg, pre, epoch=0)
 
 
 def radiographs(count: int) -> list[bytes]:

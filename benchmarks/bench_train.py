@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mura.checkpoint import build_model
 from mura.config import load_config
 from mura.data.dataset import CachedImageDataset, make_loader
-from mura.data.transforms import Preprocessing
-from mura.training.checkpoint import build_model
+from mura.preprocessing import Preprocessing
 from mura.training.distributed import DistInfo, ShardSampler
 from mura.training.fastpath import MARKER_ENV, OPT_OUT_ENV, find_tcmalloc, tcmalloc_loaded
 from mura.training.feature_cache import FeatureDataset, extract_features

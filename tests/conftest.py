@@ -23,6 +23,7 @@ class SyntheticMura(NamedTuple):
     root: Path  # the directory that contains MURA-v1.1/
     index_csv: Path  # index written by build_mura_index (patient split, seed 0)
     cache_dir: Path  # cache of that index at 64 px, stretch
+    small_cache_dir: Path  # the same at 32 px (fast training tests; a model reads only its own size)
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +35,9 @@ def synthetic_mura(tmp_path_factory: pytest.TempPathFactory) -> SyntheticMura:
     index_csv = write_index(frame, base / "index.csv")
     cache_dir = base / "cache64"
     build_cache(index_csv, cache_dir, size=64, resize="stretch", progress=False)
-    return SyntheticMura(root, index_csv, cache_dir)
+    small_cache_dir = base / "cache32"
+    build_cache(index_csv, small_cache_dir, size=32, resize="stretch", progress=False)
+    return SyntheticMura(root, index_csv, cache_dir, small_cache_dir)
 
 
 @pytest.fixture(scope="session")

@@ -1,142 +1,217 @@
 """One typed configuration for a training run: defaults, then a YAML file, then command-line flags.
 
+The whole config is validated when it is loaded, before any data is read or file written: every
+choice is a `Literal`, every number has its range, unknown keys are errors, and each bad value is
+reported on one line naming the key, the value, what is allowed and where the value came from.
+The schema is pydantic (already a dependency through FastAPI) rather than hand-written coercion.
+
 The resolved config is saved next to every checkpoint (and inside it), so a run can be reproduced
 exactly with `mura train --config RUN_DIR/config.yaml`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+import difflib
+import re
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
+from mura import atomic
 from mura.errors import MuraError
 
-
-@dataclass
-class DataConfig:
-    index: str = ""  # index CSV written by `mura index`
-    cache: str = ""  # cache directory written by `mura prepare`
-    train_split: str = "train"
-    val_split: str = "val"
-    workers: int = 2  # DataLoader worker processes (0 = load in the main process)
-    augment: str = "flip_rotate"  # none | flip_rotate (the spec) | strong (adds affine + contrast)
-    rotation_degrees: float = 10.0
-    max_train_images: int = 0  # 0 = all; >0 caps the train split (quick experiments)
-    max_val_images: int = 0  # 0 = all; >0 caps the validation split
-    persistent_workers: bool = True  # keep DataLoader workers alive between epochs
+AugmentMode = Literal["none", "flip_rotate", "strong"]
+Scheduler = Literal["plateau", "cosine", "none"]
+Monitor = Literal["val_loss", "val_auc", "val_kappa"]
+FractureLoss = Literal["ce", "focal"]
+ClassWeightMode = Literal["none", "per_body_part", "global"]
+Calibration = Literal["none", "temperature", "platt"]
+DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")
+FREEZE_FORMS = ("auto", "frozen", "last_stage", "last_stages:N", "full")
 
 
-@dataclass
-class ModelConfig:
-    name: str = "efficientnet_b0"  # registry name or any timm backbone name
-    pretrained: bool = False  # load ImageNet weights from the hub (needs internet) ...
-    weights_file: str = ""  # ... or from a local file (.safetensors / .pth state dict)
-    # auto (last_stage if pretrained, else full) | frozen | last_stage | last_stages:N | full
-    freeze: str = "auto"
-    embed_dim: int = 32  # body-part embedding concatenated before the fracture head
-    dropout: float = 0.3
-    body_part_head: bool = True  # custom_cnn: False gives the spec's exact single-output baseline
-    size: int = 224  # input side in pixels (must match the cache)
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    scheduler: str = "plateau"  # plateau | cosine (with warm-up) | none
-    warmup_epochs: int = 1
-    plateau_patience: int = 2
-    plateau_factor: float = 0.5
-    early_stopping_patience: int = 5  # epochs without improvement of `monitor` before stopping (0 = never)
-    early_stopping_min_delta: float = 0.0  # smallest change of `monitor` that counts as improvement
-    monitor: str = "val_loss"  # val_loss (the spec) | val_auc | val_kappa
-    body_part_loss_weight: float = 1.0
-    loss: str = "ce"  # ce | focal
-    focal_gamma: float = 2.0
-    class_weights: str = "none"  # none | per_body_part (MURA paper) | global
-    grad_clip: float = 1.0
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
-    channels_last: bool = True
-    feature_cache: bool = True  # frozen backbone: compute features once, train heads on them
-    feature_cache_views: int = 4  # augmented views per train image in the feature cache (+1 clean)
-    threads: int = 0  # torch intra-op CPU threads (0 = torch's default: one per core)
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    target_sensitivity: float = 0.9  # second decision threshold chosen on validation
-
-
-@dataclass
-class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    out: str = "runs/run"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-
-def _section_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Turn a YAML or command-line value into the field's declared type, or say which key is wrong."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    try:
-        if annotation is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if annotation in (int, float, str):
-            if annotation is int and isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return annotation(value) if annotation is not int else int(float(value))
-    except (TypeError, ValueError):
-        raise MuraError(f"config: {key}={value!r} is not a valid {annotation.__name__}") from None
+def _not_bool(value: Any) -> Any:
+    """pydantic reads True as 1; a boolean where a number belongs is a mistake, not a number."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_not_bool", "must be a number, not a boolean")
     return value
 
 
-def _apply(cfg: Config, dotted: str, value: Any) -> None:
-    section_name, _, key = dotted.partition(".")
-    if not key:
-        if section_name != "out":
-            raise MuraError(f"config: unknown key {dotted!r}")
-        cfg.out = str(value)
-        return
-    section = getattr(cfg, section_name, None)
-    if section is None or not dataclasses.is_dataclass(section):
-        raise MuraError(f"config: unknown section {section_name!r} in {dotted!r}")
-    hints = _section_types(type(section))
-    if key not in hints:
-        raise MuraError(f"config: unknown key {dotted!r} (known: {', '.join(sorted(hints))})")
-    setattr(section, key, _coerce(value, hints[key], dotted))
+def _one_of(pattern: str, forms: tuple[str, ...]) -> AfterValidator:
+    """A string choice with a numbered form (`cuda:N`), which a `Literal` cannot spell."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise PydanticCustomError("not_one_of", "is not one of " + ", ".join(forms))
+        return value
+
+    return AfterValidator(check)
 
 
-def _leaf_names() -> dict[str, str]:
-    """Short flag names (`--lr`) for every key that is unique across sections."""
-    seen: dict[str, list[str]] = {}
-    for section in ("data", "model", "train"):
-        for key in _section_types(type(getattr(Config(), section))):
-            seen.setdefault(key, []).append(f"{section}.{key}")
-    return {key: paths[0] for key, paths in seen.items() if len(paths) == 1}
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+Device = Annotated[str, _one_of(r"auto|cpu|cuda(:\d+)?", DEVICE_FORMS)]
+Freeze = Annotated[str, _one_of(r"auto|frozen|last_stage|last_stages:[1-9]\d*|full", FREEZE_FORMS)]
+Fraction = Annotated[float, BeforeValidator(_not_bool), Field(gt=0, lt=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Assignments are validated too (`cfg.train.lr = -1` fails), with the same one-line error."""
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            section = next((key for key, cls in SECTIONS.items() if isinstance(self, cls)), "")
+            raise _config_error(exc, {}, None, prefix=f"{section}." if section else "") from None
+
+
+class DataConfig(_Section):
+    index: str = Field("", description="index CSV written by `mura index`")
+    cache: str = Field("", description="cache directory written by `mura prepare`")
+    train_split: str = Field("train", description="split of the index/cache to train on")
+    val_split: str = Field("val", description="split used for validation, early stopping and thresholds")
+    workers: Int = Field(2, ge=0, description="DataLoader worker processes (0 = load in the main process)")
+    augment: AugmentMode = Field(
+        "flip_rotate", description="train augmentation: flip_rotate (the spec); strong adds affine + contrast"
+    )
+    rotation_degrees: Float = Field(10.0, ge=0, le=180, description="largest random rotation, in degrees")
+    max_train_images: Int = Field(0, ge=0, description="cap on train images (0 = all; quick experiments)")
+    max_val_images: Int = Field(0, ge=0, description="cap on validation images (0 = all)")
+    persistent_workers: bool = Field(True, description="keep DataLoader workers alive between epochs")
+
+
+class ModelConfig(_Section):
+    name: str = Field("efficientnet_b0", description="registry name or any timm backbone name")
+    pretrained: bool = Field(False, description="load ImageNet weights from the hub (needs internet)")
+    weights_file: str = Field("", description="load backbone weights from a local .safetensors/.pth file")
+    freeze: Freeze = Field(
+        "auto",
+        description="backbone layers to freeze: auto (last_stage with weights, else full), "
+        "frozen, last_stage, last_stages:N or full",
+    )
+    embed_dim: Int = Field(32, ge=1, description="body-part embedding concatenated before the fracture head")
+    dropout: Float = Field(0.3, ge=0, lt=1, description="dropout before the heads")
+    body_part_head: bool = Field(
+        True, description="custom_cnn: false gives the spec's exact single-output baseline"
+    )
+    size: Int = Field(224, ge=32, description="input side in pixels (must match the cache)")
+
+
+class TrainConfig(_Section):
+    epochs: Int = Field(20, ge=1, description="most epochs to train")
+    batch_size: Int = Field(32, ge=1, description="images per batch on each process")
+    lr: Float = Field(1e-3, ge=0, description="Adam learning rate (0: a control run whose weights stay put)")
+    weight_decay: Float = Field(1e-4, ge=0, description="Adam weight decay")
+    scheduler: Scheduler = Field("plateau", description="LR schedule: plateau, cosine (with warm-up) or none")
+    warmup_epochs: Int = Field(1, ge=0, description="cosine: epochs of linear LR warm-up")
+    plateau_patience: Int = Field(2, ge=0, description="plateau: epochs without improvement before a cut")
+    plateau_factor: Fraction = Field(0.5, description="plateau: factor the LR is multiplied by at a cut")
+    early_stopping_patience: Int = Field(
+        5, ge=0, description="epochs without improvement of `monitor` before stopping (0 = never)"
+    )
+    early_stopping_min_delta: Float = Field(
+        0.0, ge=0, description="smallest change of `monitor` that counts as improvement"
+    )
+    monitor: Monitor = Field("val_loss", description="metric that picks the best epoch (val_loss: the spec)")
+    body_part_loss_weight: Float = Field(1.0, ge=0, description="weight of the body-part loss")
+    loss: FractureLoss = Field("ce", description="fracture loss: ce (cross-entropy) or focal")
+    focal_gamma: Float = Field(2.0, ge=0, description="focal loss: focusing parameter gamma")
+    class_weights: ClassWeightMode = Field(
+        "none", description="class weights: none, per_body_part (MURA paper) or global"
+    )
+    grad_clip: Float = Field(1.0, ge=0, description="clip the gradient norm to this (0 = no clipping)")
+    amp: bool = Field(True, description="bf16 autocast on CUDA; ignored on CPU")
+    channels_last: bool = Field(True, description="channels-last memory format for convolutions")
+    feature_cache: bool = Field(
+        True, description="frozen backbone: compute features once, train the heads on them"
+    )
+    feature_cache_views: Int = Field(
+        4, ge=1, description="augmented views per train image in the feature cache (+1 clean)"
+    )
+    threads: Int = Field(0, ge=0, description="torch intra-op CPU threads (0 = torch's default)")
+    seed: Int = Field(0, ge=0, description="seed for weights, shuffling and augmentation")
+    device: Device = Field("auto", description="auto, cpu, cuda or cuda:N")
+    target_sensitivity: Fraction = Field(
+        0.9, description="sensitivity of the 'suspicious' threshold chosen on validation"
+    )
+    target_specificity: Fraction = Field(
+        0.9, description="specificity of the 'definite' threshold chosen on validation"
+    )
+    calibration: Calibration = Field(
+        "platt", description="probability calibration fitted on validation: none, temperature or platt"
+    )
+
+
+class Config(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    out: str = Field("runs/run", description="run directory: checkpoints, config.yaml, metrics, tensorboard/")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    def save(self, path: str | Path) -> None:
+        atomic.write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+SECTIONS: dict[str, type[_Section]] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One config key, as the CLI shows it: `--train.lr` (`--lr` where `short` is set)."""
+
+    dotted: str
+    short: str | None  # the key alone, where no other section has a key of that name
+    help: str  # the description, then the allowed range (`> 0`) for numbers
+    choices: tuple[str, ...] | None  # the allowed values of a `Literal` key
+    default: Any
+    value_type: type  # bool, int, float or str
+
+
+def config_fields() -> list[FieldSpec]:
+    """Every key of `Config`, sections first (data, model, train), then `out`."""
+    leaves = [
+        (section, name, info) for section, cls in SECTIONS.items() for name, info in cls.model_fields.items()
+    ]
+    counts = Counter(name for _, name, _ in leaves)
+    specs = []
+    for section, name, info in [*leaves, ("", "out", Config.model_fields["out"])]:
+        literal = get_origin(info.annotation) is Literal
+        specs.append(
+            FieldSpec(
+                dotted=f"{section}.{name}" if section else name,
+                short=name if section and counts[name] == 1 else None,
+                help=" ".join(filter(None, [info.description, _range_text(info.metadata)])),
+                choices=tuple(get_args(info.annotation)) if literal else None,
+                default=info.get_default(call_default_factory=True),
+                value_type=str if literal else info.annotation,
+            )
+        )
+    return specs
+
+
+_BOUND_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _range_text(metadata: list[Any]) -> str:
+    """`[>= 0, < 1]` from a field's bounds (annotated_types' Gt, Ge, Lt, Le), for the CLI help."""
+    bounds = [
+        f"{sym} {getattr(m, attr)}"
+        for m in metadata
+        for attr, sym in _BOUND_SYMBOLS.items()
+        if hasattr(m, attr)
+    ]
+    return f"[{', '.join(bounds)}]" if bounds else ""
 
 
 def resolve_key(key: str) -> str:
@@ -144,52 +219,137 @@ def resolve_key(key: str) -> str:
     key = key.lstrip("-").replace("-", "_")
     if "." in key or key == "out":
         return key
-    leaves = _leaf_names()
-    if key not in leaves:
-        raise MuraError(f"config: unknown option --{key}")
-    return leaves[key]
+    known = {spec.short: spec.dotted for spec in config_fields() if spec.short}
+    if key not in known:
+        raise MuraError(f"config: unknown option --{key}{_suggestion(key, list(known))}")
+    return known[key]
 
 
 def load_config(
-    yaml_path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None
+    yaml_path: str | Path | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+    *,
+    from_flags: bool = False,
 ) -> Config:
-    """Defaults, then the YAML file (nested sections), then overrides (`key=value` or a mapping)."""
-    cfg = Config()
+    """Defaults, then the YAML file (nested sections), then overrides (`key=value` or a mapping).
+
+    `from_flags` says the overrides are command-line flags, so an error names `--train.lr`.
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     if yaml_path:
-        path = Path(yaml_path)
-        if not path.is_file():
-            raise MuraError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise MuraError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise MuraError(f"{path}: expected a mapping of sections (data, model, train)")
-        for section, values in data.items():
-            if isinstance(values, dict):
-                for key, value in values.items():
-                    _apply(cfg, f"{section}.{key}", value)
-            else:
-                _apply(cfg, section, values)
-    items: list[tuple[str, Any]]
-    if isinstance(overrides, dict):
-        items = list(overrides.items())
-    else:
-        items = []
-        for text in overrides or []:
-            key, sep, value = text.partition("=")
-            if not sep:
-                raise MuraError(f"config: override {text!r} is not key=value")
-            items.append((key, value))
-    for key, value in items:
-        _apply(cfg, resolve_key(key), value)
-    return cfg
+        path = str(yaml_path)
+        for key, value in _read_yaml(Path(yaml_path)).items():
+            if isinstance(value, dict):
+                for leaf, leaf_value in value.items():
+                    _put(values, sources, f"{key}.{leaf}", leaf_value, path)
+            elif not (value is None and key in SECTIONS):  # `train:` with nothing under it
+                _put(values, sources, str(key), value, path)
+    for key, value in _override_items(overrides):
+        dotted = resolve_key(key)
+        _put(values, sources, dotted, value, f"--{dotted}" if from_flags else "overrides")
+    return _validate(values, sources)
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
+def config_from_dict(data: dict[str, Any], source: str = "saved config") -> Config:
     """Rebuild a Config saved with `to_dict` (e.g. from a checkpoint); unknown keys are errors."""
-    overrides: dict[str, Any] = {"out": data["out"]} if "out" in data else {}
-    for section, values in data.items():
-        if isinstance(values, dict):
-            overrides.update({f"{section}.{key}": value for key, value in values.items()})
-    return load_config(overrides=overrides)
+    if not isinstance(data, dict):
+        raise MuraError(f"config: {source} is not a mapping of sections (data, model, train)")
+    return _validate(data, {}, default_source=source)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise MuraError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise MuraError(f"{path}: not valid YAML{where} ({reason})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MuraError(f"{path}: cannot read config ({exc})") from None
+    if not isinstance(data, dict):
+        raise MuraError(f"{path}: expected a mapping of sections (data, model, train)")
+    return data
+
+
+def _override_items(overrides: dict[str, Any] | list[str] | None) -> list[tuple[str, Any]]:
+    if isinstance(overrides, dict):
+        return list(overrides.items())
+    items = []
+    for text in overrides or []:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise MuraError(f"config: override {text!r} is not key=value")
+        items.append((key, value))
+    return items
+
+
+def _put(values: dict[str, Any], sources: dict[str, str], dotted: str, value: Any, source: str) -> None:
+    """Set one key in the nested raw mapping, remembering where its value came from."""
+    section, _, leaf = dotted.partition(".")
+    if leaf:
+        if section not in SECTIONS:
+            raise MuraError(
+                f"config: unknown key {dotted!r}{_suggestion(dotted, _dotted_keys())} (from {source})"
+            )
+        if not isinstance(values.get(section, {}), dict):
+            raise MuraError(f"config: {section} must be a mapping of keys, so {dotted!r} cannot be set")
+        values.setdefault(section, {})[leaf] = value
+    else:
+        values[section] = value
+    sources[dotted] = source
+
+
+def _validate(values: dict[str, Any], sources: dict[str, str], default_source: str | None = None) -> Config:
+    try:
+        return Config.model_validate(values)
+    except ValidationError as exc:
+        raise _config_error(exc, sources, default_source) from None
+
+
+def _config_error(
+    exc: ValidationError, sources: dict[str, str], default_source: str | None, prefix: str = ""
+) -> MuraError:
+    """All of pydantic's complaints on one line, each naming key, value, what is allowed and source."""
+    problems = [_describe(error, sources, default_source, prefix) for error in exc.errors()]
+    return MuraError("config: " + "; ".join(problems))
+
+
+def _describe(error: Any, sources: dict[str, str], default_source: str | None, prefix: str) -> str:
+    """One pydantic error as `train.lr=-0.01 must be greater than 0 (from --train.lr)`."""
+    dotted = prefix + ".".join(str(part) for part in error["loc"])
+    source = sources.get(dotted) or sources.get(dotted.partition(".")[0]) or default_source
+    where = f" (from {source})" if source else ""
+    value = _show(error["input"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key {dotted!r}{_suggestion(dotted, _dotted_keys())}{where}"
+    if kind == "literal_error":
+        choices = next(spec.choices for spec in config_fields() if spec.dotted == dotted)
+        return f"{dotted}={value} is not one of {', '.join(choices or ())}{where}"
+    if kind in ("model_type", "dict_type"):
+        return f"{dotted}={value} must be a mapping of {dotted} keys{where}"
+    problem = error["msg"].replace("Input should be", "must be", 1).split(", unable to")[0]
+    return f"{dotted}={value} {problem}{where}"
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _show(value: Any) -> str:
+    """Numbers as typed (`-0.01`, even from a flag's string), everything else as Python shows it."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return value.strip()
+    return repr(value)
+
+
+def _dotted_keys() -> list[str]:
+    return [spec.dotted for spec in config_fields()]
+
+
+def _suggestion(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -12,10 +12,11 @@ import pytest
 from mura.cli import main
 from mura.data import cache as cache_module
 from mura.data.cache import build_cache, open_cache
-from mura.data.images import load_grayscale, resize_image
+from mura.data.images import load_grayscale
 from mura.data.index import read_index
 from mura.data.synth import generate_synthetic_mura
 from mura.errors import MuraError
+from mura.preprocessing import resize_image
 
 
 def test_cache_holds_every_image_resized(synthetic_mura) -> None:

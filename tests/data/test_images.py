@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from mura.data import images
-from mura.data.images import load_grayscale, resize_image
+from mura.data.images import load_grayscale
 from mura.errors import ImageDecodeError
+from mura.preprocessing import resize_image
 
 
 def _gradient(h: int = 40, w: int = 60) -> np.ndarray:

@@ -64,7 +64,7 @@ def test_evaluate_cli_writes_the_report(checkpoint, synthetic_mura, tmp_path, ca
     assert "Training curves" in html and "Subgroups by view" in html
 
     # The headline test figures travel in the checkpoint (what `mura serve` shows at /v1/model).
-    from mura.training.checkpoint import load_checkpoint
+    from mura.checkpoint import load_checkpoint
 
     recorded = load_checkpoint(checkpoint)["test_metrics"]
     assert recorded["n_images"] == len(test_rows)

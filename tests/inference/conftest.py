@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+from mura.checkpoint import save_model
 from mura.config import load_config
+from mura.decision import Calibration, Decision
 from mura.models.registry import model_from_config
-from mura.training.checkpoint import base_payload, save_checkpoint
+from mura.preprocessing import Preprocessing
 
 CheckpointFactory = Callable[..., Path]
 
@@ -86,17 +88,10 @@ def write_checkpoint(
         model = model_from_config(cfg.model)
         calibrate_batchnorm(model, size, seed)
         spread_logits(model, size, seed)
-    preprocessing = {"size": size, "resize_mode": resize_mode, **model.default_preprocessing}
-    payload = base_payload(
-        model.state_dict(),
-        cfg,
-        preprocessing,
-        epoch=1,
-        val_metrics={"auc": 0.5},
-        threshold=threshold,
-        temperature=temperature,
-    )
-    return save_checkpoint(path, payload)
+    preprocessing = Preprocessing(size, resize_mode, **model.default_preprocessing)
+    calibration = Calibration("temperature", 1.0 / temperature, 0.0) if temperature != 1.0 else Calibration()
+    decision = Decision(calibration, dict(threshold or {"default": 0.5}))
+    return save_model(path, model, cfg, preprocessing, decision, epoch=1, val_metrics={"auc": 0.5})
 
 
 @pytest.fixture(scope="session")

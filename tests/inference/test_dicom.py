@@ -164,7 +164,7 @@ def test_no_pixel_data_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_undecodable_transfer_syntax_is_a_one_line_error(tmp_path: Path) -> None:
     ds = make_dataset(ramp())
-    ds.file_meta.TransferSyntaxUID = JPEGLSLossless  # no JPEG-LS plugin is installed
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless  # a JPEG-LS stream no decoder accepts
     ds.PixelData = b"\xfe\xff\x00\xe0\x00\x00\x00\x00\xfe\xff\x00\xe0\x04\x00\x00\x00\xff\xd8\xff\xd9"
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mura.data.transforms import Preprocessing
 from mura.inference.gradcam import CamModel, GradCamExplainer, cam_to_original, fracture_cam
 from mura.models import create_model
+from mura.preprocessing import Preprocessing
 
 SIZE = 64
 

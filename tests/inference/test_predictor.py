@@ -8,11 +8,11 @@ import pytest
 import torch
 from scipy.special import expit
 
+from mura.checkpoint import load_model
 from mura.constants import BODY_PARTS
-from mura.data.images import resize_image
 from mura.errors import MuraError
 from mura.inference.predictor import Predictor
-from mura.training.checkpoint import load_model
+from mura.preprocessing import resize_image
 
 
 def images(n: int = 5, seed: int = 0) -> list[np.ndarray]:

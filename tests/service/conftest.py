@@ -10,9 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from mura.checkpoint import build_model, save_model
 from mura.config import load_config
 from mura.data.synth import render_image
-from mura.training.checkpoint import base_payload, build_model, save_checkpoint
+from mura.decision import Decision
+from mura.preprocessing import Preprocessing
 
 TINY_SIZE = 32
 THRESHOLDS = {"default": 0.5, "youden": 0.47}
@@ -25,10 +27,17 @@ def write_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     cfg = load_config(overrides={"model.name": "custom_cnn", "model.size": TINY_SIZE, "model.freeze": "full"})
     model = build_model(cfg, load_pretrained=False)
-    preprocessing = {"size": TINY_SIZE, "resize_mode": "stretch", "mean": 0.5, "std": 0.25}
-    payload = base_payload(model.state_dict(), cfg, preprocessing, 3, VAL_METRICS, THRESHOLDS)
-    payload["test_metrics"] = TEST_METRICS  # as `mura evaluate` records them
-    return save_checkpoint(path, payload)
+    preprocessing = Preprocessing(TINY_SIZE, "stretch", 0.5, 0.25)
+    return save_model(
+        path,
+        model,
+        cfg,
+        preprocessing,
+        Decision(thresholds=dict(THRESHOLDS)),
+        epoch=3,
+        val_metrics=VAL_METRICS,
+        test_metrics=TEST_METRICS,  # as `mura evaluate --record` stores them
+    )
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,11 @@ from mura.config import Config, load_config
 
 @pytest.fixture
 def make_cfg(synthetic_mura: Any, tmp_path: Path):
-    """Config factory: custom_cnn at 32 px (batches resized from the 64 px cache), 2 epochs, 0 workers."""
+    """Config factory: custom_cnn at 32 px on the 32 px cache, 2 epochs, 0 workers."""
 
     def make(out: str = "run", **overrides: Any) -> Config:
         base = {
-            "data.cache": str(synthetic_mura.cache_dir),
+            "data.cache": str(synthetic_mura.small_cache_dir),
             "data.index": str(synthetic_mura.index_csv),
             "data.workers": 0,
             "model.name": "custom_cnn",

@@ -84,22 +84,20 @@ def test_two_process_gloo_run_keeps_ranks_identical_and_counts_validation_once(
         assert h0["val_loss"] == h1["val_loss"] and h0["val_auc"] == h1["val_auc"]
 
     # The gathered validation metrics equal a single-process evaluation of the saved weights.
+    from mura.checkpoint import load_model
     from mura.data.cache import open_cache
     from mura.data.dataset import CachedImageDataset, make_loader
-    from mura.training.checkpoint import load_model
     from mura.training.losses import MultiTaskLoss
     from mura.training.steps import ImageInput, autocast_for, predict, validation_metrics
 
     model, checkpoint = load_model(Path(cfg.out) / "last.pt")
     assert torch.equal(
-        checkpoint["model_state"]["heads.embedding.weight"], rank0["state"]["heads.embedding.weight"]
+        checkpoint.model_state["heads.embedding.weight"], rank0["state"]["heads.embedding.weight"]
     )
-    from mura.data.transforms import Preprocessing
-
     val = CachedImageDataset(open_cache(cfg.data.cache), "val", limit=29)
     loader = make_loader(val, 8, ShardSampler(len(val)), torch.Generator())
     batch_input = ImageInput(
-        Preprocessing.from_dict(checkpoint["preprocessing"]),
+        checkpoint.meta.preprocessing,
         "none",
         0.0,
         torch.device("cpu"),

@@ -177,6 +177,7 @@ def test_frozen_imagenet_lite0_features_learn(make_cfg, synthetic_300, shared_di
         pytest.skip(f"offline ImageNet weights not found at {weights}")
     settings = {
         "data.cache": str(synthetic_300 / "cache128"),
+        "data.index": str(synthetic_300 / "index.csv"),
         "model.name": "tf_efficientnet_lite0",
         "model.weights_file": str(weights),
         "model.freeze": "frozen",

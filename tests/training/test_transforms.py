@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mura.data.transforms import Preprocessing, augment_batch, to_unit
+from mura.data.transforms import augment_batch
 
 
 def _batch(n: int = 8, size: int = 32) -> torch.Tensor:
@@ -54,13 +54,3 @@ def test_none_is_identity_and_unknown_mode_is_an_error() -> None:
     assert torch.equal(augment_batch(x, "none", 10.0, torch.Generator()), x)
     with pytest.raises(ValueError):
         augment_batch(x, "bogus", 10.0, torch.Generator())
-
-
-def test_preprocessing_normalises_and_resizes_and_round_trips() -> None:
-    pre = Preprocessing(size=16, resize_mode="letterbox", mean=0.5, std=0.25)
-    images = torch.full((2, 1, 32, 32), 255, dtype=torch.uint8)
-    x = pre.to_input(images)
-    assert x.shape == (2, 1, 16, 16)
-    assert torch.allclose(x, torch.full_like(x, 2.0))
-    assert Preprocessing.from_dict(pre.to_dict()) == pre
-    assert torch.equal(to_unit(images, 32), torch.ones(2, 1, 32, 32))

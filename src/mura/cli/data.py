@@ -86,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `synth`, `index` and `prepare`."""
     from mura.data.cache import DEFAULT_RESIZE
     from mura.data.folders import DEFAULT_NEGATIVE, DEFAULT_POSITIVE
-    from mura.data.images import RESIZE_MODES
+    from mura.preprocessing import RESIZE_MODES
 
     synth = subparsers.add_parser("synth", help="write a synthetic MURA-v1.1 tree (demo and tests)")
     synth.add_argument("out", help="output directory; MURA-v1.1/ is created inside it")

@@ -17,7 +17,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--checkpoint", nargs="+", required=True, metavar="CKPT", help="best.pt (several = ensemble)"
     )
     ev.add_argument("--index", help="index CSV (extra columns for --by, data distribution figure)")
-    ev.add_argument("--cache", required=True, help="cache directory written by `mura prepare`")
+    ev.add_argument(
+        "--cache",
+        nargs="+",
+        required=True,
+        metavar="DIR",
+        help="cache directory written by `mura prepare` at the model's size (an ensemble of several "
+        "input sizes: one cache per size, all from the same index)",
+    )
     ev.add_argument("--split", default="test", help="split to evaluate (default: test)")
     ev.add_argument("--out", required=True, help="evaluation directory to write")
     ev.add_argument(
@@ -34,10 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ev.add_argument(
-        "--no-record",
-        dest="record",
-        action="store_false",
-        help="do not store the test figures in the checkpoint (shown by `mura serve` at /v1/model)",
+        "--record",
+        action="store_true",
+        help="store the test figures in the (single) checkpoint, shown by `mura serve` at /v1/model; "
+        "without it the checkpoint is only read",
     )
     ev.set_defaults(func=run_evaluate)
 

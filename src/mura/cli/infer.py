@@ -48,10 +48,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto: ONNX Runtime on CPU where an up-to-date CKPT.onnx exists",
     )
-    predict.add_argument("--threshold", default=None, help="stored threshold name or a number")
+    predict.add_argument(
+        "--threshold",
+        default=None,
+        help="operating point: a stored name (suspicious = high sensitivity, the default; definite = high "
+        "specificity; youden; default = 0.5) or a probability",
+    )
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--workers", type=int, default=2, help="decoding threads (overlap with inference)")
     predict.add_argument("--cam", default=None, metavar="DIR", help="also write Grad-CAM overlays here")
+    predict.add_argument(
+        "--dicom-out",
+        default=None,
+        metavar="DIR",
+        help="also write per study a DICOM SR and a Grad-CAM Secondary Capture per view here",
+    )
+    predict.add_argument("--patient-id", default=None, help="--dicom-out for non-DICOM files: patient ID")
+    predict.add_argument("--patient-name", default="", help="with --patient-id: patient name (DICOM PN)")
+    predict.add_argument("--study-uid", default=None, help="with --patient-id: all non-DICOM files one study")
+    predict.add_argument("--accession-number", default="", help="with --patient-id: accession number")
     predict.set_defaults(func=run_predict)
 
     explain = subparsers.add_parser("explain", help="Grad-CAM overlay PNG per image")
@@ -81,6 +96,7 @@ CSV_FIELDS = [
     "path",
     "fracture_probability",
     "decision",
+    "operating_point",
     "threshold",
     "body_part",
     "body_part_used",
@@ -171,11 +187,47 @@ def run_predict(args: argparse.Namespace) -> int:
                 _write_cam(explainer, result, Path(args.cam))
         for folder, results in studies.items():
             if any(r.ok for r in results):
-                writer.write(study_record(folder, results, predictor.threshold))
+                writer.write(study_record(folder, results, predictor.threshold, predictor.threshold_name))
     if predicted == 0:
         print(f"mura predict: none of the {len(files)} file(s) could be predicted", file=sys.stderr)
         return 2
+    if args.dicom_out:
+        _write_dicom_results(args, predictor, files, explainer)
     return 0
+
+
+def _write_dicom_results(args: argparse.Namespace, predictor: Any, files: list[Path], explainer: Any) -> None:
+    """One SR + Secondary Captures per study (DICOM: by StudyInstanceUID; other files: by folder)."""
+    from mura.inference.dicom_out import StudyIdentity, group_studies, study_results
+
+    identity = None
+    if args.patient_id:
+        identity = StudyIdentity(
+            args.patient_id, args.patient_name, args.study_uid, accession_number=args.accession_number
+        )
+    if explainer is None:
+        from mura.inference.gradcam import GradCamExplainer
+
+        explainer = GradCamExplainer.from_predictor(predictor)
+    for paths in group_studies(files, one_non_dicom_study=args.study_uid is not None):
+        try:
+            study = study_results(
+                predictor, paths, explainer=explainer, identity=identity, body_part=args.body_part
+            )
+        except MuraError as exc:
+            print(f"mura predict: no DICOM results: {exc}", file=sys.stderr)
+            continue
+        if study.note:
+            print(f"mura predict: {study.record['path']}: {study.note}", file=sys.stderr)
+            continue
+        for path, reason in study.skipped:
+            print(f"mura predict: DICOM results leave out {path}: {reason}", file=sys.stderr)
+        written = study.write(args.dicom_out)
+        print(
+            f"mura predict: {study.record['path']}: wrote {len(written)} DICOM object(s) (1 SR, "
+            f"{len(study.captures)} Secondary Capture(s)) to {args.dicom_out}",
+            file=sys.stderr,
+        )
 
 
 def run_explain(args: argparse.Namespace) -> int:

@@ -16,28 +16,42 @@ import os
 import sys
 from pathlib import Path
 
-from mura.config import Config, _leaf_names, _section_types, load_config
+from mura.config import Config, FieldSpec, config_fields, load_config
 
 OVERRIDE_PREFIX = "override:"
 
 
+def _flag_help(spec: FieldSpec) -> str:
+    default = str(spec.default).lower() if spec.value_type is bool else repr(spec.default)
+    return f"{spec.help} (default: {default})".replace("%", "%%")  # argparse formats help with %
+
+
+def _metavar(spec: FieldSpec) -> str | None:
+    """None for choices (argparse then shows `{a,b,c}`), else the value's type."""
+    if spec.dotted == "out":
+        return "RUN_DIR"
+    if spec.value_type is bool:
+        return "{true,false}"
+    return None if spec.choices else spec.value_type.__name__.upper()
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config key (`--train.lr`, and `--lr` where unambiguous), all optional strings."""
+    """One flag per config key (`--train.lr`, and `--lr` where unambiguous), with its help and choices.
+
+    Values stay strings here: `load_config` validates them all at once, so an error names the key, the
+    value and what is allowed. `Literal` keys also get argparse `choices`, listed by `--help`.
+    """
     group = parser.add_argument_group("config overrides (defaults -> --config YAML -> these flags)")
-    short = {dotted: leaf for leaf, dotted in _leaf_names().items()}
-    for section in ("data", "model", "train"):
-        for key in _section_types(type(getattr(Config(), section))):
-            dotted = f"{section}.{key}"
-            flags = [f"--{dotted}"] + ([f"--{short[dotted]}"] if dotted in short else [])
-            dest = OVERRIDE_PREFIX + dotted
-            group.add_argument(*flags, dest=dest, metavar="VALUE", default=argparse.SUPPRESS)
-    group.add_argument(
-        "--out",
-        dest=OVERRIDE_PREFIX + "out",
-        metavar="RUN_DIR",
-        default=argparse.SUPPRESS,
-        help="run directory: checkpoints, config.yaml, metrics.csv/jsonl, tensorboard/",
-    )
+    for spec in config_fields():
+        flags = [f"--{spec.dotted}"] + ([f"--{spec.short}"] if spec.short else [])
+        group.add_argument(
+            *flags,
+            dest=OVERRIDE_PREFIX + spec.dotted,
+            metavar=_metavar(spec),
+            choices=spec.choices,
+            default=argparse.SUPPRESS,
+            help=_flag_help(spec),
+        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,12 +60,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train a model from an image cache",
         description=__doc__,
+        usage="mura train [--config YAML] [--resume] [--out RUN_DIR] [--section.key VALUE ...]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config", help="YAML config (configs/<model>.yaml); default on --resume: RUN_DIR/config.yaml"
     )
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start again in an --out that already holds a run"
+    )
     _add_config_flags(parser)
     parser.set_defaults(func=run_train)
 
@@ -62,7 +80,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if yaml_path is None and args.resume and "out" in overrides:
         saved = Path(overrides["out"]) / "config.yaml"
         yaml_path = str(saved) if saved.is_file() else None
-    return load_config(yaml_path, overrides)
+    return load_config(yaml_path, overrides, from_flags=True)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -73,7 +91,7 @@ def run_train(args: argparse.Namespace) -> int:
     )
     from mura.training.loop import train
 
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if rank == 0:
         best = {
             k: result.best_metrics.get(k, float("nan")) for k in ("val_auc", "val_kappa", "val_body_part_acc")

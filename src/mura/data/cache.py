@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from mura.data.images import RESIZE_MODES, load_grayscale, resize_image
+from mura.data.images import load_grayscale
 from mura.data.index import read_index, write_index
 from mura.errors import ImageDecodeError, MuraError
+from mura.preprocessing import RESIZE_MODES, resize_image
 
 CACHE_FORMAT = 1
 DEFAULT_RESIZE = "stretch"

@@ -21,15 +21,9 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
-from pydicom.uid import (
-    UID,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-)
+from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit
 
+from mura.data.dicom_bytes import SNIFF_BYTES, repair_sequential_scan, sniff_dataset_start
 from mura.errors import ImageDecodeError
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -65,70 +59,6 @@ METADATA_KEYWORDS = (
     "SeriesInstanceUID",
     "SOPInstanceUID",
 )
-
-
-# How far into a preamble-less file the first element may start: pydicom's own `no_meta.dcm` carries one
-# stray byte before it. Two consecutive plausible element headers are required, so other files are refused.
-SNIFF_BYTES = 1024
-MAX_LEADING_BYTES = 4
-_VRS = frozenset(
-    (
-        b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN "
-        b"SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV"
-    ).split()
-)
-_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ UC UN UR UT SV UV".split())
-_ENCODINGS: tuple[tuple[str, UID], ...] = (
-    ("explicit-le", ExplicitVRLittleEndian),
-    ("explicit-be", ExplicitVRBigEndian),
-    ("implicit-le", ImplicitVRLittleEndian),
-)
-
-
-def _element_at(head: bytes, offset: int, encoding: str) -> tuple[tuple[int, int], int] | None:
-    """((group, element), offset of the next element) if a plausible element header starts at `offset`."""
-    order = "big" if encoding == "explicit-be" else "little"
-    if offset + 12 > len(head):
-        return None
-    group = int.from_bytes(head[offset : offset + 2], order)
-    element = int.from_bytes(head[offset + 2 : offset + 4], order)
-    if encoding == "implicit-le":
-        length, header = int.from_bytes(head[offset + 4 : offset + 8], "little"), 8
-    else:
-        vr = head[offset + 4 : offset + 6]
-        if vr not in _VRS:
-            return None
-        if vr in _LONG_VRS:
-            if head[offset + 6 : offset + 8] != b"\0\0":
-                return None
-            length, header = int.from_bytes(head[offset + 8 : offset + 12], order), 12
-        else:
-            length, header = int.from_bytes(head[offset + 6 : offset + 8], order), 8
-    if length == 0xFFFFFFFF:  # undefined length: a sequence, whose items we do not follow
-        return (group, element), -1
-    return (group, element), offset + header + length
-
-
-def sniff_dataset_start(head: bytes) -> tuple[int, UID] | None:
-    """(offset, transfer syntax) of a DICOM data set without preamble at the start of `head`, or None.
-
-    The first element must be in the file meta (0002) or identifying (0008) group and be followed by a
-    second plausible element with a larger tag in the same encoding.
-    """
-    for offset in range(MAX_LEADING_BYTES + 1):
-        for encoding, syntax in _ENCODINGS:
-            first = _element_at(head, offset, encoding)
-            if first is None or first[0][0] not in (0x0002, 0x0008):
-                continue
-            if first[0][0] == 0x0002 and encoding != "explicit-le":
-                continue  # the file meta group is always explicit VR little endian
-            tag, following = first
-            if following == -1 or following + 12 > len(head):
-                continue
-            second = _element_at(head, following, "explicit-le" if tag[0] == 0x0002 else encoding)
-            if second is not None and tag < second[0] and second[0][0] <= 0x0010:
-                return offset, syntax
-    return None
 
 
 def _read_head(path: Path) -> bytes:
@@ -205,7 +135,8 @@ def _stretch_to_unit(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low)
 
 
-def _first_frame(ds: Dataset) -> np.ndarray:
+def first_frame(ds: Dataset) -> np.ndarray:
+    """The stored values of the first frame (a sequential JPEG with odd scan headers is repaired)."""
     try:
         array = ds.pixel_array
     except Exception:
@@ -226,36 +157,18 @@ def _with_repaired_jpeg_scans(ds: Dataset) -> Dataset | None:
     syntax = ds.file_meta.get("TransferSyntaxUID")
     if syntax not in (JPEGBaseline8Bit, JPEGExtended12Bit) or "PixelData" not in ds:
         return None
-    frames = [_repair_sequential_scan(f) for f in generate_frames(ds.PixelData, number_of_frames=_frames(ds))]
-    copy = Dataset(ds)
+    frames = [repair_sequential_scan(f) for f in generate_frames(ds.PixelData, number_of_frames=_frames(ds))]
+    copy = Dataset()
+    for element in ds:  # shared elements, none modified: the new pixel data is a new element
+        if element.keyword != "PixelData":
+            copy.add(element)
     copy.file_meta = ds.file_meta
-    copy.PixelData = encapsulate(frames)
-    copy["PixelData"].VR = "OB"
+    copy.add_new("PixelData", "OB", encapsulate(frames))
     return copy
 
 
 def _frames(ds: Dataset) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1)
-
-
-def _repair_sequential_scan(frame: bytes) -> bytes:
-    """Rewrite the spectral selection / approximation bytes of the first SOS of a SOF0/SOF1 JPEG."""
-    position, sequential = 2, False
-    while position + 4 <= len(frame) and frame[position] == 0xFF:
-        marker = frame[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        length = int.from_bytes(frame[position + 2 : position + 4], "big")
-        if marker in (0xC0, 0xC1):
-            sequential = True
-        if marker == 0xDA:
-            if not sequential:
-                return frame
-            start = position + 5 + 2 * frame[position + 4]
-            return frame[:start] + bytes((0, 63, 0)) + frame[start + 3 :]
-        position += 2 + length
-    return frame
 
 
 def _to_unit_grey(ds: Dataset, stored: np.ndarray) -> np.ndarray:
@@ -332,7 +245,7 @@ def dataset_image(ds: Dataset, label: str) -> DicomImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            stored = _first_frame(ds)
+            stored = first_frame(ds)
             unit = _to_unit_grey(ds, stored)
     except Exception as exc:  # decoder plugins raise NotImplementedError, RuntimeError, ValueError, ...
         reason = f"cannot decode pixel data ({syntax_name}): {_first_line(exc)}"

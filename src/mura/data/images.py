@@ -20,7 +20,6 @@ from mura.errors import ImageDecodeError
 # Largest image we agree to decode. A 4,000 x 5,000 DICOM detector image is 20 Mpx; anything far beyond
 # that is almost surely a decompression bomb (a tiny file that expands to gigabytes).
 MAX_PIXELS = 100_000_000
-RESIZE_MODES = ("stretch", "letterbox")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 _truncated_lock = threading.Lock()
@@ -49,7 +48,7 @@ def _tolerate_truncation() -> Iterator[None]:
 
 def is_dicom(source: str | Path | bytes) -> bool:
     """DICOM by suffix for paths; else by the `DICM` marker at byte 128, or a preamble-less data set start."""
-    from mura.data.dicom import SNIFF_BYTES, sniff_dataset_start
+    from mura.data.dicom_bytes import SNIFF_BYTES, sniff_dataset_start
 
     if isinstance(source, bytes | bytearray | memoryview):
         head = bytes(source[:SNIFF_BYTES])
@@ -132,29 +131,3 @@ def load_grayscale(source: str | Path | bytes) -> np.ndarray:
             raise ImageDecodeError(_label(source), f"DICOM reader returned {pixels.dtype} {pixels.shape}")
         return pixels
     return _decode_pil(source)
-
-
-def resize_image(image: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray:
-    """Resize a uint8 [H, W] image to [size, size].
-
-    `stretch` scales each axis independently (what the spec and MURA baselines do); `letterbox` keeps the
-    aspect ratio and pads with black. PIL's bilinear filter widens its kernel when shrinking, so this is
-    antialiased (no aliasing of fine trabecular texture into moire).
-    """
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, not {mode!r}")
-    if image.ndim != 2:
-        raise ValueError(f"expected a 2-D grey image, got shape {image.shape}")
-    height, width = image.shape
-    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="L")
-    if mode == "stretch":
-        if (height, width) == (size, size):
-            return np.array(image, dtype=np.uint8)
-        return np.asarray(pil.resize((size, size), Image.BILINEAR, reducing_gap=None))
-    scale = size / max(height, width)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    resized = np.asarray(pil.resize((new_w, new_h), Image.BILINEAR))
-    out = np.zeros((size, size), dtype=np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    out[top : top + new_h, left : left + new_w] = resized
-    return out

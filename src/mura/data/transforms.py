@@ -1,4 +1,4 @@
-"""Preprocessing settings and batch augmentation.
+"""Batch augmentation of cached pixels (training only; the preprocessing itself is `mura.preprocessing`).
 
 Workers only read uint8 pixels from the memory-mapped cache; everything else happens here on whole
 batches (one `affine_grid` + `grid_sample` call for a batch of 32 instead of 32 PIL rotations), so
@@ -10,53 +10,11 @@ a resumed run can continue the exact stream.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 AUGMENT_MODES = ("none", "flip_rotate", "strong")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How pixels become model input: uint8 -> float /255 -> (x - mean) / std, at `size` px square."""
-
-    size: int = 224
-    resize_mode: str = "stretch"  # stretch | letterbox (how the cache / predictor resizes)
-    mean: float = 0.5
-    std: float = 0.5
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        return cls(
-            size=int(data["size"]),
-            resize_mode=str(data.get("resize_mode", "stretch")),
-            mean=float(data["mean"]),
-            std=float(data["std"]),
-        )
-
-    def normalize(self, unit: torch.Tensor) -> torch.Tensor:
-        """Pixels already in [0, 1] -> model input."""
-        return (unit - self.mean) / self.std
-
-    def to_input(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, 1, H, W] (any H, W) -> normalised float [B, 1, size, size]."""
-        unit = to_unit(images, self.size)
-        return self.normalize(unit)
-
-
-def to_unit(images: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 [B, 1, H, W] -> float in [0, 1], resized to `size` when the cache holds another size."""
-    unit = images.float().div_(255.0)
-    if unit.shape[-1] != size or unit.shape[-2] != size:
-        unit = F.interpolate(unit, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        unit = unit.clamp_(0.0, 1.0)
-    return unit
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:

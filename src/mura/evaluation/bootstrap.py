@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from mura.decision import apply_threshold
 from mura.evaluation.study import study_level_scores
-from mura.evaluation.thresholds import apply_threshold
 
 METRICS = ("roc_auc", "kappa", "accuracy")
 _CHUNK = 256  # resamples per matrix product: bounds memory at chunk x unique scores

@@ -1,67 +1,16 @@
-"""Calibration: temperature scaling fitted on validation, expected calibration error, reliability data.
+"""How well the deployed probabilities are calibrated: expected calibration error, NLL, reliability data.
 
-Binary softmax probabilities depend only on the logit difference z = l1 - l0, so a probability table
-can be turned back into logits (`probs_to_logits`) and rescaled without the model.
+The calibration itself is fitted in `mura.decision` (training, cross-validation); here it is only
+measured, before (sigmoid of the raw margin) and after (what predict and serve return).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from scipy.special import expit, log_expit
 
-log = logging.getLogger(__name__)
-
-_LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))
-
-
-def _margins(logits: np.ndarray) -> np.ndarray:
-    logits = np.asarray(logits, dtype=float)
-    if logits.ndim == 2 and logits.shape[1] == 2:
-        return logits[:, 1] - logits[:, 0]
-    return logits.reshape(-1)
-
-
-def binary_nll(margins: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of the labels under sigmoid(margin / T)."""
-    z = np.asarray(margins, dtype=float) / temperature
-    y = np.asarray(labels, dtype=float)
-    return float(-(y * log_expit(z) + (1 - y) * log_expit(-z)).mean())
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The temperature T minimising validation NLL of softmax(logits / T); 1.0 when degenerate."""
-    margins = _margins(logits)
-    labels = np.asarray(labels, dtype=int).reshape(-1)
-    if len(labels) == 0 or len(margins) != len(labels) or not np.isfinite(margins).all():
-        log.warning("fit_temperature: no usable logits; temperature 1.0")
-        return 1.0
-    if labels.min() == labels.max():
-        log.warning("fit_temperature: validation has one class only; temperature 1.0")
-        return 1.0
-    result = minimize_scalar(
-        lambda lt: binary_nll(margins, labels, float(np.exp(lt))),
-        bounds=_LOG_T_BOUNDS,
-        method="bounded",
-        options={"xatol": 1e-5},
-    )
-    if not result.success:
-        return 1.0
-    return float(np.exp(result.x))
-
-
-def probs_to_logits(probs: np.ndarray, eps: float = 1e-7) -> np.ndarray:
-    """[N] abnormal probabilities -> [N, 2] logits (0, z) with the same softmax."""
-    p = np.clip(np.asarray(probs, dtype=float), eps, 1 - eps)
-    return np.stack([np.zeros_like(p), np.log(p) - np.log1p(-p)], axis=1)
-
-
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities after dividing their logits by the temperature."""
-    return expit(_margins(probs_to_logits(probs)) / temperature)
+from mura.decision import binary_nll, margins_from_probs
 
 
 def reliability_data(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, Any]:
@@ -99,21 +48,19 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
 
 
 def calibration_summary(
-    labels: np.ndarray, probs: np.ndarray, temperature: float = 1.0, bins: int = 15
+    labels: np.ndarray, uncalibrated: np.ndarray, deployed: np.ndarray, method: str = "", bins: int = 15
 ) -> dict[str, Any]:
-    """ECE and NLL before and after the given temperature, and reliability data for both."""
+    """ECE and NLL of the probabilities before and after the stored calibration, with reliability data."""
     labels = np.asarray(labels, dtype=int)
-    scaled = apply_temperature(probs, temperature)
-    margins = _margins(probs_to_logits(probs))
     n = len(labels)
     return dict(
-        temperature=float(temperature),
+        method=method,
         bins=bins,
         n=n,
-        ece=expected_calibration_error(labels, probs, bins),
-        ece_scaled=expected_calibration_error(labels, scaled, bins),
-        nll=binary_nll(margins, labels) if n else None,
-        nll_scaled=binary_nll(margins, labels, temperature) if n else None,
-        reliability=reliability_data(labels, probs, bins),
-        reliability_scaled=reliability_data(labels, scaled, bins),
+        ece_uncalibrated=expected_calibration_error(labels, uncalibrated, bins),
+        ece=expected_calibration_error(labels, deployed, bins),
+        nll_uncalibrated=binary_nll(margins_from_probs(uncalibrated), labels) if n else None,
+        nll=binary_nll(margins_from_probs(deployed), labels) if n else None,
+        reliability_uncalibrated=reliability_data(labels, uncalibrated, bins),
+        reliability=reliability_data(labels, deployed, bins),
     )

@@ -24,7 +24,7 @@ from sklearn.metrics import (
 )
 
 from mura.constants import BODY_PARTS, NUM_BODY_PARTS, body_part_index
-from mura.evaluation.thresholds import apply_threshold
+from mura.decision import apply_threshold
 
 FRACTURE_CLASS_NAMES: tuple[str, ...] = ("0", "1")  # the spec's report labels the classes 0 and 1
 

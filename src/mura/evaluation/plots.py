@@ -104,15 +104,15 @@ def plot_confusion(
 
 
 def plot_reliability(calibration: Mapping[str, Any], path: Path) -> Path | None:
-    """Reliability diagram before and after temperature scaling."""
+    """Reliability diagram before and after the stored calibration."""
     if not calibration.get("n"):
         return None
     fig = Figure(figsize=(5.5, 5))
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8, label="perfect calibration")
     for key, label in (
-        ("reliability", "raw"),
-        ("reliability_scaled", f"T = {calibration['temperature']:.2f}"),
+        ("reliability_uncalibrated", "before calibration"),
+        ("reliability", f"deployed ({calibration['method'] or 'calibrated'})"),
     ):
         data = calibration[key]
         pts = [

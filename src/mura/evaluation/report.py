@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mura.constants import BODY_PARTS
+from mura.decision import DEFAULT_THRESHOLD
 from mura.errors import MuraError
 from mura.evaluation import plots
 from mura.evaluation.bootstrap import bootstrap_report
@@ -29,7 +30,6 @@ from mura.evaluation.metrics import (
 from mura.evaluation.sections import build_sections
 from mura.evaluation.study import study_level_scores, study_metrics, write_mura_scorer_csv
 from mura.evaluation.tables import to_html, to_markdown, write_atomic
-from mura.evaluation.thresholds import DEFAULT_THRESHOLD
 
 __all__ = [
     "compare_runs",
@@ -98,7 +98,7 @@ def evaluate_predictions(
     predictions: pd.DataFrame,
     thresholds: Mapping[str, float],
     *,
-    temperature: float = 1.0,
+    calibration_method: str = "",
     by: Sequence[str] = (),
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -149,7 +149,8 @@ def evaluate_predictions(
         for column in by:
             result["subgroups"][column][name] = per_group_fracture_metrics(df, column, value)
     result["body_part"] = body_part_metrics(body_part_codes(df["body_part"]), df["body_part_pred"].to_numpy())
-    result["calibration"] = calibration_summary(labels, probs, temperature)
+    uncalibrated = df["uncalibrated_prob"].to_numpy() if "uncalibrated_prob" in df else probs
+    result["calibration"] = calibration_summary(labels, uncalibrated, probs, calibration_method)
     return result
 
 

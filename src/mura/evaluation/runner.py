@@ -1,7 +1,10 @@
 """Checkpoint(s) + cache -> an evaluation directory: what `mura evaluate` runs, callable from tests.
 
-Thresholds are the ones training chose on validation and stored in the checkpoint(s) (an ensemble uses
-their mean, as the Predictor does); when a checkpoint has none they are chosen on the `val` split now.
+Probabilities are the deployed ones (each checkpoint's stored calibration, through the same
+`Predictor` that `mura predict` and `mura serve` use, from cache rows that are exactly the pixels those
+commands compute from the files). Operating points are the ones stored in the checkpoint(s) (an
+ensemble uses their mean, as the Predictor does); when none are stored they are chosen on `val` now.
+The checkpoints are only read; `record=True` (`--record`) writes the test figures into a single one.
 """
 
 from __future__ import annotations
@@ -14,35 +17,40 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mura.checkpoint import update_checkpoint
 from mura.data.cache import ImageCache, open_cache
 from mura.data.index import read_index
+from mura.decision import operating_points
 from mura.errors import MuraError
 from mura.evaluation.report import evaluate_predictions, write_report
-from mura.evaluation.thresholds import choose_thresholds
 
 log = logging.getLogger(__name__)
 
 
 def stored_thresholds(members: Sequence[Any]) -> dict[str, float]:
-    """Thresholds every member stores (besides 0.5), averaged over the members."""
-    common = set.intersection(*(set(m.threshold) for m in members)) if members else set()
-    return {k: float(np.mean([m.threshold[k] for m in members])) for k in sorted(common - {"default"})}
+    """Operating points every member stores (besides 0.5), averaged over the members."""
+    common = set.intersection(*(set(m.decision.thresholds) for m in members)) if members else set()
+    return {
+        k: float(np.mean([m.decision.thresholds[k] for m in members])) for k in sorted(common - {"default"})
+    }
 
 
-def _target_sensitivity(members: Sequence[Any]) -> float:
-    config = members[0].info.get("config", {}) if members else {}
-    return float(config.get("train", {}).get("target_sensitivity", 0.9)) if isinstance(config, dict) else 0.9
-
-
-def _thresholds(predictor: Any, cache: ImageCache, body_part_source: str) -> tuple[dict[str, float], str]:
+def _thresholds(
+    predictor: Any, caches: Sequence[ImageCache], body_part_source: str
+) -> tuple[dict[str, float], str]:
     stored = stored_thresholds(predictor.members)
     if stored:
-        return stored, "stored in the checkpoint(s), chosen on validation during training"
-    if not (cache.index["split"] == "val").any():
+        fitted = "; ".join(dict.fromkeys(m.decision.fitted_on for m in predictor.members))
+        return stored, f"stored in the checkpoint(s), chosen on {fitted}"
+    if not (caches[0].index["split"] == "val").any():
         return {}, "none stored and the cache has no val split: 0.5 only"
-    val = predictor.predict_cache(cache, "val", body_part_source)
-    chosen = choose_thresholds(
-        val["label"].to_numpy(), val["fracture_prob"].to_numpy(), _target_sensitivity(predictor.members)
+    val = predictor.predict_cache(list(caches), "val", body_part_source)
+    targets = predictor.members[0].decision.targets
+    chosen = operating_points(
+        val["label"].to_numpy(),
+        val["fracture_prob"].to_numpy(),
+        targets.get("sensitivity", 0.9),
+        targets.get("specificity", 0.9),
     )
     chosen.pop("default")
     return chosen, f"none stored: chosen now on the val split ({len(val)} images)"
@@ -72,17 +80,13 @@ def headline_test_metrics(result: dict[str, Any], data: str | Path) -> dict[str,
 
 def record_test_metrics(checkpoint: Path, result: dict[str, Any], data: str | Path) -> None:
     """Write the test figures into the checkpoint (atomically) so `mura serve` can show what it scored."""
-    from mura.training.checkpoint import load_checkpoint, save_checkpoint
-
-    payload = load_checkpoint(checkpoint)
-    payload["test_metrics"] = headline_test_metrics(result, data)
-    save_checkpoint(checkpoint, payload)
+    update_checkpoint(checkpoint, test_metrics=headline_test_metrics(result, data))
     log.info("recorded the test metrics in %s", checkpoint)
 
 
 def evaluate_checkpoints(
     checkpoints: Sequence[str | Path],
-    cache_dir: str | Path,
+    cache_dir: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,
     index_path: str | Path | None = None,
@@ -93,23 +97,30 @@ def evaluate_checkpoints(
     tta: bool = False,
     device: str = "auto",
     seed: int = 0,
-    record: bool = True,
+    record: bool = False,
 ) -> dict[str, Path]:
-    """Predict `split` of the cache with the checkpoint(s) (an ensemble if several) and write the report."""
+    """Predict `split` of the cache(s) with the checkpoint(s) (an ensemble if several), write the report.
+
+    Several caches: one per input size of the members (all prepared from the same index).
+    """
     from mura.inference.predictor import Predictor
 
-    cache = open_cache(cache_dir)
+    if record and (len(checkpoints) != 1 or Path(checkpoints[0]).suffix != ".pt" or split != "test"):
+        raise MuraError("--record writes test figures into one .pt checkpoint: give one, with --split test")
+    dirs = [cache_dir] if isinstance(cache_dir, str | Path) else list(cache_dir)
+    caches = [open_cache(d) for d in dirs]
+    cache = caches[0]
     splits = sorted(set(cache.index["split"]))
     if split not in splits:
-        raise MuraError(f"{cache_dir}: no images in split {split!r} (the cache has: {', '.join(splits)})")
+        raise MuraError(f"{dirs[0]}: no images in split {split!r} (the cache has: {', '.join(splits)})")
     index = read_index(index_path) if index_path else cache.index
     predictor = Predictor.from_checkpoints([Path(c) for c in checkpoints], device=device, tta=tta)
-    predictions = predictor.predict_cache(cache, split, body_part_source, progress=True)
+    predictions = predictor.predict_cache(caches, split, body_part_source, progress=True)
     if not any(m.has_body_part_head for m in predictor.members):
         predictions["body_part_pred"] = ""  # argmax of an absent head means nothing
     predictions = _add_index_columns(predictions, index, by)
-    thresholds, threshold_source = _thresholds(predictor, cache, body_part_source)
-    temperatures = [float(m.temperature) for m in predictor.members]
+    thresholds, threshold_source = _thresholds(predictor, caches, body_part_source)
+    calibrations = sorted({m.decision.calibration.method for m in predictor.members})
     meta = {
         "split": split,
         "models": [m.model_name for m in predictor.members],
@@ -117,20 +128,21 @@ def evaluate_checkpoints(
         "runtime": predictor.runtime,
         "tta": tta,
         "threshold_source": threshold_source,
-        "temperature_source": "checkpoint" if len(temperatures) == 1 else "mean of the members' temperatures",
+        "default_operating_point": predictor.threshold_name,
+        "calibration": ", ".join(calibrations),
         "requested_body_part_source": body_part_source,
         "val_metrics": [m.info.get("val_metrics") for m in predictor.members],
     }
     result = evaluate_predictions(
         predictions,
         thresholds,
-        temperature=float(np.mean(temperatures)),
+        calibration_method=", ".join(calibrations),
         by=by,
         n_bootstrap=n_bootstrap,
         seed=seed,
         meta=meta,
     )
-    if record and split == "test" and len(checkpoints) == 1 and Path(checkpoints[0]).suffix == ".pt":
-        record_test_metrics(Path(checkpoints[0]), result, index_path or cache_dir)
+    if record:
+        record_test_metrics(Path(checkpoints[0]), result, index_path or dirs[0])
     run_dirs = list(dict.fromkeys(Path(c).resolve().parent for c in checkpoints))
     return write_report(result, predictions, out_dir, run_dirs=run_dirs, index=index)

@@ -191,10 +191,20 @@ def build_sections(
             "Calibration",
             [
                 Table(
-                    ("Temperature", "ECE (raw)", "ECE (scaled)", "NLL (raw)", "NLL (scaled)"),
-                    [(cal["temperature"], cal["ece"], cal["ece_scaled"], cal["nll"], cal["nll_scaled"])],
-                    f"Expected calibration error over {cal['bins']} equal-width bins; temperature fitted on "
-                    "validation (1.0 = none stored).",
+                    ("Calibration", "ECE (before)", "ECE (deployed)", "NLL (before)", "NLL (deployed)"),
+                    [
+                        (
+                            cal["method"],
+                            cal["ece_uncalibrated"],
+                            cal["ece"],
+                            cal["nll_uncalibrated"],
+                            cal["nll"],
+                        )
+                    ],
+                    f"Expected calibration error over {cal['bins']} equal-width bins, of "
+                    "sigmoid(logit margin) before and of the deployed probability after the calibration "
+                    "stored in the checkpoint(s) (fitted on validation or out-of-fold predictions). The "
+                    "deployed probability is what `mura predict` and `mura serve` return.",
                 ),
                 Image(plots.get("reliability"), "Reliability diagram"),
             ],

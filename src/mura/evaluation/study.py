@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from mura.constants import BODY_PARTS
+from mura.decision import apply_threshold
 from mura.evaluation.metrics import fracture_metrics, kappa, per_group_fracture_metrics
-from mura.evaluation.thresholds import apply_threshold
 
 
 def _first_nonempty(values: pd.Series) -> str:

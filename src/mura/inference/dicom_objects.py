@@ -12,6 +12,7 @@ Codes not in DICOM or SNOMED use the private coding scheme 99MURA (PS3.16 8.2: "
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,8 +90,9 @@ def study_reference(views: list[ViewResult], identity: StudyIdentity | None) -> 
     ref.PatientBirthDate = ""
     ref.PatientSex = ""
     ref.StudyInstanceUID = identity.study_instance_uid or generate_uid()
-    ref.StudyDate, ref.StudyTime = "", ""
-    ref.StudyID = identity.study_id
+    now = datetime.now()  # the study is made now, from files that carry no date of their own
+    ref.StudyDate, ref.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ref.StudyID = identity.study_id or (identity.accession_number or "MURA")[:16]
     ref.AccessionNumber = identity.accession_number
     ref.ReferringPhysicianName = ""
     return ref
@@ -305,11 +307,11 @@ def sr_summary(sr: Dataset) -> dict[str, Any]:
             probability = next(
                 float(c.MeasuredValueSequence[0].NumericValue) for c in content if _code(c) == "ABN-PROB"
             )
-            finding = next(c.ConceptCodeSequence[0].CodeMeaning for c in content if _code(c) == "121071")
+            finding = next(c.ConceptCodeSequence[0].CodeMeaning for c in content if _code(c) == "ABN")
             refs = [
                 str(c.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
                 for c in content
-                if _code(c) == "260753009"
+                if _code(c) == "121112"
             ]
             if tracking == STUDY_GROUP:
                 summary.update(study_probability=probability, finding=finding.lower())

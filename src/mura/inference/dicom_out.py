@@ -186,3 +186,23 @@ def _reason(result: FileResult) -> str:
     prefix = f"{result.path}: "
     error = result.error or "unknown error"
     return error[len(prefix) :] if error.startswith(prefix) else error
+
+
+def group_studies(paths: Sequence[str | Path], one_non_dicom_study: bool = False) -> list[list[Path]]:
+    """Files -> studies: DICOM by StudyInstanceUID, other files by folder (or all in one study).
+
+    Unreadable DICOM headers go with their folder's files, so the study lists them as skipped.
+    """
+    groups: dict[tuple[str, str], list[Path]] = {}
+    for raw in paths:
+        path = Path(raw)
+        key = ("folder", "" if one_non_dicom_study else str(path.parent))
+        if is_dicom(path):
+            try:
+                uid = str(read_dataset(path, stop_before_pixels=True).get("StudyInstanceUID", ""))
+            except ImageDecodeError:
+                uid = ""
+            if uid:
+                key = ("study", uid)
+        groups.setdefault(key, []).append(path)
+    return list(groups.values())

@@ -136,7 +136,9 @@ def _predict_batch(
         yield FileResult(path, record=record, pixels=item.pixels if keep_pixels else None)
 
 
-def study_record(folder: Path, results: Sequence[FileResult], threshold: float) -> dict[str, Any]:
+def study_record(
+    folder: Path, results: Sequence[FileResult], threshold: float, operating_point: str
+) -> dict[str, Any]:
     """A study (a folder of views): mean probability of its predicted views, decided at the same threshold."""
     records = [r.record for r in results if r.ok]
     probability = float(np.mean([r["fracture_probability"] for r in records]))
@@ -151,6 +153,7 @@ def study_record(folder: Path, results: Sequence[FileResult], threshold: float) 
         "path": str(folder),
         "fracture_probability": probability,
         "decision": "abnormal" if probability >= threshold else "normal",
+        "operating_point": operating_point,
         "threshold": threshold,
         "body_part": part,
         "body_part_used": used,

@@ -23,9 +23,10 @@ from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
-from mura.data.images import resize_image
-from mura.data.transforms import Preprocessing
+from mura.checkpoint import load_model
+from mura.devices import resolve_device
 from mura.errors import MuraError
+from mura.preprocessing import Preprocessing
 
 
 class FractureLogOdds:
@@ -115,18 +116,13 @@ class GradCamExplainer:
 
     @classmethod
     def from_checkpoints(cls, paths: Sequence[str | Path], device: str = "auto") -> GradCamExplainer:
-        from mura.inference.members import resolve_device
-        from mura.training.checkpoint import load_model
-
         resolved = resolve_device(device)
         members = []
         for path in paths:
             if Path(path).suffix.lower() == ".onnx":
                 raise MuraError(f"{path}: Grad-CAM needs the PyTorch checkpoint (.pt), not the ONNX export")
             model, checkpoint = load_model(path, resolved)
-            members.append(
-                CamModel(model.eval(), Preprocessing.from_dict(checkpoint["preprocessing"]), resolved)
-            )
+            members.append(CamModel(model.eval(), checkpoint.meta.preprocessing, resolved))
         return cls(members)
 
     @classmethod
@@ -149,8 +145,7 @@ class GradCamExplainer:
         maps = []
         for member in self.members:
             pre = member.preprocessing
-            resized = resize_image(image, pre.size, pre.resize_mode).astype(np.float32) / 255.0
-            x = torch.from_numpy((resized - pre.mean) / pre.std)[None, None].to(member.device)
+            x = torch.from_numpy(pre.model_input(image)).to(member.device)
             with fracture_cam(member.model) as cam:
                 square = cam(x, torch.tensor([body_part], device=member.device))[0]
             maps.append(cam_to_original(square, image.shape, pre.resize_mode))

@@ -1,7 +1,7 @@
 """One ensemble member: a model behind either runtime (PyTorch or ONNX Runtime) plus what travels with it.
 
-Both runtimes return raw logits for the same inputs, so everything after them (softmax, temperature,
-ensembling, thresholds) is shared code in `predictor.py` and the runtimes cannot drift apart.
+Both runtimes return raw logits for the same inputs, so everything after them (calibration, ensembling,
+operating points: `mura.decision`) is shared code in `predictor.py` and the runtimes cannot drift apart.
 """
 
 from __future__ import annotations
@@ -14,21 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mura.data.transforms import Preprocessing
+from mura.checkpoint import CheckpointMeta, load_model
+from mura.decision import Decision
 from mura.errors import MuraError
+from mura.preprocessing import Preprocessing
 
 RUNTIMES = ("auto", "torch", "onnx")
 ONNX_META_PREFIX = "mura."
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """`auto` is the first GPU when one is present, else the CPU; anything else is checked."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise MuraError(f"device {device!r} requested but no CUDA GPU is available")
-    return resolved
 
 
 def exported_sibling(checkpoint: Path) -> Path | None:
@@ -46,11 +38,10 @@ class Member:
     source: Path
     runtime: str  # torch | onnx
     preprocessing: Preprocessing
-    threshold: dict[str, float]
-    temperature: float
+    decision: Decision
     has_body_part_head: bool
     model_name: str
-    info: dict[str, Any] = field(default_factory=dict)  # val_metrics, epoch, config, ...
+    info: dict[str, Any] = field(default_factory=dict)  # val_metrics, test_metrics, epoch, config, ...
 
     def run(self, image: np.ndarray, body_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -83,20 +74,28 @@ class OnnxMember(Member):
         return fracture, body
 
 
-def load_torch_member(path: Path, device: torch.device) -> TorchMember:
-    from mura.training.checkpoint import load_model
+def member_info(meta: CheckpointMeta) -> dict[str, Any]:
+    """The metadata the model card and reports show (no weights)."""
+    return {
+        "val_metrics": meta.val_metrics,
+        "test_metrics": meta.test_metrics,
+        "epoch": meta.epoch,
+        "config": meta.config,
+        "provenance": meta.provenance,
+    }
 
+
+def load_torch_member(path: Path, device: torch.device) -> TorchMember:
     model, checkpoint = load_model(path, device)
     model = model.to(memory_format=torch.channels_last).eval()
     return TorchMember(
         source=path,
         runtime="torch",
-        preprocessing=Preprocessing.from_dict(checkpoint["preprocessing"]),
-        threshold={str(k): float(v) for k, v in dict(checkpoint.get("threshold") or {}).items()},
-        temperature=float(checkpoint.get("temperature", 1.0)),
+        preprocessing=checkpoint.meta.preprocessing,
+        decision=checkpoint.meta.decision,
         has_body_part_head=bool(getattr(model, "has_body_part_head", True)),
-        model_name=str(checkpoint["config"]["model"]["name"]),
-        info={k: checkpoint.get(k) for k in ("val_metrics", "test_metrics", "epoch", "versions", "config")},
+        model_name=checkpoint.meta.model_name,
+        info=member_info(checkpoint.meta),
         model=model,
         device=device,
     )
@@ -108,7 +107,7 @@ def _decode_metadata(path: Path, raw: dict[str, str]) -> dict[str, Any]:
         for k, v in raw.items()
         if k.startswith(ONNX_META_PREFIX)
     }
-    if "preprocessing" not in meta:
+    if "checkpoint_meta" not in meta:
         raise MuraError(f"{path}: ONNX model has no mura metadata (export it with `mura export`)")
     return meta
 
@@ -127,16 +126,21 @@ def load_onnx_member(path: Path, device: torch.device, threads: int = 0) -> Onnx
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:
         raise MuraError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from None
-    meta = _decode_metadata(path, session.get_modelmeta().custom_metadata_map)
+    raw = _decode_metadata(path, session.get_modelmeta().custom_metadata_map)
+    try:
+        meta = CheckpointMeta.from_dict(raw["checkpoint_meta"])
+    except (KeyError, TypeError, ValueError, MuraError) as exc:
+        raise MuraError(
+            f"{path}: ONNX metadata incomplete ({exc}); export it again with `mura export`"
+        ) from None
     return OnnxMember(
         source=path,
         runtime="onnx",
-        preprocessing=Preprocessing.from_dict(meta["preprocessing"]),
-        threshold={str(k): float(v) for k, v in dict(meta.get("threshold") or {}).items()},
-        temperature=float(meta.get("temperature", 1.0)),
-        has_body_part_head=bool(meta.get("has_body_part_head", True)),
-        model_name=str(meta.get("model_name", "unknown")),
-        info={k: meta.get(k) for k in ("val_metrics", "test_metrics", "epoch", "versions", "checkpoint")},
+        preprocessing=meta.preprocessing,
+        decision=meta.decision,
+        has_body_part_head=bool(raw.get("has_body_part_head", True)),
+        model_name=meta.model_name,
+        info={**member_info(meta), "checkpoint": raw.get("checkpoint")},
         session=session,
     )
 

@@ -3,15 +3,14 @@
 The graph takes `image` (float32 [B, 1, S, S], already normalised) and `body_part` (int64 [B], -1 =
 predict it) with a dynamic batch, and returns raw `fracture_logits` [B, 2] and `body_part_logits` [B, 7]:
 the same outputs as the PyTorch model, so the predictor's softmax / temperature / threshold code is
-shared by both runtimes. Preprocessing, thresholds, temperature and body-part names go into the model's
-metadata_props (`mura.*`, JSON values), so `mura predict --checkpoint model.onnx` needs no `.pt` file.
+shared by both runtimes. The checkpoint's metadata (preprocessing, decision: calibration and operating
+points, body parts, metrics, provenance) goes into the model's metadata_props (`mura.*`, JSON values),
+so `mura predict --checkpoint model.onnx` needs no `.pt` file and decides exactly as the `.pt` does.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 from scipy.special import expit, softmax
 
+from mura.atomic import atomic_path
+from mura.checkpoint import Checkpoint, load_model
 from mura.errors import MuraError
 from mura.inference.members import ONNX_META_PREFIX
 
@@ -49,20 +50,12 @@ class _Exportable(torch.nn.Module):
         return fracture, body
 
 
-def _metadata(checkpoint: dict[str, Any], source: Path, model: torch.nn.Module) -> dict[str, Any]:
+def _metadata(checkpoint: Checkpoint, model: torch.nn.Module) -> dict[str, Any]:
     return {
-        "preprocessing": checkpoint["preprocessing"],
-        "threshold": checkpoint.get("threshold") or {"default": 0.5},
-        "temperature": float(checkpoint.get("temperature", 1.0)),
-        "body_parts": list(checkpoint.get("body_parts") or []),
-        "model_name": checkpoint["config"]["model"]["name"],
+        "checkpoint_meta": checkpoint.meta.to_dict(),
         "has_body_part_head": bool(getattr(model, "has_body_part_head", True)),
-        "val_metrics": checkpoint.get("val_metrics") or {},
-        "test_metrics": checkpoint.get("test_metrics") or {},
-        "epoch": checkpoint.get("epoch"),
-        "versions": {k: str(v) for k, v in dict(checkpoint.get("versions") or {}).items()},
-        "checkpoint": source.name,
-        "outputs": "raw logits; probability = softmax(logits)[:, 1]",
+        "checkpoint": checkpoint.path.name,
+        "outputs": "raw logits; probability = the decision's calibration of logit[1] - logit[0]",
     }
 
 
@@ -120,23 +113,17 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
     """Checkpoint -> checked ONNX file with metadata; refuses to write one that disagrees with PyTorch."""
     import onnx
 
-    from mura.training.checkpoint import load_model
-
     source = Path(checkpoint)
     out = Path(out) if out else source.with_suffix(".onnx")
     model, payload = load_model(source, "cpu")
     model = model.float().eval()
-    size = int(payload["preprocessing"]["size"])
+    size = payload.meta.preprocessing.size
     module = _Exportable(model).eval()
     example = (torch.zeros(2, 1, size, size), torch.tensor([-1, 0], dtype=torch.int64))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out) as tmp:
         _export_graph(module, example, tmp, opset)
         proto = onnx.load(str(tmp))
-        metadata = _metadata(payload, source, model)
+        metadata = _metadata(payload, model)
         for key, value in metadata.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = ONNX_META_PREFIX + key, json.dumps(value)
@@ -148,9 +135,6 @@ def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: in
             raise MuraError(
                 f"{source}: ONNX export disagrees with PyTorch (max probability difference {diff:.2e})"
             )
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportReport(
         path=out, opset=int(proto.opset_import[0].version), max_prob_diff=diff, metadata=metadata
     )

@@ -1,13 +1,14 @@
 """`Predictor`: checkpoint(s) -> probabilities; the one object evaluate, predict, explain and serve use.
 
-- Preprocessing is each checkpoint's own (size, resize mode, mean/std), so a model sees at serving time
-  exactly the pixels it saw in training; members with different sizes each get their own input.
-- Ensembles average member probabilities (not logits: members may be calibrated differently).
-- Flip TTA averages the probabilities of the image and its mirror (training augments with flips).
-- Probabilities are the raw softmax, the scale the stored thresholds were chosen on; `calibrated=True`
-  divides logits by the stored temperature and maps the threshold the same way, so decisions agree.
-- Threshold: by default the validation Youden threshold where every member stores one, else 0.5;
-  an ensemble decides at the mean of its members' thresholds.
+- Preprocessing is each checkpoint's own (`mura.preprocessing`): a file is resized once per distinct
+  (size, resize mode) exactly as `mura prepare` resizes it for the cache, so `evaluate` (cache rows),
+  `predict` and `serve` (files, uploads) feed a model the same pixels. A cache of another size is
+  refused, never resized a second time.
+- Probabilities are the deployed ones: each member's stored calibration (`mura.decision`) applied to
+  its margin. Ensembles average member probabilities; flip TTA averages image and mirror.
+- Decisions are made at a named operating point: by default `suspicious` (high sensitivity) where
+  every member stores it, else `youden`, else 0.5; an ensemble decides at the mean of its members'
+  thresholds for that point. Every answer says which point and threshold it used.
 """
 
 from __future__ import annotations
@@ -19,15 +20,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from scipy.special import expit, logit, softmax
+from scipy.special import expit, softmax
 
 from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index
-from mura.data.images import resize_image
+from mura.decision import POINT_PREFERENCE
+from mura.devices import resolve_device
 from mura.errors import MuraError
-from mura.inference.members import Member, load_member, resolve_device
+from mura.inference.members import Member, load_member
 
-PREFERRED_THRESHOLDS = ("youden", "default")
 BODY_PART_MODES = ("given", "predicted")
 
 InputSpec = tuple[int, str]  # (size, resize mode)
@@ -35,9 +35,11 @@ InputSpec = tuple[int, str]  # (size, resize mode)
 
 @dataclass
 class PredictionBatch:
-    fracture_prob: np.ndarray  # [N] probability of fracture/abnormality
+    fracture_prob: np.ndarray  # [N] deployed (calibrated) probability of fracture/abnormality
+    uncalibrated_prob: np.ndarray  # [N] sigmoid of the margin before calibration (for reports)
     decision: np.ndarray  # [N] bool, fracture_prob >= threshold
     threshold: float
+    operating_point: str
     body_part_probs: np.ndarray  # [N, 7] in BODY_PARTS order
     body_part: np.ndarray  # [N] index of the body part the fracture head used
     body_part_used: list[str]  # "given" | "predicted"
@@ -51,6 +53,7 @@ class PredictionBatch:
         return {
             "fracture_probability": float(self.fracture_prob[i]),
             "decision": "abnormal" if self.decision[i] else "normal",
+            "operating_point": self.operating_point,
             "threshold": float(self.threshold),
             "body_part": BODY_PARTS[int(self.body_part[i])],
             "body_part_used": self.body_part_used[i],
@@ -67,14 +70,12 @@ class Predictor:
         *,
         tta: bool = False,
         threshold: str | float | None = None,
-        calibrated: bool = False,
         batch_size: int = 32,
     ) -> None:
         if not members:
             raise MuraError("no checkpoint given")
         self.members = list(members)
         self.tta = tta
-        self.calibrated = calibrated
         self.batch_size = max(1, int(batch_size))
         self.threshold_name, self.threshold = self._choose_threshold(threshold)
 
@@ -103,29 +104,30 @@ class Predictor:
         return list(dict.fromkeys(specs))
 
     def _choose_threshold(self, wanted: str | float | None) -> tuple[str, float]:
+        """(operating point name, threshold): a number as given, else a stored point (mean over members)."""
         if isinstance(wanted, int | float):
+            if not 0.0 <= float(wanted) <= 1.0:
+                raise MuraError(f"threshold {wanted} is not a probability between 0 and 1")
             return "custom", float(wanted)
         if wanted is None:
             wanted = next(
-                n
-                for n in PREFERRED_THRESHOLDS
-                if all(n in m.threshold for m in self.members) or n == "default"
+                name
+                for name in POINT_PREFERENCE
+                if all(name in m.decision.thresholds for m in self.members) or name == "default"
             )
         values = []
         for member in self.members:
-            if wanted not in member.threshold and wanted != "default":
-                known = ", ".join(sorted(member.threshold)) or "none"
-                raise MuraError(f"{member.source}: no stored threshold {wanted!r} (stored: {known})")
-            value = member.threshold.get(wanted, 0.5)
-            if self.calibrated:
-                value = float(expit(logit(np.clip(value, 1e-7, 1 - 1e-7)) / member.temperature))
-            values.append(value)
+            if wanted not in member.decision.thresholds and wanted != "default":
+                known = ", ".join(sorted(member.decision.thresholds)) or "none"
+                raise MuraError(f"{member.source}: no stored operating point {wanted!r} (stored: {known})")
+            values.append(member.decision.thresholds.get(wanted, 0.5))
         return str(wanted), float(np.mean(values))
 
     # --- images -> probabilities -------------------------------------------------------------------
     def prepare(self, image: np.ndarray) -> dict[InputSpec, np.ndarray]:
         """Resize one uint8 [H, W] image for every input spec (thread-safe; decode pools call this)."""
-        return {spec: resize_image(image, spec[0], spec[1]) for spec in self.input_specs}
+        steps = {(m.preprocessing.size, m.preprocessing.resize_mode): m.preprocessing for m in self.members}
+        return {spec: pre.resize(image) for spec, pre in steps.items()}
 
     def predict_images(
         self, images: Sequence[np.ndarray], body_parts: Sequence[int] | None = None
@@ -146,7 +148,7 @@ class Predictor:
         return self.predict_arrays(arrays, parts)
 
     def predict_arrays(self, arrays: dict[InputSpec, np.ndarray], body_parts: np.ndarray) -> PredictionBatch:
-        """uint8 [N, S, S] per input spec (any S: resized like training when it differs) -> predictions."""
+        """uint8 [N, size, size] per input spec (exactly the prepared/cached pixels) -> predictions."""
         parts = np.asarray(body_parts, dtype=np.int64).reshape(-1)
         if np.any(parts >= len(BODY_PARTS)) or np.any(parts < UNKNOWN_BODY_PART):
             raise MuraError(f"body part indices must be -1..{len(BODY_PARTS) - 1}")
@@ -158,17 +160,21 @@ class Predictor:
                         "every image (--body-part, DICOM BodyPartExamined)"
                     )
         fracture = np.zeros(len(parts))
+        uncalibrated = np.zeros(len(parts))
         body = np.zeros((len(parts), len(BODY_PARTS)))
         for member in self.members:
             spec = (member.preprocessing.size, member.preprocessing.resize_mode)
-            member_fracture, member_body = self._member_probs(member, arrays[spec], parts)
+            member_fracture, member_raw, member_body = self._member_probs(member, arrays[spec], parts)
             fracture += member_fracture / len(self.members)
+            uncalibrated += member_raw / len(self.members)
             body += member_body / len(self.members)
         used_index = np.where(parts >= 0, parts, body.argmax(axis=1) if len(parts) else parts)
         return PredictionBatch(
             fracture_prob=fracture,
+            uncalibrated_prob=uncalibrated,
             decision=fracture >= self.threshold,
             threshold=self.threshold,
+            operating_point=self.threshold_name,
             body_part_probs=body,
             body_part=used_index,
             body_part_used=["given" if p >= 0 else "predicted" for p in parts],
@@ -177,65 +183,76 @@ class Predictor:
 
     def _member_probs(
         self, member: Member, images: np.ndarray, parts: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        fracture, body = [], []
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(calibrated fracture probability, uncalibrated, body-part probabilities) of one member."""
+        fracture, raw, body = [], [], []
         for start in range(0, len(parts), self.batch_size):
-            x = self._model_input(member, images[start : start + self.batch_size])
+            x = np.asarray(member.preprocessing.normalize(images[start : start + self.batch_size, None]))
             p = parts[start : start + self.batch_size]
             views = [x, x[..., ::-1].copy()] if self.tta else [x]
             outputs = [member.run(view, p) for view in views]
-            temperature = member.temperature if self.calibrated else 1.0
-            fracture.append(np.mean([expit((f[:, 1] - f[:, 0]) / temperature) for f, _ in outputs], axis=0))
+            margins = [(f[:, 1] - f[:, 0]).astype(np.float64) for f, _ in outputs]
+            fracture.append(np.mean([member.decision.probabilities(m) for m in margins], axis=0))
+            raw.append(np.mean([expit(m) for m in margins], axis=0))
             body.append(np.mean([softmax(b.astype(np.float64), axis=1) for _, b in outputs], axis=0))
         if not fracture:
-            return np.zeros(0), np.zeros((0, len(BODY_PARTS)))
-        return np.concatenate(fracture).astype(np.float64), np.concatenate(body)
+            return np.zeros(0), np.zeros(0), np.zeros((0, len(BODY_PARTS)))
+        return np.concatenate(fracture), np.concatenate(raw), np.concatenate(body)
 
-    @staticmethod
-    def _model_input(member: Member, images: np.ndarray) -> np.ndarray:
-        """uint8 [B, S, S] -> float32 [B, 1, size, size] normalised with the member's mean/std."""
-        pre = member.preprocessing
-        if images.shape[-1] != pre.size or images.shape[-2] != pre.size:
-            return pre.to_input(torch.from_numpy(np.ascontiguousarray(images))[:, None]).numpy()
-        x = images[:, None].astype(np.float32) / np.float32(255.0)
-        return (x - np.float32(pre.mean)) / np.float32(pre.std)
-
-    # --- files and caches ---------------------------------------------------------------------------
-    def predict_paths(self, paths: Sequence[str | Path], body_part: str | None = None) -> list[Any]:
-        """Decode files (PNG/JPEG/DICOM) and predict; a file that fails gets a result with `error` set."""
-        from mura.inference.files import iter_file_predictions
-
-        return list(iter_file_predictions(self, [Path(p) for p in paths], body_part))
-
-    def predict_cache(
-        self, cache: Any, split: str | None = "test", body_part_mode: str = "given", progress: bool = False
-    ) -> pd.DataFrame:
-        """Predict every cached image of `split` (None = all); rows keep the cache index's order and labels.
-
-        `given` feeds each row's body part (unknown rows fall back to predicted); `predicted` ignores it.
-        """
+    # --- caches ---------------------------------------------------------------------------
+    def caches_for_members(self, caches: Sequence[Any]) -> dict[InputSpec, Any]:
+        """For each input spec the cache prepared at that size and resize mode; one line naming the fix."""
         from mura.data.cache import open_cache
 
+        opened = [open_cache(c) if isinstance(c, str | Path) else c for c in caches]
+        by_spec: dict[InputSpec, Any] = {}
+        for cache in opened:
+            mode = str(cache.settings.get("resize", cache.settings.get("resize_mode", "stretch")))
+            by_spec.setdefault((cache.size, mode), cache)
+        for member in self.members:
+            spec = (member.preprocessing.size, member.preprocessing.resize_mode)
+            if spec not in by_spec:
+                have = ", ".join(f"{c.directory} ({size} px {mode})" for (size, mode), c in by_spec.items())
+                raise MuraError(
+                    f"{member.source}: takes {spec[0]} px {spec[1]} images but no cache given is prepared "
+                    f"that way (given: {have}); run `mura prepare INDEX --size {spec[0]} --resize {spec[1]} "
+                    "--out DIR` and pass it with --cache"
+                )
+        return {spec: by_spec[spec] for spec in self.input_specs}
+
+    def predict_cache(
+        self,
+        cache: Any,
+        split: str | None = "test",
+        body_part_mode: str = "given",
+        progress: bool = False,
+    ) -> pd.DataFrame:
+        """Predict every cached image of `split` (None = all); rows keep the first cache's order and labels.
+
+        `cache` is one cache (directory or opened) or a list of them, one per input size of the members
+        (an ensemble of 224 and 288 px models needs a 224 and a 288 px cache of the same index).
+        `given` feeds each row's body part (unknown rows fall back to predicted); `predicted` ignores it.
+        """
         if body_part_mode not in BODY_PART_MODES:
             raise MuraError(f"body_part_mode must be one of {BODY_PART_MODES}, not {body_part_mode!r}")
-        cache = open_cache(cache) if isinstance(cache, str | Path) else cache
-        rows = cache.index if split is None else cache.index[cache.index["split"] == split]
-        cache_mode = str(cache.settings.get("resize", cache.settings.get("resize_mode", "stretch")))
-        for member in self.members:
-            trained = member.preprocessing.resize_mode
-            if trained != cache_mode:
+        caches = self.caches_for_members(cache if isinstance(cache, list | tuple) else [cache])
+        first = next(iter(caches.values()))
+        rows = first.index if split is None else first.index[first.index["split"] == split]
+        paths = rows["path"].astype(str).tolist()
+        positions: dict[InputSpec, np.ndarray] = {}
+        for spec, each in caches.items():
+            lookup = pd.Series(each.index["cache_row"].to_numpy(), index=each.index["path"].astype(str))
+            missing = [p for p in paths if p not in lookup.index]
+            if missing:
                 raise MuraError(
-                    f"{member.source}: trained on {trained!r} resizing but the cache was prepared with "
-                    f"{cache_mode!r}; prepare a matching cache"
+                    f"{each.directory}: holds no row for {missing[0]} (and {len(missing) - 1} more) that "
+                    f"{first.directory} has: prepare both caches from the same index"
                 )
+            positions[spec] = lookup.loc[paths].to_numpy(dtype=np.int64)
         if body_part_mode == "given":
             parts = np.array([body_part_index(v) if isinstance(v, str) else -1 for v in rows["body_part"]])
         else:
             parts = np.full(len(rows), UNKNOWN_BODY_PART)
-        if "cache_row" in rows.columns:
-            positions = rows["cache_row"].to_numpy(dtype=np.int64)
-        else:
-            positions = np.flatnonzero(cache.index.index.isin(rows.index))
         chunk = self.batch_size * 8
         starts = range(0, len(rows), chunk)
         if progress:
@@ -244,8 +261,10 @@ class Predictor:
             starts = tqdm(starts, desc=f"predict {split or 'all'}", unit="chunk")
         batches = []
         for start in starts:
-            images = np.asarray(cache.images[positions[start : start + chunk]])
-            arrays = dict.fromkeys(self.input_specs, images)
+            arrays = {
+                spec: np.asarray(caches[spec].images[positions[spec][start : start + chunk]])
+                for spec in caches
+            }
             batches.append(self.predict_arrays(arrays, parts[start : start + chunk]))
         return _cache_frame(rows, batches)
 
@@ -254,6 +273,9 @@ def _cache_frame(rows: pd.DataFrame, batches: list[PredictionBatch]) -> pd.DataF
     """The split's index rows plus prediction columns, the contract's columns first."""
     out = rows.copy()
     out["fracture_prob"] = np.concatenate([b.fracture_prob for b in batches]) if batches else np.zeros(0)
+    out["uncalibrated_prob"] = (
+        np.concatenate([b.uncalibrated_prob for b in batches]) if batches else np.zeros(0)
+    )
     out["decision"] = (
         np.concatenate([b.decision for b in batches]).astype(int) if batches else np.zeros(0, int)
     )

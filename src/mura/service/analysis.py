@@ -123,6 +123,7 @@ def predict_uploads(
 def study_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """A study's answer, computed exactly as `mura predict --study` does: the mean of its views."""
     results = [FileResult(Path(record["filename"]), record=record) for record in records]
-    summary = study_record(Path("study"), results, float(records[0]["threshold"]))
+    first = records[0]
+    summary = study_record(Path("study"), results, float(first["threshold"]), str(first["operating_point"]))
     summary.pop("path", None)  # a server-side folder name means nothing for an upload
     return summary

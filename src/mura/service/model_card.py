@@ -40,8 +40,7 @@ def member_card(member: Any) -> dict[str, Any]:
         if train
         else None,
         "epochs_trained": info.get("epoch"),
-        "thresholds": member.threshold,
-        "temperature": member.temperature,
+        "decision": member.decision.to_dict(),
         "val_metrics": info.get("val_metrics"),
         "test_metrics": info.get("test_metrics"),
         "versions": info.get("versions"),

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from mura.errors import MuraError
+from mura.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -34,18 +34,6 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    """`auto` -> this process's GPU when there is one, else CPU; `cuda` -> cuda:LOCAL_RANK."""
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    if preference == "cuda":
-        preference = f"cuda:{local_rank}"
-    device = torch.device(preference)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MuraError(f"device {preference!r} requested but CUDA is not available")
-    return device
 
 
 def init_distributed(device_preference: str = "auto") -> DistInfo:

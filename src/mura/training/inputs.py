@@ -10,7 +10,7 @@ import torch
 
 from mura.config import Config
 from mura.data.dataset import CachedImageDataset
-from mura.data.transforms import Preprocessing
+from mura.preprocessing import Preprocessing
 from mura.training.distributed import DistInfo
 from mura.training.feature_cache import FeatureDataset, cache_key, extract_features, load_or_extract
 from mura.training.steps import BatchInput, FeatureInput, ImageInput

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import cohen_kappa_score, roc_auc_score
 from tqdm import tqdm
 
-from mura.data.transforms import Preprocessing, augment_batch, to_unit
+from mura.data.transforms import augment_batch
+from mura.decision import auc_or_nan, kappa_or_nan
+from mura.preprocessing import Preprocessing
 from mura.training.distributed import DistInfo, all_reduce_sum, gather_by_row
 from mura.training.schedule import LrSchedule
 
@@ -40,10 +41,11 @@ class ImageInput:
         self.device, self.channels_last, self.generator = device, channels_last, generator
 
     def pixels(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        unit = to_unit(images.to(self.device, non_blocking=True), self.pre.size)
+        self.pre.check_pixels(tuple(images.shape), "training batch")
+        unit = images.to(self.device, non_blocking=True).float().div_(255.0)
         if generator is not None:
             unit = augment_batch(unit, self.augment, self.degrees, generator)
-        x = self.pre.normalize(unit)
+        x = self.pre.normalize_unit(unit)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def __call__(self, batch: Any, train: bool) -> torch.Tensor:
@@ -169,12 +171,8 @@ def validation_metrics(arrays: dict[str, np.ndarray], loss_fn: torch.nn.Module) 
         torch.from_numpy(parts).to(device),
     ).total
     probs = torch.softmax(fracture, dim=1)[:, 1].numpy()
-    two_classes = len(np.unique(labels)) == 2
-    auc = float(roc_auc_score(labels, probs)) if two_classes else math.nan
-    predicted = (probs >= 0.5).astype(int)
-    kappa = float(cohen_kappa_score(labels, predicted)) if two_classes else math.nan
-    if two_classes and math.isnan(kappa):  # constant predictions: no agreement beyond chance
-        kappa = 0.0
+    auc = auc_or_nan(labels, probs)
+    kappa = kappa_or_nan(labels, (probs >= 0.5).astype(int))
     known = parts >= 0
     body_acc = float((body[known].argmax(1).numpy() == parts[known]).mean()) if known.any() else math.nan
     return {

@@ -1,0 +1,234 @@
+"""The one checkpoint contract: what a `.pt` file holds, and how it is saved, loaded and updated.
+
+Training writes checkpoints; evaluation, inference, export and the service only read them. A
+checkpoint is a dict that `torch.load(weights_only=True)` opens without running code:
+
+    format_version   2
+    model_state      the weights
+    meta             CheckpointMeta.to_dict(): config, body parts, preprocessing, decision
+                     (calibration + operating points), epoch, validation/test metrics, provenance
+    training_state   only in last.pt: optimizer, scheduler, RNG, early stopping, history
+                     (owned by `mura.training.resume`)
+
+Format 1 files (thresholds and temperature at the top level, raw softmax probabilities) load as
+an uncalibrated decision with the same thresholds, so their decisions do not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mura.atomic import atomic_path
+from mura.config import Config, config_from_dict
+from mura.constants import BODY_PARTS
+from mura.decision import Calibration, Decision
+from mura.errors import MuraError
+from mura.preprocessing import Preprocessing
+
+FORMAT_VERSION = 2
+_FORMAT1_THRESHOLD_NAMES = {"sensitivity_0.90": "suspicious"}
+
+
+def versions() -> dict[str, str]:
+    import timm
+
+    from mura import __version__
+
+    return {"mura": str(__version__), "torch": str(torch.__version__), "timm": str(timm.__version__)}
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars and tuples -> plain Python, recursively (weights_only-safe)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """Everything a consumer of a checkpoint needs besides the weights."""
+
+    config: dict[str, Any]
+    preprocessing: Preprocessing
+    decision: Decision = field(default_factory=Decision)
+    body_parts: tuple[str, ...] = BODY_PARTS
+    epoch: int = -1
+    val_metrics: dict[str, Any] = field(default_factory=dict)
+    test_metrics: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # versions, created, data, run
+
+    @property
+    def model_name(self) -> str:
+        return str(self.config["model"]["name"])
+
+    def typed_config(self) -> Config:
+        return config_from_dict(self.config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(
+            {
+                "config": self.config,
+                "preprocessing": self.preprocessing.to_dict(),
+                "decision": self.decision.to_dict(),
+                "body_parts": list(self.body_parts),
+                "epoch": int(self.epoch),
+                "val_metrics": self.val_metrics,
+                "test_metrics": self.test_metrics,
+                "provenance": self.provenance,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CheckpointMeta:
+        return cls(
+            config=dict(data["config"]),
+            preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+            decision=Decision.from_dict(data["decision"]),
+            body_parts=tuple(data.get("body_parts") or BODY_PARTS),
+            epoch=int(data.get("epoch", -1)),
+            val_metrics=dict(data.get("val_metrics") or {}),
+            test_metrics=dict(data.get("test_metrics") or {}),
+            provenance=dict(data.get("provenance") or {}),
+        )
+
+    def replace(self, **changes: Any) -> CheckpointMeta:
+        return replace(self, **changes)
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    meta: CheckpointMeta
+    model_state: dict[str, torch.Tensor]
+    training_state: dict[str, Any] | None = None
+
+
+def new_provenance(**extra: Any) -> dict[str, Any]:
+    return {"versions": versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+
+
+def save_checkpoint(
+    path: str | Path,
+    model_state: dict[str, torch.Tensor],
+    meta: CheckpointMeta,
+    training_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write atomically: a reader (or a kill -9) sees the old file or the new one, never half of one."""
+    payload: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "model_state": {k: v.detach().cpu() for k, v in model_state.items()},
+        "meta": meta.to_dict(),
+    }
+    if training_state is not None:
+        payload["training_state"] = training_state
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def save_model(
+    path: str | Path,
+    model: torch.nn.Module,
+    cfg: Config,
+    preprocessing: Preprocessing,
+    decision: Decision | None = None,
+    **meta_fields: Any,
+) -> Path:
+    """A consumer-ready checkpoint for a model trained any way (tests, benchmarks, your own loop)."""
+    meta = CheckpointMeta(
+        config=cfg.to_dict(),
+        preprocessing=preprocessing,
+        decision=decision or Decision(),
+        provenance=meta_fields.pop("provenance", new_provenance()),
+        **meta_fields,
+    )
+    return save_checkpoint(path, model.state_dict(), meta)
+
+
+def _upgrade_format1(raw: dict[str, Any]) -> dict[str, Any]:
+    thresholds = {
+        _FORMAT1_THRESHOLD_NAMES.get(k, k): float(v) for k, v in (raw.get("threshold") or {}).items()
+    }
+    return {
+        "config": raw["config"],
+        "preprocessing": raw["preprocessing"],
+        "decision": Decision(
+            Calibration(), thresholds or {"default": 0.5}, {}, "format 1 checkpoint"
+        ).to_dict(),
+        "body_parts": raw.get("body_parts"),
+        "epoch": raw.get("epoch", -1),
+        "val_metrics": raw.get("val_metrics"),
+        "test_metrics": raw.get("test_metrics"),
+        "provenance": {"versions": raw.get("versions") or {}},
+    }
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Open a checkpoint safely (weights_only=True); one-line MuraError when missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise MuraError(f"{path}: checkpoint not found")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/corrupt/foreign files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MuraError(f"{path}: not a readable mura checkpoint ({reason[:200]})") from None
+    if not isinstance(raw, dict) or "model_state" not in raw:
+        raise MuraError(f"{path}: not a mura checkpoint (no model_state)")
+    version = int(raw.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        raise MuraError(f"{path}: checkpoint format {version} is newer than this mura ({FORMAT_VERSION})")
+    try:
+        meta_dict = raw["meta"] if version >= 2 else _upgrade_format1(raw)
+        meta = CheckpointMeta.from_dict(meta_dict)
+    except (KeyError, TypeError, ValueError, MuraError) as exc:
+        raise MuraError(f"{path}: checkpoint metadata incomplete ({exc})") from None
+    return Checkpoint(path, meta, raw["model_state"], raw.get("training_state"))
+
+
+def build_model(cfg: Config, load_pretrained: bool = True) -> torch.nn.Module:
+    """The model a config describes; `load_pretrained=False` reads no weights (a checkpoint has them)."""
+    from mura.models.registry import model_from_config
+
+    return model_from_config(cfg.model, load_pretrained=load_pretrained)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Checkpoint]:
+    """Rebuild the model from the stored config (no hub download), load its weights, eval mode."""
+    checkpoint = load_checkpoint(path)
+    cfg = checkpoint.meta.typed_config()
+    model = build_model(cfg, load_pretrained=False)
+    try:
+        model.load_state_dict(checkpoint.model_state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise MuraError(f"{path}: weights do not fit model {cfg.model.name!r} ({first[:200]})") from None
+    return model.to(device).eval(), checkpoint
+
+
+def update_checkpoint(path: str | Path, out: str | Path | None = None, **changes: Any) -> Path:
+    """Write a copy of a checkpoint (or replace it, atomically, when `out` is None) with new metadata."""
+    checkpoint = load_checkpoint(path)
+    meta = checkpoint.meta.replace(**changes)
+    return save_checkpoint(out or path, checkpoint.model_state, meta, checkpoint.training_state)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Content hash of a checkpoint (or any file): names the exact model in reports and DICOM results."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
