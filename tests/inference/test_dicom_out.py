@@ -22,7 +22,7 @@ from mura.cli import main
 from mura.data.synth import render_image
 from mura.errors import MuraError
 from mura.inference.dicom_objects import checkpoint_sha256, sr_summary
-from mura.inference.dicom_out import StudyIdentity, StudyResults, study_results
+from mura.inference.dicom_out import StudyIdentity, StudyResults, group_studies, study_results
 from mura.inference.files import iter_file_predictions, study_record
 from mura.inference.predictor import Predictor
 
@@ -140,7 +140,7 @@ def content_texts(ds: Dataset) -> list[str]:
 def test_sr_probability_equals_the_predictors_study_record(results, predictor, study_dir) -> None:
     made, _, _ = results
     good = [study_dir / f"{i}.dcm" for i in (1, 2, 3)]
-    expected = study_record(study_dir, list(iter_file_predictions(predictor, good)), 0.3)
+    expected = study_record(study_dir, list(iter_file_predictions(predictor, good)), 0.3, "suspicious")
     summary = sr_summary(made.sr)
     assert abs(summary["study_probability"] - expected["fracture_probability"]) < 1e-6
     assert abs(made.record["fracture_probability"] - expected["fracture_probability"]) < 1e-6
@@ -293,3 +293,28 @@ def test_cli_says_why_plain_images_get_no_dicom_output(png_study, tmp_path, make
     with redirect_stdout(io.StringIO()), redirect_stderr(err):
         code = main(["predict", *map(str, png_study), "-c", str(checkpoint), "--dicom-out", str(tmp_path)])
     assert code == 0 and "no DICOM output" in err.getvalue() and not list(tmp_path.iterdir())
+
+
+def test_files_are_grouped_by_study_and_one_call_takes_one_study(predictor, study_dir, tmp_path) -> None:
+    other = Dataset()
+    other.PatientName, other.PatientID, other.StudyInstanceUID = "Roe^Ann", "P8", generate_uid()
+    stranger = dx_instance(tmp_path / "other.dcm", other, 1, "MONOCHROME2")
+    png = tmp_path / "plain.png"
+    Image.fromarray(np.full((40, 40), 90, np.uint8)).save(png)
+    paths = [study_dir / "1.dcm", study_dir / "2.dcm", stranger, png]
+    groups = group_studies(paths)
+    assert sorted(map(len, groups)) == [1, 1, 2]
+    assert [study_dir / "1.dcm", study_dir / "2.dcm"] in groups
+    with pytest.raises(MuraError, match="belong to 2 studies"):
+        study_results(predictor, [study_dir / "1.dcm", stranger])
+
+
+def test_identity_options_need_a_patient_id(png_study, tmp_path, make_checkpoint) -> None:
+    checkpoint = make_checkpoint("dicom_out.pt", "custom_cnn", 32, seed=3, threshold=THRESHOLDS)
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        code = main(
+            ["predict", str(png_study[0]), "-c", str(checkpoint), "--dicom-out", str(tmp_path)]
+            + ["--patient-name", "Doe^J"]
+        )
+    assert code != 0 and "need --patient-id" in err.getvalue() and not list(tmp_path.iterdir())

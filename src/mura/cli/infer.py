@@ -153,6 +153,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from mura.inference.files import expand_paths, iter_file_predictions, study_record
     from mura.inference.predictor import Predictor
 
+    if not args.patient_id and (args.patient_name or args.study_uid or args.accession_number):
+        raise MuraError("--patient-name, --study-uid and --accession-number need --patient-id")
     files = expand_paths(args.paths)
     if not files:
         raise MuraError("no image or DICOM files found in " + ", ".join(args.paths))

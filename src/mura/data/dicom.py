@@ -3,6 +3,12 @@
 Display pipeline (DICOM PS3.3 C.11): stored values -> modality LUT (rescale slope/intercept) -> VOI LUT or
 window centre/width -> MONOCHROME1 inverted so bone is always bright. Without a VOI, the values present are
 stretched to 0..255. The body part comes from `BodyPartExamined`, else the study/series description.
+
+Compressed pixel data goes through pydicom's decoder plugins: pylibjpeg-libjpeg (JPEG baseline, 12-bit
+extended, lossless process 14, JPEG-LS), pylibjpeg-openjpeg (JPEG 2000) and pyjpegls (JPEG-LS, 2-4x faster
+than libjpeg there). GDCM was measured too: as fast on JPEG Lossless, but it refuses 12-bit JPEG Extended,
+the usual compression of CR/DX films, so it is not used. Files without the 128-byte preamble are read
+where their first bytes are a plausible data set (`mura.data.dicom_bytes`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ skipped and listed. The source files are only read, never written.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from mura.atomic import fsync_file, temporary_name
 from mura.data.dicom import read_dataset
 from mura.data.images import is_dicom
 from mura.errors import ImageDecodeError, MuraError
@@ -73,21 +73,20 @@ class StudyResults:
 
 
 def write_dataset(ds: Dataset, target: Path) -> Path:
-    """Temp file in the same folder + fsync + link into place (fails instead of replacing a file)."""
+    """Temp file in the same folder + fsync + link into place: atomic, and it fails rather than replace
+    a file (a result file name is its SOP Instance UID, so an existing one is never ours to overwrite)."""
     if target.exists():
         raise MuraError(f"{target}: already exists; not overwritten")
-    handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    temp = temporary_name(target)
     try:
-        with os.fdopen(handle, "wb") as out:
-            ds.save_as(out, enforce_file_format=True)
-            out.flush()
-            os.fsync(out.fileno())
+        ds.save_as(temp, enforce_file_format=True)
+        fsync_file(temp)
         try:
-            os.link(temp, target)  # atomic, and refuses to replace a file that appeared meanwhile
+            os.link(temp, target)
         except FileExistsError:
             raise MuraError(f"{target}: already exists; not overwritten") from None
     finally:
-        os.unlink(temp)
+        temp.unlink(missing_ok=True)
     return target
 
 
@@ -157,8 +156,9 @@ def study_results(
         reasons = "; ".join(f"{p.name}: {r}" for p, r in skipped[:3])
         raise MuraError(f"{folder}: none of the study's {len(paths)} file(s) could be predicted ({reasons})")
     failed = [FileResult(p, error=r) for p, r in skipped]
-    record = study_record(folder, [FileResult(v.path, record=v.record) for v in views] + failed, threshold)
-    record["operating_point"] = name
+    record = study_record(
+        folder, [FileResult(v.path, record=v.record) for v in views] + failed, threshold, name
+    )
     study = StudyResults(record=record, views=views, skipped=skipped)
     if not any(v.header is not None for v in views) and identity is None:
         study.note = NO_DICOM_NOTE
