@@ -93,7 +93,7 @@ def test_spool_after_a_crash_drops_unacknowledged_temp_files_and_requeues_everyt
     spool = Spool(tmp_path)
     receiving, analysing = generate_uid(), generate_uid()
     spool.store(receiving, generate_uid(), b"acknowledged")
-    (tmp_path / "incoming" / receiving / ".tmp-half-written.dcm.1.2").write_bytes(b"cut short")
+    (tmp_path / "incoming" / receiving / f".{generate_uid()}.tmp-4242.dcm").write_bytes(b"cut short")
     spool.store(analysing, generate_uid(), b"claimed")
     claimed = spool.claim(analysing)
 

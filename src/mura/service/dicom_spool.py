@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from mura import atomic
+
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 TEMP_PREFIX = ".tmp-"
 
@@ -39,17 +41,9 @@ def fsync_dir(folder: Path) -> None:
 
 
 def write_durably(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically: temp file in the same folder, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """`mura.atomic.write_bytes` (temp file, fsync, rename) plus an fsync of the folder: the new name
+    itself survives a power cut, which an acknowledged C-STORE needs."""
+    atomic.write_bytes(path, data)
     fsync_dir(path.parent)
     return path
 
@@ -79,7 +73,7 @@ class Spool:
         now = time.monotonic()
         for study in self.incoming.iterdir():  # left by an earlier run: quiet from now on
             if study.is_dir():
-                for leftover in study.glob(f"{TEMP_PREFIX}*"):  # never acknowledged
+                for leftover in study.glob(".*"):  # temporaries of writes never acknowledged
                     leftover.unlink(missing_ok=True)
                 self._last_received[study.name] = now
 
