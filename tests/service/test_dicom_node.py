@@ -35,17 +35,17 @@ from mura.service.dicom_spool import short_uid
 pytestmark = pytest.mark.slow
 
 ORTHANC = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin:/usr/local/sbin")
-STORESCU, ECHOSCU = shutil.which("storescu"), shutil.which("echoscu")
+STORESCU, ECHOSCU, DCMCJPEG = shutil.which("storescu"), shutil.which("echoscu"), shutil.which("dcmcjpeg")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 DX_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 PDF_CLASS = "1.2.840.10008.5.1.4.1.1.104.1"  # Encapsulated PDF Storage: not an image
 NODE_AET, SENDER_AET = "MURANODE", "MODALITY"
 SR_PREFIX, SC_PREFIX = "1.2.840.10008.5.1.4.1.1.88.", "1.2.840.10008.5.1.4.1.1.7"
 
-needs_tools = pytest.mark.skipif(
-    not (ORTHANC and STORESCU and ECHOSCU),
-    reason="needs Debian packages orthanc and dcmtk (Orthanc, storescu, echoscu): `make system-deps`",
+MISSING_TOOLS = (
+    "needs Debian packages orthanc and dcmtk (Orthanc, storescu, echoscu, dcmcjpeg): `make system-deps`"
 )
+needs_tools = pytest.mark.skipif(not (ORTHANC and STORESCU and ECHOSCU and DCMCJPEG), reason=MISSING_TOOLS)
 
 
 def free_port() -> int:
@@ -230,13 +230,22 @@ def start_node(tiny_checkpoint: Path, tmp_path: Path) -> Iterator[Callable[..., 
 
 
 def storescu(port: int, files: list[Path], aet: str = SENDER_AET, called: str = NODE_AET) -> None:
-    result = subprocess.run(
-        [STORESCU, "-aet", aet, "-aec", called, "127.0.0.1", str(port), *map(str, files)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, f"storescu failed: {result.stderr[-2000:]}"
+    """Send as a modality does: uncompressed files as they are, JPEG Lossless ones proposed as such (-xs)."""
+    compressed = [
+        p
+        for p in files
+        if pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID.is_compressed
+    ]
+    for batch, options in (([p for p in files if p not in compressed], []), (compressed, ["-xs"])):
+        if not batch:
+            continue
+        result = subprocess.run(
+            [STORESCU, *options, "-aet", aet, "-aec", called, "127.0.0.1", str(port), *map(str, batch)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, f"storescu failed: {result.stderr[-2000:]}"
 
 
 def echoscu(port: int, aet: str) -> subprocess.CompletedProcess:
@@ -300,16 +309,24 @@ def dx_instance(
     return ds
 
 
-def make_study(folder: Path, make_radiograph, views: int = 3, with_bad: bool = True) -> Study:
-    """DX views alternating MONOCHROME1/2 (body part on the first ones), plus bad instances."""
+def make_study(
+    folder: Path, make_radiograph, views: int = 3, with_bad: bool = True, jpeg_lossless: bool = False
+) -> Study:
+    """DX views alternating MONOCHROME1/2 (body part on the first ones), plus bad instances; with
+    `jpeg_lossless` one more view compressed by dcmtk's dcmcjpeg (JPEG Lossless SV1, as CR/DX often are)."""
     folder.mkdir(parents=True)
     study_uid, series_uid = generate_uid(), generate_uid()
     good = []
-    for i in range(views):
+    for i in range(views + jpeg_lossless):
         pixels = make_radiograph("WRIST", abnormal=i % 2 == 0, seed=i, view=i % 2)
         photometric = "MONOCHROME1" if i % 2 else "MONOCHROME2"
         ds = dx_instance(study_uid, series_uid, i + 1, pixels, photometric, "WRIST" if i < 2 else None)
         good.append(_file(ds, DX_CLASS, folder / f"view{i}.dcm"))
+    if jpeg_lossless:
+        raw = good[-1].rename(folder.parent / f"{folder.name}-uncompressed.dcm")
+        subprocess.run(
+            [DCMCJPEG, "+e1", str(raw), str(good[-1])], check=True, capture_output=True, timeout=60
+        )
     bad = []
     if with_bad:
         broken = dx_instance(
@@ -429,9 +446,7 @@ class Pacs:
 @pytest.fixture(scope="module")
 def pacs(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
     if not (ORTHANC and STORESCU and ECHOSCU):
-        pytest.skip(
-            "needs Debian packages orthanc and dcmtk (Orthanc, storescu, echoscu): `make system-deps`"
-        )
+        pytest.skip(MISSING_TOOLS)
     if not DICOMWEB_PLUGIN.exists():
         pytest.skip(f"needs Debian package orthanc-dicomweb ({DICOMWEB_PLUGIN}): `make system-deps`")
     folder = tmp_path_factory.mktemp("pacs")
@@ -455,7 +470,8 @@ def pacs(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def test_study_through_the_node_lands_in_orthanc_as_sr_and_secondary_captures(
     pacs: Pacs, make_radiograph, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    study = make_study(tmp_path / "study", make_radiograph, views=3)
+    study = make_study(tmp_path / "study", make_radiograph, views=3, jpeg_lossless=True)
+    assert pydicom.dcmread(study.good[-1]).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
     before = {p.name: sha256(p) for p in study.files}
     storescu(pacs.orthanc.dicom_port, study.files, called=pacs.orthanc.aet)  # the modality's copy to the PACS
     storescu(pacs.node.port, study.files)
