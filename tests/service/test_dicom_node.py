@@ -445,7 +445,7 @@ class Pacs:
 
 @pytest.fixture(scope="module")
 def pacs(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
-    if not (ORTHANC and STORESCU and ECHOSCU):
+    if not (ORTHANC and STORESCU and ECHOSCU and DCMCJPEG):
         pytest.skip(MISSING_TOOLS)
     if not DICOMWEB_PLUGIN.exists():
         pytest.skip(f"needs Debian package orthanc-dicomweb ({DICOMWEB_PLUGIN}): `make system-deps`")
@@ -583,22 +583,29 @@ def test_sigterm_mid_study_loses_no_instance_and_the_study_completes_after_resta
     orthanc_factory, start_node, make_radiograph, tmp_path: Path
 ) -> None:
     orthanc = orthanc_factory().start()
-    study = make_study(tmp_path / "study", make_radiograph, views=4, with_bad=False)
+    study = make_study(tmp_path / "study", make_radiograph, views=8, with_bad=False)
+    first, rest = study.good[:6], study.good[6:]
     node = start_node(orthanc.forward, quiet=600)  # the study is never quiet before SIGTERM
-    storescu(node.port, study.good[:2])
+    incoming = tmp_path / "node" / "spool" / "incoming" / study.uid
+    command = [STORESCU, "--repeat", "30", "-aet", SENDER_AET, "-aec", NODE_AET]  # long enough to interrupt
+    command += ["127.0.0.1", str(node.port), *map(str, first)]
+    sender = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(
+        lambda: incoming.is_dir() and any(incoming.iterdir()), 30, "the first instance in the spool", 0.01
+    )
     started = time.monotonic()
-    assert node.stop(timeout=60) == 0
+    assert node.stop(timeout=60) == 0  # SIGTERM while the association may still be sending
     assert time.monotonic() - started < 30
-    spooled = {
-        p.name: p.read_bytes() for p in (tmp_path / "node" / "spool" / "incoming" / study.uid).iterdir()
-    }
-    assert {f"{sop_uid(p)}.dcm" for p in study.good[:2]} == set(spooled)
-    sent = sorted(dataset_bytes(p.read_bytes()) for p in study.good[:2])
+    assert sender.wait(30) == 0, sender.stderr.read()  # the open association was let finish
+    spooled = {p.name: p.read_bytes() for p in incoming.iterdir()}
+    assert {f"{sop_uid(p)}.dcm" for p in first} == set(spooled)
+    sent = sorted(dataset_bytes(p.read_bytes()) for p in first)
     assert sorted(map(dataset_bytes, spooled.values())) == sent  # received byte for byte
     assert orthanc.count(study.uid) == 0
+    assert "letting 1 open association(s) finish" in node.text() and "1 studies spooled" in node.text()
 
     restarted = start_node(orthanc.forward, port=node.port, quiet=2.0)
-    storescu(restarted.port, study.good[2:])  # the rest of the study, after the restart
+    storescu(restarted.port, rest)  # the rest of the study, after the restart
     srs, scs, _ = wait_for(lambda: results_in(orthanc, study), 120, "the whole study's results", 0.2)
-    assert sr_references(srs[0]) == {sop_uid(p) for p in study.good} and len(scs) == 4
+    assert sr_references(srs[0]) == {sop_uid(p) for p in study.good} and len(scs) == len(study.good)
     assert restarted.stop() == 0

@@ -248,6 +248,8 @@ class DicomNode:
     def _drain(self, ae: Any) -> None:
         """Let open associations finish their C-STOREs (an unanswered one is resent by its sender)."""
         deadline = time.monotonic() + self.settings.drain_seconds
+        if ae.active_associations:
+            log.info("shutdown: letting %d open association(s) finish", len(ae.active_associations))
         while ae.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
         for assoc in ae.active_associations:
