@@ -109,9 +109,13 @@ class Orthanc:
         except (urllib.error.URLError, ConnectionError):
             return False
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """SIGTERM (its storage is reused by a restart) or, for a throw-away server, SIGKILL."""
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            if graceful:
+                self.process.terminate()
+            else:
+                self.process.kill()
             try:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
@@ -151,7 +155,7 @@ def orthanc_factory(tmp_path: Path) -> Iterator[Callable[[], Orthanc]]:
 
     yield make
     for server in made:
-        server.stop()
+        server.stop(graceful=False)
 
 
 # --- the node ----------------------------------------------------------------------------------------
@@ -462,8 +466,8 @@ def pacs(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         raise
     yield Pacs(orthanc, web, node, folder)
     code = node.stop()
-    orthanc.stop()
-    web.stop()
+    orthanc.stop(graceful=False)
+    web.stop(graceful=False)
     assert code == 0, node.text()[-3000:]
 
 
@@ -572,6 +576,7 @@ def test_results_wait_in_the_outbox_while_the_pacs_is_down_and_survive_a_restart
     assert "1 results undelivered" in node.text()
     orthanc.start()
     restarted = start_node(orthanc.forward, port=node.port)
+    assert "resuming: 0 studies spooled, 0 claimed, 1 results to deliver" in restarted.text()
     srs, _, _ = wait_for(lambda: results_in(orthanc, second), 60, "results kept across the restart", 0.2)
     assert sr_references(srs[0]) == {sop_uid(p) for p in second.good}
     wait_for(lambda: not outbox_entries(tmp_path / "node"), 10, "the outbox to empty")
@@ -605,6 +610,7 @@ def test_sigterm_mid_study_loses_no_instance_and_the_study_completes_after_resta
     assert "letting 1 open association(s) finish" in node.text() and "1 studies spooled" in node.text()
 
     restarted = start_node(orthanc.forward, port=node.port, quiet=2.0)
+    assert "resuming: 1 studies spooled, 0 claimed, 0 results to deliver" in restarted.text()
     storescu(restarted.port, rest)  # the rest of the study, after the restart
     srs, scs, _ = wait_for(lambda: results_in(orthanc, study), 120, "the whole study's results", 0.2)
     assert sr_references(srs[0]) == {sop_uid(p) for p in study.good} and len(scs) == len(study.good)

@@ -213,11 +213,19 @@ class DicomNode:
             )
         except OSError as exc:
             raise MuraError(f"cannot listen on {self.settings.host}:{self.settings.port}: {exc}") from None
+        claimed, undelivered = self.spool.claimed(), self.outbox.pending()
+        if claimed or undelivered or self.spool.waiting():
+            log.info(
+                "resuming: %d studies spooled, %d claimed, %d results to deliver",
+                self.spool.waiting(),
+                len(claimed),
+                undelivered,
+            )
         delivery = threading.Thread(target=self._deliver_loop, name="mura-dicom-delivery", daemon=True)
         delivery.start()
         ready()
         try:
-            for folder in self.spool.claimed():  # claimed by an earlier run that did not finish
+            for folder in claimed:  # claimed by an earlier run that did not finish
                 if self.stop.is_set():
                     break
                 self._analyse_claimed(folder)
@@ -233,15 +241,15 @@ class DicomNode:
             self._drain(ae)
             delivery.join(timeout=self.settings.drain_seconds)
         try:
-            claimed, undelivered = len(self.spool.claimed()), self.outbox.pending()
+            left_claimed, left_undelivered = len(self.spool.claimed()), self.outbox.pending()
         except OSError as exc:
             log.error("stopped; the spool is unreadable: %s", exc)
             return 0
         log.info(
             "stopped: %d studies spooled, %d claimed, %d results undelivered (kept for the next start)",
             self.spool.waiting(),
-            claimed,
-            undelivered,
+            left_claimed,
+            left_undelivered,
         )
         return 0
 
