@@ -477,6 +477,8 @@ def test_study_through_the_node_lands_in_orthanc_as_sr_and_secondary_captures(
     study = make_study(tmp_path / "study", make_radiograph, views=3, jpeg_lossless=True)
     assert pydicom.dcmread(study.good[-1]).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
     before = {p.name: sha256(p) for p in study.files}
+    only_bad = make_study(tmp_path / "only_bad", make_radiograph, views=0)  # must not block the other
+    storescu(pacs.node.port, only_bad.files)
     storescu(pacs.orthanc.dicom_port, study.files, called=pacs.orthanc.aet)  # the modality's copy to the PACS
     storescu(pacs.node.port, study.files)
 
@@ -507,6 +509,8 @@ def test_study_through_the_node_lands_in_orthanc_as_sr_and_secondary_captures(
     )
     study_lines = [line for line in log.splitlines() if f"study {study.uid[:6]}" in line and "p=" in line]
     assert len(study_lines) == 1 and f"{len(study.good)} views, 2 skipped" in study_lines[0]
+    assert f"study {short_uid(only_bad.uid)}: no results (2 instances): " in log
+    assert pacs.orthanc.count(only_bad.uid) == 0
     truncated, pdf = (f"skipped instance {short_uid(sop_uid(p))}: " for p in study.bad)
     assert f"{truncated}cannot decode pixel data" in log and f"{pdf}not an image SOP class" in log
     assert not list((pacs.folder / "spool" / "incoming").iterdir()), "the spool was not cleaned"

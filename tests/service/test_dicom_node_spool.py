@@ -84,6 +84,7 @@ def test_spool_stores_durably_byte_for_byte_and_claims_only_quiet_studies(tmp_pa
         spool.store("../../etc", first, b"x")
     assert spool.quiet_studies(60) == [] and spool.quiet_studies(0) == [study]
     claimed = spool.claim(study)
+    assert claimed is not None
     spool.store(study, second, b"late")  # arrives after the claim: a new incoming folder, not a race
     assert [p.read_bytes() for p in spool.instances(claimed)] == [b"DICM-bytes-1"]
     assert (tmp_path / "incoming" / study / f"{second}.dcm").read_bytes() == b"late"

@@ -172,6 +172,14 @@ class DicomNode:
             return
         self.spool.remove(folder)
 
+    def _claim_and_analyse(self, study_uid: str) -> None:
+        try:
+            folder = self.spool.claim(study_uid)
+            if folder is not None:
+                self._analyse_claimed(folder)
+        except OSError as exc:  # a spool problem (disk full, permissions) must not stop the node
+            log.error("study %s: %s; left in the spool for the next start", short_uid(study_uid), exc)
+
     def _log_delivered(self, entry: OutboxEntry) -> None:
         m = entry.manifest
         probability = m.get("fracture_probability")
@@ -233,7 +241,7 @@ class DicomNode:
                 for study_uid in self.spool.quiet_studies(self.settings.quiet_seconds):
                     if self.stop.is_set():
                         break
-                    self._analyse_claimed(self.spool.claim(study_uid))
+                    self._claim_and_analyse(study_uid)
                 self.stop.wait(self.settings.poll_seconds)
         finally:
             self.stop.set()

@@ -98,12 +98,15 @@ class Spool:
             ready = [(t, uid) for uid, t in self._last_received.items() if now - t >= quiet_seconds]
         return [uid for _, uid in sorted(ready)]
 
-    def claim(self, study_uid: str) -> Path:
-        """Move an incoming study to `work/` (atomically with respect to `store`) and return its folder."""
+    def claim(self, study_uid: str) -> Path | None:
+        """Move an incoming study to `work/` (atomically with respect to `store`); None if it is gone."""
         with self._lock:
             self._last_received.pop(study_uid, None)
             target = self.work / f"{study_uid}.{time.time_ns()}"
-            os.rename(self.incoming / study_uid, target)
+            try:
+                os.rename(self.incoming / study_uid, target)
+            except FileNotFoundError:  # removed by hand meanwhile: nothing to analyse
+                return None
             fsync_dir(self.incoming)
             fsync_dir(self.work)
         return target
