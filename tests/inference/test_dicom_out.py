@@ -22,7 +22,13 @@ from mura.cli import main
 from mura.data.synth import render_image
 from mura.errors import MuraError
 from mura.inference.dicom_objects import checkpoint_sha256, sr_summary
-from mura.inference.dicom_out import StudyIdentity, StudyResults, group_studies, study_results
+from mura.inference.dicom_out import (
+    StudyIdentity,
+    StudyResults,
+    dataset_bytes,
+    group_studies,
+    study_results,
+)
 from mura.inference.files import iter_file_predictions, study_record
 from mura.inference.predictor import Predictor
 
@@ -223,6 +229,7 @@ def test_written_objects_are_readable_valid_and_never_overwritten(results, tmp_p
     assert sorted(p.name for p in written) == sorted(f"{d.SOPInstanceUID}.dcm" for d in made.datasets)
     assert len(written) == 4 and not list(tmp_path.glob(".*"))  # no temp files left behind
     reread = pydicom.dcmread(written[0])
+    assert dataset_bytes(made.sr) == written[0].read_bytes()  # the same file in memory
     assert abs(sr_summary(reread)["study_probability"] - made.record["fracture_probability"]) < 1e-12
     assert_valid(written)
     before = digests(tmp_path)
@@ -318,3 +325,18 @@ def test_identity_options_need_a_patient_id(png_study, tmp_path, make_checkpoint
             + ["--patient-name", "Doe^J"]
         )
     assert code != 0 and "need --patient-id" in err.getvalue() and not list(tmp_path.iterdir())
+
+
+def test_sources_missing_type_2_attributes_still_give_valid_objects(predictor, tmp_path) -> None:
+    """Modalities leave out PatientBirthDate, StudyDate, AccessionNumber...; the results still build."""
+    bare = Dataset()
+    bare.PatientID, bare.StudyInstanceUID = "P5", generate_uid()
+    sources = [dx_instance(tmp_path / f"{i}.dcm", bare, i, "MONOCHROME2") for i in (1, 2)]
+    made = study_results(predictor, sources, operating_point="youden")
+    assert made.sr.StudyInstanceUID == bare.StudyInstanceUID and made.sr.PatientBirthDate == ""
+    assert set(sr_summary(made.sr)["referenced_sop_instance_uids"]) == {
+        str(pydicom.dcmread(p).SOPInstanceUID) for p in sources
+    }
+    for path in made.write(tmp_path / "out"):
+        errors, _ = dciodvfy(path)
+        assert errors == [], f"{path.name}: {errors}"

@@ -273,7 +273,7 @@ def make_report(predictor: Predictor, study: StudyResults, reference: Dataset) -
         procedure_reported=codes.SCT.PlainRadiography,
         imaging_measurements=groups,
     )
-    unique_sources = list({s.SOPInstanceUID: s for s in sources}.values())
+    unique_sources = [_evidence(s) for s in {s.SOPInstanceUID: s for s in sources}.values()]
     sr = hd.sr.ComprehensiveSR(
         evidence=unique_sources,
         content=report,
@@ -292,6 +292,17 @@ def make_report(predictor: Predictor, study: StudyResults, reference: Dataset) -
     sr.CodingSchemeIdentificationSequence = [scheme]
     sr.SeriesDescription = f"mura AI result ({NOT_FOR_DIAGNOSIS.lower()})"
     return sr
+
+
+def _evidence(source: Dataset) -> Dataset:
+    """The identifying attributes of a source, type-2 patient/study attributes present (maybe empty):
+    highdicom reads them from the first evidence item, and real modalities leave some out."""
+    item = Dataset()
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", *PATIENT_STUDY_KEYWORDS):
+        setattr(item, keyword, source.get(keyword, ""))
+    if "SpecificCharacterSet" in source:
+        item.SpecificCharacterSet = source.SpecificCharacterSet
+    return item
 
 
 def sr_summary(sr: Dataset) -> dict[str, Any]:

@@ -8,6 +8,7 @@ skipped and listed. The source files are only read, never written.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,13 @@ class StudyResults:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         return [write_dataset(ds, directory / f"{ds.SOPInstanceUID}.dcm") for ds in self.datasets]
+
+
+def dataset_bytes(ds: Dataset) -> bytes:
+    """A result object as a DICOM file in memory (preamble, file meta), e.g. for an HTTP answer."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def write_dataset(ds: Dataset, target: Path) -> Path:
