@@ -193,7 +193,7 @@ class Outbox:
                 continue
             try:
                 destination.send(files)
-            except (DeliveryError, OSError) as exc:
+            except Exception as exc:  # down, refused, or a file it cannot take: retried, never blocks others
                 attempts = entry.attempts + 1
                 wait = min(self.max_retry_seconds, self.first_retry_seconds * 2 ** (attempts - 1))
                 self._retry_state[entry.folder.name] = (attempts, time.monotonic() + wait)
