@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Optional system packages: tcmalloc (faster CPU training), Chromium (browser test), dcmtk (dcmcjpeg,
-# storescu: DICOM tests) and dicom3tools (dciodvfy validates every DICOM object the tests write).
+# storescu, echoscu: DICOM tests), dicom3tools (dciodvfy validates every DICOM object the tests write)
+# and Orthanc with its DICOMweb plugin (the PACS of the DICOM node's end-to-end tests).
 system-deps:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 	  need=""; \
@@ -23,6 +24,8 @@ system-deps:
 	  command -v chromium >/dev/null || need="$$need chromium"; \
 	  command -v dcmcjpeg >/dev/null || need="$$need dcmtk"; \
 	  command -v dciodvfy >/dev/null || need="$$need dicom3tools"; \
+	  command -v Orthanc >/dev/null || need="$$need orthanc"; \
+	  [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need="$$need orthanc-dicomweb"; \
 	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; fi; \
 	fi
 

@@ -1,0 +1,287 @@
+"""`mura dicom-node`: a DICOM Storage SCP that analyses each study it receives and sends the results on.
+
+Flow: C-STORE -> spool (durable before "success") -> study quiet for `quiet_seconds` -> claimed ->
+analysed (`mura.inference.dicom_out.study_results`: SR + one SC per good view) -> outbox -> C-STORE
+and/or STOW-RS to the destinations, retried with backoff -> spool and outbox entry removed.
+
+Threads: pynetdicom runs one thread per association (they only write to the spool); the main thread
+analyses quiet studies one at a time (one model, no contention); a delivery thread empties the outbox,
+so a PACS that is down never holds up receiving or analysing. On SIGTERM the listening socket closes
+(no new associations), open associations get `drain_seconds` to finish, and whatever is spooled stays
+on disk for the next start, which also re-analyses claimed studies and re-sends the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydicom import uid as uids
+
+from mura.errors import MuraError
+from mura.service.dicom_delivery import Destination, Outbox, OutboxEntry
+from mura.service.dicom_spool import Spool, short_uid, study_of
+
+log = logging.getLogger("mura.dicom_node")
+
+# The transfer syntaxes a PACS or modality sends radiographs in (video and JPIP syntaxes left out).
+TRANSFER_SYNTAXES = [
+    uids.ImplicitVRLittleEndian,
+    uids.ExplicitVRLittleEndian,
+    uids.DeflatedExplicitVRLittleEndian,
+    uids.ExplicitVRBigEndian,
+    uids.JPEGBaseline8Bit,
+    uids.JPEGExtended12Bit,
+    uids.JPEGLossless,
+    uids.JPEGLosslessSV1,
+    uids.JPEGLSLossless,
+    uids.JPEGLSNearLossless,
+    uids.JPEG2000Lossless,
+    uids.JPEG2000,
+    uids.HTJ2KLossless,
+    uids.HTJ2KLosslessRPCL,
+    uids.HTJ2K,
+    uids.RLELossless,
+]
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC000
+
+
+class StudyResultsLike(Protocol):
+    """What `mura.inference.dicom_out.study_results` returns (the part the node uses)."""
+
+    record: dict[str, Any]
+    skipped: Sequence[Any]
+
+    def write(self, directory: Path) -> list[Path]: ...
+
+
+Analyse = Callable[[list[Path]], StudyResultsLike]
+
+
+@dataclass
+class NodeSettings:
+    ae_title: str
+    port: int
+    spool_dir: Path
+    host: str = "127.0.0.1"
+    allowed_calling: Sequence[str] = ()  # empty: any calling AE title
+    quiet_seconds: float = 5.0
+    first_retry_seconds: float = 1.0
+    max_retry_seconds: float = 60.0
+    drain_seconds: float = 30.0
+    poll_seconds: float = 0.1
+
+
+class DicomNode:
+    def __init__(self, settings: NodeSettings, analyse: Analyse, destinations: Sequence[Destination]) -> None:
+        if not destinations:
+            raise MuraError("give a destination: --forward AET@HOST:PORT and/or --stow URL")
+        self.settings = settings
+        self.analyse = analyse
+        self.destinations = list(destinations)
+        self.spool = Spool(settings.spool_dir)
+        self.outbox = Outbox(
+            settings.spool_dir / "outbox",
+            self.destinations,
+            first_retry_seconds=settings.first_retry_seconds,
+            max_retry_seconds=settings.max_retry_seconds,
+            on_delivered=self._log_delivered,
+        )
+        self.stop = threading.Event()
+
+    # --- receiving ---------------------------------------------------------------------------------
+    def _application_entity(self) -> Any:
+        from pynetdicom import AE, AllStoragePresentationContexts
+        from pynetdicom.sop_class import Verification
+
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.require_called_aet = True
+        ae.require_calling_aet = list(self.settings.allowed_calling)
+        ae.add_supported_context(Verification)
+        for context in AllStoragePresentationContexts:  # every storage class: bad ones are skipped later
+            ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
+        return ae
+
+    def _on_store(self, event: Any) -> int:
+        calling = event.assoc.requestor.ae_title
+        try:
+            dataset = event.dataset
+            study_uid, instance_uid = str(dataset.StudyInstanceUID), str(dataset.SOPInstanceUID)
+        except Exception as exc:  # pynetdicom/pydicom raise many types on a damaged dataset
+            log.warning("C-STORE from %s refused: unreadable dataset or no UIDs (%s)", calling, exc)
+            return STATUS_CANNOT_UNDERSTAND
+        try:
+            self.spool.store(study_uid, instance_uid, event.encoded_dataset(include_meta=True))
+        except ValueError as exc:
+            log.warning("C-STORE from %s refused: %s", calling, exc)
+            return STATUS_CANNOT_UNDERSTAND
+        except OSError as exc:
+            log.error("C-STORE from %s refused: cannot write to the spool (%s)", calling, exc)
+            return STATUS_OUT_OF_RESOURCES
+        return STATUS_SUCCESS
+
+    # --- analysing ---------------------------------------------------------------------------------
+    def _analyse_claimed(self, folder: Path) -> None:
+        study = short_uid(study_of(folder))
+        if self.outbox.has(folder.name):  # analysed before a crash, results already kept
+            self.spool.remove(folder)
+            return
+        started = time.time()
+        instances = self.spool.instances(folder)
+        try:
+            results = self.analyse(instances)
+        except MuraError as exc:
+            log.warning("study %s: no results (%d instances): %s", study, len(instances), exc)
+            self.spool.remove(folder)
+            return
+        except Exception as exc:  # a bug must not stop the node or block the other studies
+            kept = self.spool.set_aside(folder)
+            log.error(
+                "study %s: analysis failed (%s: %s); instances kept in %s",
+                study,
+                type(exc).__name__,
+                exc,
+                kept,
+            )
+            return
+        for item in results.skipped:
+            log.warning("study %s: skipped %s", study, _one_line(item))
+        record = results.record
+        summary = {
+            "study_instance_uid": study_of(folder),
+            "fracture_probability": record.get("fracture_probability"),
+            "decision": record.get("decision"),
+            "operating_point": record.get("operating_point"),
+            "views": record.get("views"),
+            "instances": len(instances),
+            "skipped": len(results.skipped),
+            "claimed_at": started,
+            "analysis_seconds": time.time() - started,
+        }
+        try:
+            self.outbox.add(folder.name, results.write, summary)
+        except OSError as exc:
+            log.error("study %s: cannot write results (%s); re-analysed at the next start", study, exc)
+            return
+        self.spool.remove(folder)
+
+    def _claim_and_analyse(self, study_uid: str) -> None:
+        try:
+            folder = self.spool.claim(study_uid)
+            if folder is not None:
+                self._analyse_claimed(folder)
+        except OSError as exc:  # a spool problem (disk full, permissions) must not stop the node
+            log.error("study %s: %s; left in the spool for the next start", short_uid(study_uid), exc)
+
+    def _log_delivered(self, entry: OutboxEntry) -> None:
+        m = entry.manifest
+        probability = m.get("fracture_probability")
+        point = f" ({m['operating_point']})" if m.get("operating_point") else ""
+        log.info(
+            "study %s: p=%s %s%s, %s views, %s skipped, %.2f s (analysis %.2f s), %d files -> %s",
+            short_uid(str(m.get("study_instance_uid", entry.folder.name))),
+            "n/a" if probability is None else f"{probability:.4f}",
+            m.get("decision"),
+            point,
+            m.get("views"),
+            m.get("skipped"),
+            time.time() - float(m.get("claimed_at", time.time())),
+            float(m.get("analysis_seconds", 0.0)),
+            len(m.get("files", [])),
+            ", ".join(d.name for d in self.destinations),
+        )
+
+    # --- running -----------------------------------------------------------------------------------
+    def _deliver_loop(self) -> None:
+        while not self.stop.is_set():
+            wait = self.settings.poll_seconds
+            try:
+                self.outbox.deliver_due()
+            except Exception as exc:  # e.g. the outbox folder gone: say so, try again later
+                log.error("delivery: %s: %s", type(exc).__name__, exc)
+                wait = self.settings.max_retry_seconds
+            self.stop.wait(wait)
+
+    def serve(self, ready: Callable[[], None] = lambda: None) -> int:
+        """Receive, analyse and deliver until `stop` is set (SIGTERM); 0 after a clean shutdown."""
+        from pynetdicom import evt
+
+        ae = self._application_entity()
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, _log_rejected)]
+        try:
+            server = ae.start_server(
+                (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
+            )
+        except OSError as exc:
+            raise MuraError(f"cannot listen on {self.settings.host}:{self.settings.port}: {exc}") from None
+        claimed, undelivered = self.spool.claimed(), self.outbox.pending()
+        if claimed or undelivered or self.spool.waiting():
+            log.info(
+                "resuming: %d studies spooled, %d claimed, %d results to deliver",
+                self.spool.waiting(),
+                len(claimed),
+                undelivered,
+            )
+        delivery = threading.Thread(target=self._deliver_loop, name="mura-dicom-delivery", daemon=True)
+        delivery.start()
+        ready()
+        try:
+            for folder in claimed:  # claimed by an earlier run that did not finish
+                if self.stop.is_set():
+                    break
+                self._analyse_claimed(folder)
+            while not self.stop.is_set():
+                for study_uid in self.spool.quiet_studies(self.settings.quiet_seconds):
+                    if self.stop.is_set():
+                        break
+                    self._claim_and_analyse(study_uid)
+                self.stop.wait(self.settings.poll_seconds)
+        finally:
+            self.stop.set()
+            server.shutdown()  # no new associations
+            self._drain(ae)
+            delivery.join(timeout=self.settings.drain_seconds)
+        try:
+            left_claimed, left_undelivered = len(self.spool.claimed()), self.outbox.pending()
+        except OSError as exc:
+            log.error("stopped; the spool is unreadable: %s", exc)
+            return 0
+        log.info(
+            "stopped: %d studies spooled, %d claimed, %d results undelivered (kept for the next start)",
+            self.spool.waiting(),
+            left_claimed,
+            left_undelivered,
+        )
+        return 0
+
+    def _drain(self, ae: Any) -> None:
+        """Let open associations finish their C-STOREs (an unanswered one is resent by its sender)."""
+        deadline = time.monotonic() + self.settings.drain_seconds
+        if ae.active_associations:
+            log.info("shutdown: letting %d open association(s) finish", len(ae.active_associations))
+        while ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for assoc in ae.active_associations:
+            log.warning("shutdown: aborting the association with %s", assoc.requestor.ae_title)
+            assoc.abort()
+        ae.shutdown()
+
+
+def _log_rejected(event: Any) -> None:
+    requestor = event.assoc.requestor
+    log.warning("association from %s (%s) rejected", requestor.ae_title, requestor.address)
+
+
+def _one_line(item: Any) -> str:
+    """A skipped view as `instance <short SOP Instance UID>: reason` (spooled files are named by UID)."""
+    if isinstance(item, tuple | list) and len(item) == 2:
+        name, reason = Path(item[0]).stem, str(item[1])
+        return f"instance {short_uid(name)}: {reason.splitlines()[0] if reason else 'no reason given'}"
+    return str(item).splitlines()[0] if str(item) else repr(item)
