@@ -85,7 +85,8 @@ def offline_imagenet_state(timm_name: str, path: str | Path) -> dict[str, torch.
     import timm
 
     template = timm.create_model(timm_name.split(".")[0], pretrained=False).state_dict()
-    return rename_by_position(read_state_dict(path), template, path)
+    renamed = rename_by_position(read_state_dict(path), template, path)
+    return {key: tensor.contiguous() for key, tensor in renamed.items()}  # some are stored as views
 
 
 def _hub_host() -> str:
