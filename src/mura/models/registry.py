@@ -3,7 +3,7 @@
 `create_model("efficientnet_b0")`, `create_model("convnext_tiny")`, ... all return a `MultiTaskModel`
 taking 1-channel input. Backbones come from timm with `in_chans=1, num_classes=0`; pretrained RGB
 weights reach the 1-channel stem by summing the RGB kernels (timm does this for hub weights,
-`stems.load_backbone_weights` for local files).
+`stems.load_backbone_state` for local files and the offline packages of `mura.models.weights`).
 
 Preprocessing (`model.default_preprocessing`, single channel, pixels in [0, 1]): with pretrained
 weights, the mean/std of the weights' own config averaged over RGB (ImageNet: 0.449 / 0.226;
@@ -26,6 +26,7 @@ from mura.models.custom_cnn import build_custom_cnn_parts
 from mura.models.heads import build_heads
 from mura.models.multitask import MultiTaskModel
 from mura.models.stems import load_backbone_weights
+from mura.models.weights import create_pretrained_backbone
 
 SCRATCH_PREPROCESSING = {"mean": 0.5, "std": 0.25}
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ def create_model(
 ) -> MultiTaskModel:
     """Build a multi-task model by registry name or any timm model name.
 
-    `pretrained=True` downloads ImageNet weights through timm's hub; `weights_file` loads a local
+    `pretrained=True` downloads ImageNet weights through timm's hub, falling back to an installed
+    offline package where one exists (`mura.models.weights`); `weights_file` loads a local
     3-channel timm state dict (`.safetensors` / `.pth`). `load_pretrained=False` builds the same
     architecture and preprocessing without reading any weights (a checkpoint is about to supply them).
     `freeze="auto"` is `last_stage` with pretrained weights and `full` without (freezing random layers
@@ -177,13 +179,14 @@ def build_timm_model(
     default_cfg = timm.models.get_pretrained_cfg(timm_name.split(".")[0])
     if default_cfg is not None and default_cfg.fixed_input_size:
         kwargs.setdefault("img_size", img_size)
-    download = pretrained and load_pretrained
     try:
-        backbone = timm.create_model(timm_name, pretrained=download, **kwargs)
+        if pretrained and load_pretrained:
+            backbone = create_pretrained_backbone(timm_name, **kwargs)
+        else:
+            backbone = timm.create_model(timm_name, pretrained=False, **kwargs)
     except (RuntimeError, OSError, ValueError, TypeError) as exc:
-        what = "cannot download its ImageNet weights" if download else "cannot build it"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise MuraError(f"{timm_name}: {what} ({first})") from None
+        raise MuraError(f"{timm_name}: cannot build it ({first})") from None
     if weights_file and load_pretrained:
         load_backbone_weights(backbone, weights_file)
     preprocessing = (

@@ -56,14 +56,19 @@ def _few(keys: list[str]) -> str:
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
-    """Load a 3-channel timm state dict into a 1-channel, classifier-less timm backbone, strictly.
+    """Load a 3-channel timm state dict file into a 1-channel, classifier-less timm backbone, strictly."""
+    load_backbone_state(backbone, read_state_dict(path), path)
+
+
+def load_backbone_state(backbone: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load the 3-channel timm state dict `state` (read from `path`) into a 1-channel backbone, strictly.
 
     The stem is adapted by summing RGB kernels, the ImageNet classifier is dropped, the model family's
     own checkpoint filter (e.g. ViT position-embedding resampling) is applied, and then every tensor of
     the backbone must come from the file with the right shape: otherwise a MuraError names the file and
     the missing / unexpected / mismatched keys.
     """
-    state = read_state_dict(path)
+    state = dict(state)
     cfg = getattr(backbone, "pretrained_cfg", {}) or {}
     first_conv = cfg.get("first_conv")
     for conv in [first_conv] if isinstance(first_conv, str) else list(first_conv or []):
