@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect
 
 from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index
 from mura.service.analysis import Explainer, SupportsPredictImages, predict_uploads, study_summary
+from mura.service.dicom_answer import DICOM_MEDIA_TYPE, study_report_bytes, wants_dicom
 from mura.service.engine import Admission, InferenceEngine
 from mura.service.errors import ServiceError, bad_request, request_timeout
 from mura.service.schemas import Health, ImageAnswer, StudyAnswer, error_responses
@@ -219,9 +220,20 @@ def create_app(
         summary="Predict a study (views that cannot be used are skipped and listed)",
         response_model=StudyAnswer,
         response_model_exclude_unset=True,
-        responses=error_responses(study=True),
+        responses={
+            200: {
+                "description": "the study as JSON; with `Accept: application/dicom`, its DICOM SR",
+                "content": {DICOM_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            },
+            **error_responses(study=True),
+        },
     )
-    async def predict_study(request: Request) -> dict[str, Any]:
+    async def predict_study(request: Request) -> Any:
+        if wants_dicom(request.headers.get("accept")):
+            form = await _read_form(request, max_study_files)
+            async with engine.slot():
+                sr = await engine.run(study_report_bytes, predictor, form.files, explainer, engine.gate)
+            return Response(sr, media_type=DICOM_MEDIA_TYPE)
         records, skipped = await _predict(request, max_files=max_study_files, study=True)
         return study_summary(records, skipped)
 
