@@ -12,4 +12,5 @@ TCMALLOC=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 "$PY" benchmarks/bench_train.py
 "$PY" benchmarks/bench_inference.py --markdown docs/benchmarks/inference.md
 "$PY" benchmarks/bench_service.py
+bash benchmarks/bench_dicom_node.sh
 bash benchmarks/collect.sh

@@ -528,10 +528,12 @@ def test_node_answers_c_echo_and_rejects_a_calling_ae_title_not_allowed(pacs: Pa
     assert pacs.node.process.poll() is None  # still serving
 
 
+@pytest.mark.benchmark
 def test_latency_from_last_instance_to_sr_in_orthanc_for_a_four_view_study(
     pacs: Pacs, make_radiograph, tmp_path: Path
 ) -> None:
-    """Quiet period excluded; printed for docs/benchmarks.md (run with -s)."""
+    """A benchmark, not a test (deselected by default; `benchmarks/bench_dicom_node.sh` runs it and writes
+    docs/benchmarks/dicom.md): quiet period excluded, every study's results checked, no time asserted."""
     quiet = 0.5
     latencies = []
     for run in range(3):
@@ -547,7 +549,6 @@ def test_latency_from_last_instance_to_sr_in_orthanc_for_a_four_view_study(
         f"\n4-view study, last instance received -> SR + 4 SCs stored in Orthanc (quiet {quiet} s excluded):"
     )
     print("  runs: " + ", ".join(f"{t:.2f} s" for t in latencies) + f"; median {np.median(latencies):.2f} s")
-    assert max(latencies) < 60
 
 
 # --- faults: the destination down, SIGTERM mid-study -------------------------------------------------
