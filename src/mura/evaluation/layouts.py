@@ -86,19 +86,23 @@ def threshold_table(result: Mapping[str, Any]) -> Table:
                 image["kappa"],
                 image["sensitivity"],
                 image["specificity"],
+                image.get("ppv"),
+                image.get("npv"),
                 study["sensitivity"],
                 study["specificity"],
                 study["kappa"],
             )
         )
     headers = (
+        "Operating point",
         "Threshold",
-        "Value",
         "Accuracy",
         "Macro F1",
         "Kappa",
         "Sensitivity",
         "Specificity",
+        "PPV",
+        "NPV",
         "Study sens.",
         "Study spec.",
         "Study kappa",
@@ -106,8 +110,10 @@ def threshold_table(result: Mapping[str, Any]) -> Table:
     return Table(
         headers,
         rows,
-        "Image-level and study-level figures at each decision threshold "
-        "(thresholds other than 0.5 were chosen on the validation split).",
+        "Image-level and study-level figures at each operating point (suspicious: high sensitivity, "
+        "the default of predict and serve; definite: high specificity); thresholds other than 0.5 "
+        "were chosen where the report's header says (validation or out-of-fold predictions); PPV and "
+        "NPV at this data's prevalence.",
     )
 
 
