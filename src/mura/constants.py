@@ -15,6 +15,16 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 INDEX_COLUMNS: tuple[str, ...] = ("path", "split", "body_part", "patient_id", "study_id", "label", "view")
 
 
+def given_body_part(name: str | None) -> int:
+    """A body part a user gave: 0..6, -1 for none given; a name that is none of them is an error."""
+    if not name or not name.strip():
+        return UNKNOWN_BODY_PART
+    index = body_part_index(name)
+    if index == UNKNOWN_BODY_PART:
+        raise ValueError(f"unknown body part {name.strip()[:40]!r} (one of {', '.join(BODY_PARTS)})")
+    return index
+
+
 def body_part_index(name: str | None) -> int:
     """Map a body-part name (any case, with or without MURA's `XR_` prefix) to 0..6, or -1."""
     if not name or not isinstance(name, str):

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index
+from mura.constants import given_body_part
 from mura.errors import MuraError
 from mura.inference.files import FileResult, expand_paths, iter_file_predictions, study_record
 from mura.inference.predictor import Predictor
@@ -47,12 +47,10 @@ class Model:
 
 
 def _part(name: str | None) -> int:
-    if not name:
-        return UNKNOWN_BODY_PART
-    index = body_part_index(name)
-    if index == UNKNOWN_BODY_PART:
-        raise MuraError(f"unknown body part {name!r} (choose from {', '.join(BODY_PARTS)})")
-    return index
+    try:
+        return given_body_part(name)
+    except ValueError as exc:
+        raise MuraError(str(exc)) from None
 
 
 def load(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index
+from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index, given_body_part
 from mura.data.images import is_dicom, read_image
 from mura.errors import ImageDecodeError, MuraError
 
@@ -95,11 +95,10 @@ def iter_file_predictions(
     keep_pixels: bool = False,
 ) -> Iterator[FileResult]:
     """Predict files batch by batch, decoding the next batch while the model runs on this one."""
-    given = UNKNOWN_BODY_PART
-    if body_part:
-        given = body_part_index(body_part)
-        if given == UNKNOWN_BODY_PART:
-            raise MuraError(f"unknown body part {body_part!r} (choose from {', '.join(BODY_PARTS)})")
+    try:
+        given = given_body_part(body_part)
+    except ValueError as exc:
+        raise MuraError(str(exc)) from None
     batch = predictor.batch_size
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mura-decode") as pool:
 

@@ -34,7 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
-from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index
+from mura.constants import BODY_PARTS, given_body_part
 from mura.service.analysis import Explainer, SupportsPredictImages, predict_uploads, study_summary
 from mura.service.dicom_answer import DICOM_MEDIA_TYPE, study_report_bytes, wants_dicom
 from mura.service.engine import Admission, InferenceEngine
@@ -83,13 +83,10 @@ def _upload_body(multiple: bool, max_files: int, cam: bool) -> dict[str, Any]:
 
 
 def _body_part(form: MultipartForm) -> int:
-    text = form.fields.get("body_part", "").strip()
-    if not text:
-        return UNKNOWN_BODY_PART
-    index = body_part_index(text)
-    if index == UNKNOWN_BODY_PART:
-        raise bad_request(f"unknown body_part {text[:40]!r} (one of {', '.join(BODY_PARTS)})")
-    return index
+    try:
+        return given_body_part(form.fields.get("body_part", ""))
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
 
 
 def _wants_cam(request: Request, form: MultipartForm) -> bool:
