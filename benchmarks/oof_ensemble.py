@@ -28,9 +28,8 @@ def main() -> None:
     labels = frames[0]["label"].to_numpy()
     auc = bootstrap_over_studies(frames[0]["study_id"].to_numpy(), labels, probs, 0.5, 1000)["roc_auc"]
     names = " + ".join(run.name for run in args.runs)
-    print(
-        f"{names}: out-of-fold AUC {auc['estimate']:.3f} [{auc['low']:.3f}, {auc['high']:.3f}] on {len(paths)} films"
-    )
+    interval = f"[{auc['low']:.3f}, {auc['high']:.3f}]"
+    print(f"{names}: out-of-fold AUC {auc['estimate']:.3f} {interval} on {len(paths)} films")
 
 
 if __name__ == "__main__":
