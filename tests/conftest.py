@@ -41,11 +41,6 @@ def synthetic_mura(tmp_path_factory: pytest.TempPathFactory) -> SyntheticMura:
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    return SHARED_DIR.resolve()
-
-
-@pytest.fixture(scope="session")
 def fracatlas_dir() -> Path:
     path = (SHARED_DIR / "data" / "fracatlas").resolve()
     if not (path / "dataset.csv").is_file():

