@@ -11,6 +11,7 @@ import pytest
 from mura.cli import main
 from mura.data.cache import open_cache
 from mura.data.index import read_index, write_index
+from mura.data.synth import generate_synthetic_mura
 
 
 def _one_line_error(argv: list[str], capsys: pytest.CaptureFixture) -> str:
@@ -139,3 +140,18 @@ def test_prepare_into_a_file_is_one_line(
     )
     assert "taken: exists and is not a folder" in err
     assert (tmp_path / "taken").read_text() == "user data\n"
+
+
+def test_index_never_overwrites_a_file_that_is_not_an_index(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data"
+    generate_synthetic_mura(root, patients=4, seed=0)
+    mine = tmp_path / "notes.csv"
+    mine.write_text("patient,comment\n1,keep me\n")
+    assert main(["index", str(root), "--out", str(mine)]) == 2
+    assert (
+        "is not a mura index" in capsys.readouterr().err
+        and mine.read_text() == "patient,comment\n1,keep me\n"
+    )
+    ours = tmp_path / "index.csv"
+    assert main(["index", str(root), "--out", str(ours)]) == 0
+    assert main(["index", str(root), "--out", str(ours)]) == 0  # its own index: rewritten

@@ -27,9 +27,10 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_index(args: argparse.Namespace) -> int:
     from mura.data.folders import build_folder_index
-    from mura.data.index import build_mura_index, distribution_table, write_index
+    from mura.data.index import build_mura_index, check_index_target, distribution_table, write_index
 
     _warnings_to_stderr()
+    check_index_target(args.out)
     if args.format == "mura":
         frame, report = build_mura_index(args.root, args.split_unit, args.val_fraction, args.seed)
     else:

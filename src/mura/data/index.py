@@ -210,6 +210,22 @@ def write_index(frame: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
+def check_index_target(path: str | Path) -> None:
+    """`mura index --out` may replace an index it wrote (same header), never another file."""
+    path = Path(path)
+    if path.is_dir():
+        raise MuraError(f"{path}: is a folder; give --out a CSV file name")
+    if not path.exists():
+        return
+    try:
+        with open(path, encoding="utf-8") as handle:
+            header = handle.readline().strip().split(",")
+    except (OSError, UnicodeDecodeError):
+        header = []
+    if not set(INDEX_COLUMNS) <= set(header):
+        raise MuraError(f"{path}: exists and is not a mura index; nothing was written, choose another --out")
+
+
 def read_index(path: str | Path) -> pd.DataFrame:
     """Read and validate an index CSV written by `mura index` (or by hand with the same columns)."""
     path = Path(path)
