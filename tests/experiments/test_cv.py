@@ -115,3 +115,30 @@ def test_a_rerun_resumes_and_a_foreign_folder_is_refused(cv_run, tmp_path) -> No
     with pytest.raises(MuraError, match="not a `mura cv` folder"):
         cross_validate(other, 3)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_ensemble_of_runs_decides_at_points_fitted_on_its_oof_mean(cv_run, tmp_path) -> None:
+    from mura.experiments.ensemble import ensemble_runs
+
+    cfg, first = cv_run
+    other = cfg.model_copy(deep=True)
+    other.train.seed, other.out = 1, str(tmp_path / "seed1")
+    second = cross_validate(other, 3, tta=False, n_bootstrap=0)
+    summary = ensemble_runs([first.out_dir, second.out_dir], tmp_path / "ens", n_bootstrap=50)
+    members = sorted((tmp_path / "ens" / "final").glob("*.pt"))
+    assert len(members) == 6 and len(summary["members"]) == 6
+    decisions = [load_checkpoint(p).meta.decision for p in members]
+    assert len({tuple(sorted(d.thresholds.items())) for d in decisions}) == 1  # one set of points
+    assert {d.calibration for d in decisions[:3]} == {
+        load_checkpoint(first.final_checkpoints[0]).meta.decision.calibration
+    }
+    oof = pd.read_csv(tmp_path / "ens" / "oof_predictions.csv")
+    expected = (pd.read_csv(first.oof_predictions).set_index("path")["fracture_prob"]
+                + pd.read_csv(second.oof_predictions).set_index("path")["fracture_prob"]) / 2  # fmt: skip
+    assert np.allclose(oof.set_index("path")["fracture_prob"], expected.loc[oof["path"]])
+    labels, probs = oof["label"].to_numpy(), oof["fracture_prob"].to_numpy()
+    suspicious = decisions[0].threshold("suspicious")
+    assert (probs[labels == 1] >= suspicious).mean() >= 0.9
+    assert Predictor.from_checkpoints(members, device="cpu").threshold == pytest.approx(suspicious)
+    with pytest.raises(MuraError, match="not a finished `mura cv` folder"):
+        ensemble_runs([first.out_dir, tmp_path], tmp_path / "bad")

@@ -18,7 +18,7 @@ from mura.training.fastpath import ensure_fast_allocator, prefer_passive_openmp
 
 COMMAND_MODULES = (data, train, evaluate, infer, serve, dicom)
 # Commands that run a network: they get tcmalloc preloaded where it is installed (see fastpath).
-MODEL_COMMANDS = {"train", "cv", "evaluate", "predict", "explain", "serve", "dicom-node"}
+MODEL_COMMANDS = {"train", "cv", "ensemble", "evaluate", "predict", "explain", "serve", "dicom-node"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -89,6 +89,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_config_flags(cv)
     cv.set_defaults(func=run_cv, resume=False)
 
+    ens = subparsers.add_parser(
+        "ensemble",
+        help="several `mura cv` recipes as one model, operating points fitted on its out-of-fold mean",
+        description="Combine the fold ensembles of several `mura cv` runs (same index, same folds) into "
+        "one model: each member keeps its calibration, the operating points are fitted on the mean of "
+        "the runs' out-of-fold probabilities. Writes OUT/final/*.pt and OUT/oof/report.html.",
+    )
+    ens.add_argument("runs", nargs="+", metavar="CV_DIR", help="finished `mura cv` folders")
+    ens.add_argument("--out", required=True, help="folder for the ensemble")
+    ens.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for CIs")
+    ens.set_defaults(func=run_ensemble)
+
 
 def config_from_args(args: argparse.Namespace) -> Config:
     overrides = {k[len(OVERRIDE_PREFIX) :]: v for k, v in vars(args).items() if k.startswith(OVERRIDE_PREFIX)}
@@ -116,6 +128,20 @@ def run_cv(args: argparse.Namespace) -> int:
     )
     print(f"final model: {' '.join(s['final_checkpoints'])}")
     print(f"report: {result.out_dir / 'oof' / 'report.html'}")
+    return 0
+
+
+def run_ensemble(args: argparse.Namespace) -> int:
+    from mura.experiments.ensemble import ensemble_runs
+
+    s = ensemble_runs([Path(r) for r in args.runs], Path(args.out), n_bootstrap=args.bootstrap)
+    low, high = s["oof_auc_ci"]
+    point = s["operating_points"]["suspicious"]
+    print(
+        f"ensemble out-of-fold AUC {s['oof_auc']:.4f} [{low:.4f}, {high:.4f}] on {s['n_images']} images; "
+        f"suspicious: sensitivity {point['sensitivity']:.3f} specificity {point['specificity']:.3f}; "
+        f"ECE {s['ece']:.3f}; {len(s['members'])} members in {Path(args.out) / 'final'}"
+    )
     return 0
 
 
