@@ -11,7 +11,6 @@ Codes not in DICOM or SNOMED use the private coding scheme 99MURA (PS3.16 8.2: "
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 import mura
+from mura.checkpoint import file_sha256
 from mura.constants import BODY_PARTS
 from mura.errors import MuraError
 from mura.inference.gradcam import overlay
@@ -192,11 +192,8 @@ def _copy_study_modules(reference: Dataset, target: Dataset) -> None:
 
 @lru_cache(maxsize=64)
 def _file_sha256(path: Path, mtime_ns: int, size: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """`file_sha256`, computed once per file version (a node hashes the same checkpoint per study)."""
+    return file_sha256(path)
 
 
 def checkpoint_sha256(path: Path) -> str:
