@@ -23,13 +23,13 @@ PY="${PY:-$ROOT/.venv/bin/python}"
 DATA="${FRACATLAS:-$ROOT/../shared/data/fracatlas}"
 OUT="${OUT:-runs/fracatlas}"
 SHIPPED=configs/recipes/fracture_cpu.yaml
-PARTNER=configs/fracatlas/lite0_256.yaml
+DEPLOYED=("$SHIPPED" configs/fracatlas/lite0_256.yaml)   # the recipes `mura ensemble` joins
 if [ -n "${RECIPES:-}" ]; then
     read -r -a RECIPE_LIST <<< "$RECIPES"
 elif [ "${OTHERS:-0}" = 1 ]; then
-    RECIPE_LIST=("$SHIPPED" configs/fracatlas/*.yaml)
+    RECIPE_LIST=("${DEPLOYED[@]}" configs/fracatlas/*.yaml)
 else
-    RECIPE_LIST=("$SHIPPED" "$PARTNER")
+    RECIPE_LIST=("${DEPLOYED[@]}")
 fi
 mkdir -p "$OUT"
 [ -d "$DATA/images" ] || { echo "FracAtlas not found at $DATA (set FRACATLAS=DIR)" >&2; exit 2; }
@@ -50,9 +50,11 @@ for config in "${RECIPE_LIST[@]}"; do
         --folds 5 --tta --bootstrap 1000 --out "$OUT/$name"
 done
 
-# 3. The deployed model: the two recipes' fold ensembles as one, operating points fitted on its OOF mean.
-if [ -f "$OUT/fracture_cpu/cv.json" ] && [ -f "$OUT/lite0_256/cv.json" ]; then
-    "$MURA" ensemble "$OUT/fracture_cpu" "$OUT/lite0_256" --out "$OUT/ensemble" --bootstrap 1000
+# 3. The deployed model: the recipes' fold ensembles as one, operating points fitted on its OOF mean.
+MEMBERS=()
+for config in "${DEPLOYED[@]}"; do MEMBERS+=("$OUT/$(basename "$config" .yaml)"); done
+if ls "${MEMBERS[@]/%//cv.json}" > /dev/null 2>&1; then
+    "$MURA" ensemble "${MEMBERS[@]}" --out "$OUT/ensemble" --bootstrap 1000
     rm -rf "$OUT/final" && mkdir -p "$OUT/final" && cp "$OUT"/ensemble/final/*.pt "$OUT/final/"
 fi
 

@@ -25,7 +25,7 @@ from pydantic_core import PydanticCustomError
 from mura import atomic
 from mura.errors import MuraError
 
-AugmentMode = Literal["none", "flip_rotate", "strong"]
+AugmentMode = Literal["none", "flip_rotate", "strong", "crop"]
 Scheduler = Literal["plateau", "cosine", "none"]
 Monitor = Literal["val_loss", "val_auc", "val_kappa"]
 FractureLoss = Literal["ce", "focal"]
@@ -80,7 +80,9 @@ class DataConfig(_Section):
     val_split: str = Field("val", description="split used for validation, early stopping and thresholds")
     workers: Int = Field(2, ge=0, description="DataLoader worker processes (0 = load in the main process)")
     augment: AugmentMode = Field(
-        "flip_rotate", description="train augmentation: flip_rotate (the spec); strong adds affine + contrast"
+        "flip_rotate",
+        description="train augmentation: flip_rotate (the spec); strong adds affine + contrast; "
+        "crop: strong with a random resized crop instead of its scale/shift",
     )
     rotation_degrees: Float = Field(10.0, ge=0, le=180, description="largest random rotation, in degrees")
     max_train_images: Int = Field(0, ge=0, description="cap on train images (0 = all; quick experiments)")
@@ -138,6 +140,9 @@ class TrainConfig(_Section):
     body_part_loss_weight: Float = Field(1.0, ge=0, description="weight of the body-part loss")
     loss: FractureLoss = Field("ce", description="fracture loss: ce (cross-entropy) or focal")
     focal_gamma: Float = Field(2.0, ge=0, description="focal loss: focusing parameter gamma")
+    label_smoothing: Float = Field(
+        0.0, ge=0, lt=0.5, description="fracture loss: share of each target spread evenly over both classes"
+    )
     class_weights: ClassWeightMode = Field(
         "none", description="class weights: none, per_body_part (MURA paper) or global"
     )

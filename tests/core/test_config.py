@@ -189,7 +189,7 @@ def test_train_help_lists_choices_defaults_and_ranges(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--train.monitor {val_loss,val_auc,val_kappa}, --monitor {val_loss,val_auc,val_kappa}" in text
-    assert "--data.augment {none,flip_rotate,strong}" in text and "(default: 'flip_rotate')" in text
+    assert "--data.augment {none,flip_rotate,strong,crop}" in text and "(default: 'flip_rotate')" in text
     assert "--train.amp {true,false}" in text and "[>= 0] (default: 0.001)" in text
 
 

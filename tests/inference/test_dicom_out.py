@@ -340,3 +340,18 @@ def test_sources_missing_type_2_attributes_still_give_valid_objects(predictor, t
     for path in made.write(tmp_path / "out"):
         errors, _ = dciodvfy(path)
         assert errors == [], f"{path.name}: {errors}"
+
+
+def test_sr_alone_draws_captures_only_for_views_it_cannot_reference_otherwise(
+    predictor, study_dir, png_study
+) -> None:
+    dicoms = [study_dir / f"{i}.dcm" for i in (1, 2, 3)]
+    alone = study_results(predictor, dicoms, captures=False)
+    assert alone.captures == [] and alone.sr is not None
+    assert set(sr_summary(alone.sr)["referenced_sop_instance_uids"]) == good_uids(study_dir)
+    full = study_results(predictor, dicoms)
+    assert sr_summary(alone.sr)["study_probability"] == sr_summary(full.sr)["study_probability"]
+    mixed = study_results(predictor, [dicoms[0], png_study[0]], captures=False)
+    assert len(mixed.captures) == 1 and mixed.views[1].capture is mixed.captures[0]
+    referenced = set(sr_summary(mixed.sr)["referenced_sop_instance_uids"])
+    assert referenced == {str(mixed.views[0].header.SOPInstanceUID), mixed.captures[0].SOPInstanceUID}

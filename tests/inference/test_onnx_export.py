@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
+from mura.errors import MuraError
 from mura.inference.onnx_export import export_onnx
 from mura.inference.predictor import Predictor
 
@@ -84,3 +85,16 @@ def test_onnx_runtime_without_export_is_a_clear_error(make_checkpoint) -> None:
     lonely = make_checkpoint("lonely.pt", "custom_cnn", 32, seed=2)
     with pytest.raises(MuraError, match="mura export"):
         Predictor.from_checkpoints([lonely], runtime="onnx")
+
+
+def test_export_replaces_its_own_file_but_never_a_foreign_one(exported, tmp_path) -> None:
+    checkpoint, report = exported["custom_cnn"]
+    again = export_onnx(checkpoint, report.path)  # re-exporting over a mura export is fine
+    assert again.path == report.path and onnx.load(str(report.path)).producer_name == "mura"
+    foreign = tmp_path / "model.onnx"
+    foreign.write_bytes(b"somebody else's model")
+    with pytest.raises(MuraError, match="not an ONNX file exported by mura.*--overwrite"):
+        export_onnx(checkpoint, foreign)
+    assert foreign.read_bytes() == b"somebody else's model"
+    assert export_onnx(checkpoint, foreign, overwrite=True).path == foreign
+    assert onnx.load(str(foreign)).producer_name == "mura"

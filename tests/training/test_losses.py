@@ -95,3 +95,21 @@ def test_weighted_focal_loss_is_differentiable_and_finite_under_bf16_logits():
     )
     loss.total.backward()
     assert loss.total.dtype == torch.float32 and torch.isfinite(logits.grad).all()
+
+
+def test_label_smoothing_pulls_the_optimum_off_certainty() -> None:
+    """With smoothing e the loss of a correct prediction is lowest at p = 1 - e/2, not at p = 1."""
+    smoothing = 0.2
+    margins = torch.linspace(-1.0, 8.0, 901)
+    logits = torch.stack([torch.zeros_like(margins), margins], dim=1)
+    label = torch.ones(len(margins), dtype=torch.long)
+    loss = focal_loss(logits, label, gamma=0.0, smoothing=smoothing)
+    best = torch.sigmoid(margins[loss.argmin()]).item()
+    assert best == pytest.approx(1 - smoothing / 2, abs=2e-3)
+    hard = focal_loss(logits, label, gamma=0.0)
+    assert torch.allclose(hard, torch.nn.functional.cross_entropy(logits, label, reduction="none"))
+    assert int(hard.argmin()) == len(margins) - 1
+    smoothed = MultiTaskLoss(label_smoothing=smoothing)(logits, torch.randn(len(margins), 7), label, -label)
+    assert smoothed.fracture.item() == pytest.approx(loss.mean().item(), rel=1e-6)
+    with pytest.raises(MuraError, match="label smoothing"):
+        MultiTaskLoss(label_smoothing=0.5)

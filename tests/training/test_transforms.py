@@ -13,7 +13,7 @@ def _batch(n: int = 8, size: int = 32) -> torch.Tensor:
     return torch.rand(n, 1, size, size, generator=g)
 
 
-@pytest.mark.parametrize("mode", ["flip_rotate", "strong"])
+@pytest.mark.parametrize("mode", ["flip_rotate", "strong", "crop"])
 def test_same_seed_same_views_other_seed_other_views(mode: str) -> None:
     x = _batch()
     a = augment_batch(x, mode, 10.0, torch.Generator().manual_seed(5))
@@ -54,3 +54,19 @@ def test_none_is_identity_and_unknown_mode_is_an_error() -> None:
     assert torch.equal(augment_batch(x, "none", 10.0, torch.Generator()), x)
     with pytest.raises(ValueError):
         augment_batch(x, "bogus", 10.0, torch.Generator())
+
+
+def test_crop_zooms_into_the_image_and_keeps_intensities_in_range() -> None:
+    """A random resized crop magnifies: a centred square covers at least as much of the view, never less."""
+    image = torch.zeros(64, 1, 65, 65)
+    image[..., 24:41, 24:41] = 1.0  # centred square, 17 px a side
+    generator = torch.Generator().manual_seed(4)
+    cropped = augment_batch(image, "crop", 0.0, generator)
+    assert cropped.shape == image.shape and float(cropped.min()) >= 0.0 and float(cropped.max()) <= 1.0
+    bright = (cropped > 0.5).flatten(1).sum(dim=1).float()
+    plain = (
+        (augment_batch(image, "flip_rotate", 0.0, torch.Generator().manual_seed(4)) > 0.5).flatten(1).sum(1)
+    )
+    assert float(bright.median()) > float(plain.float().median()) * 1.1  # zoomed in (area 0.6-1 -> x1-1.7)
+    assert float(bright.max()) <= 17 * 17 / 0.6 * 1.5  # never beyond the smallest crop's magnification
+    assert not torch.allclose(cropped[0], cropped[1])

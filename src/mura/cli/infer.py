@@ -79,6 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--format", choices=("onnx",), default="onnx")
     export.add_argument("--out", "-o", default=None, help="default: CKPT with .onnx suffix")
     export.add_argument("--opset", type=int, default=17)
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace --out even if mura did not write it"
+    )
     export.set_defaults(func=run_export)
 
 
@@ -258,6 +261,6 @@ def run_explain(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from mura.inference.onnx_export import export_onnx
 
-    report = export_onnx(args.checkpoint, args.out, opset=args.opset)
+    report = export_onnx(args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite)
     print(f"wrote {report.path} (opset {report.opset}, max |p_onnx - p_torch| = {report.max_prob_diff:.1e})")
     return 0

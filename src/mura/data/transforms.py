@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-AUGMENT_MODES = ("none", "flip_rotate", "strong")
+AUGMENT_MODES = ("none", "flip_rotate", "strong", "crop")
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
@@ -28,7 +28,7 @@ def random_affine_params(
     flip = torch.rand(n, generator=generator) < 0.5
     angle = _uniform(n, -degrees, degrees, generator)
     params = {"flip": flip, "angle": angle}
-    if mode == "strong":
+    if mode in ("strong", "crop"):
         params.update(
             scale=_uniform(n, 0.9, 1.1, generator),
             translate=_uniform(2 * n, -0.06, 0.06, generator).view(n, 2),
@@ -36,6 +36,15 @@ def random_affine_params(
             brightness=_uniform(n, -0.08, 0.08, generator),
             gamma=torch.exp(_uniform(n, math.log(0.8), math.log(1.25), generator)),
         )
+    if mode == "crop":
+        # Random resized crop (torchvision's RandomResizedCrop, area 0.6-1, aspect 3/4-4/3) as a zoom:
+        # the crop's half-extents in normalised units, and its centre anywhere that keeps it inside.
+        area = _uniform(n, 0.6, 1.0, generator)
+        aspect = torch.exp(_uniform(n, math.log(3 / 4), math.log(4 / 3), generator))
+        extent = torch.stack([(area * aspect).sqrt(), (area / aspect).sqrt()], dim=1).clamp(max=1.0)
+        params["scale"] = torch.ones(n)
+        params["crop"] = extent
+        params["translate"] = (torch.rand(n, 2, generator=generator) * 2 - 1) * (1 - extent)
     return params
 
 
@@ -50,13 +59,17 @@ def _theta(params: dict[str, torch.Tensor]) -> torch.Tensor:
     theta[:, 0, 1] = -sin / scale
     theta[:, 1, 0] = sin / scale * flip
     theta[:, 1, 1] = cos / scale
+    if "crop" in params:
+        theta[:, 0, :2] *= params["crop"][:, :1]
+        theta[:, 1, :2] *= params["crop"][:, 1:]
     if "translate" in params:
         theta[:, :, 2] = params["translate"]
     return theta
 
 
 def augment_batch(unit: torch.Tensor, mode: str, degrees: float, generator: torch.Generator) -> torch.Tensor:
-    """Random flip + rotation (and for `strong`: scale/shift + contrast/brightness/gamma) of [B,1,H,W].
+    """Random flip + rotation of [B,1,H,W]; `strong` adds scale/shift + contrast/brightness/gamma, `crop`
+    replaces strong's scale/shift by a random resized crop (area 0.6-1 of the image, aspect 3/4-4/3).
 
     Input and output are pixels in [0, 1]; corners uncovered by rotation are black, like the
     background of a radiograph. The tensor may live on any device; parameters come from `generator`.
@@ -69,7 +82,7 @@ def augment_batch(unit: torch.Tensor, mode: str, degrees: float, generator: torc
     theta = _theta(params).to(device=unit.device, dtype=unit.dtype)
     grid = F.affine_grid(theta, list(unit.shape), align_corners=False)
     out = F.grid_sample(unit, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if mode == "strong":
+    if mode in ("strong", "crop"):
         shape = (-1, 1, 1, 1)
         contrast = params["contrast"].to(unit.device, unit.dtype).view(shape)
         brightness = params["brightness"].to(unit.device, unit.dtype).view(shape)

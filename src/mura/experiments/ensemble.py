@@ -27,10 +27,9 @@ from mura.evaluation.calibration import expected_calibration_error
 from mura.evaluation.report import evaluate_predictions, write_report
 
 
-def ensemble_runs(runs: list[Path], out: Path, n_bootstrap: int = 1000) -> dict[str, Any]:
-    """Write OUT/final/<run>_fold<k>.pt for every member, OUT/oof_predictions.csv and OUT/ensemble.json."""
-    if len(runs) < 2:
-        raise MuraError("an ensemble needs at least two `mura cv` folders")
+def ensemble_oof(runs: list[Path]) -> pd.DataFrame:
+    """The runs' out-of-fold predictions with `fracture_prob` the mean of theirs, indexed by path;
+    MuraError unless every run is a finished `mura cv` of the same images and folds."""
     frames = []
     for run in runs:
         if not (run / "cv.json").is_file():
@@ -40,10 +39,18 @@ def ensemble_runs(runs: list[Path], out: Path, n_bootstrap: int = 1000) -> dict[
     for run, frame in zip(runs[1:], frames[1:], strict=True):
         if set(frame.index) != set(first.index) or (frame.loc[first.index, "fold"] != first["fold"]).any():
             raise MuraError(f"{run}: was not cross-validated on the same images and folds as {runs[0]}")
-    if out.exists() and any(out.iterdir()) and not (out / "ensemble.json").is_file():
-        raise MuraError(f"{out}: exists and is not a `mura ensemble` folder; choose another --out")
     oof = first.copy()
     oof["fracture_prob"] = np.mean([f.loc[first.index, "fracture_prob"].to_numpy() for f in frames], axis=0)
+    return oof
+
+
+def ensemble_runs(runs: list[Path], out: Path, n_bootstrap: int = 1000) -> dict[str, Any]:
+    """Write OUT/final/<run>_fold<k>.pt for every member, OUT/oof_predictions.csv and OUT/ensemble.json."""
+    if len(runs) < 2:
+        raise MuraError("an ensemble needs at least two `mura cv` folders")
+    oof = ensemble_oof(runs)
+    if out.exists() and any(out.iterdir()) and not (out / "ensemble.json").is_file():
+        raise MuraError(f"{out}: exists and is not a `mura ensemble` folder; choose another --out")
     labels, probs = oof["label"].to_numpy(dtype=int), oof["fracture_prob"].to_numpy()
     members = [ckpt.load_checkpoint(p) for run in runs for p in sorted((run / "final").glob("fold*.pt"))]
     targets = members[0].meta.decision.targets

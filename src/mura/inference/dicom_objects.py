@@ -252,9 +252,7 @@ def _group(
 def make_report(predictor: Predictor, study: StudyResults, reference: Dataset) -> Dataset:
     """The study's Comprehensive SR (TID 1500); views without a DICOM source reference their capture."""
     algorithm_id = algorithm(predictor, study.record)
-    sources = [
-        v.header if v.header is not None else c for v, c in zip(study.views, study.captures, strict=True)
-    ]
+    sources = [v.header if v.header is not None else v.capture for v in study.views]
     groups = [_group(STUDY_GROUP, study.record, algorithm_id, sources, with_threshold=True)]
     groups += [
         _group(f"view {i}: {v.path.name}"[:64], v.record, algorithm_id, [s], with_threshold=False)

@@ -45,12 +45,13 @@ class StudyIdentity:
 
 @dataclass
 class ViewResult:
-    """One good view: its prediction record and, for DICOM inputs, its parsed header."""
+    """One good view: its prediction record, for DICOM inputs its parsed header, and its capture."""
 
     path: Path
     record: dict[str, Any]
     header: Dataset | None
     pixels: Any = field(repr=False, default=None)
+    capture: Dataset | None = field(repr=False, default=None)  # its Grad-CAM Secondary Capture
 
 
 @dataclass
@@ -59,7 +60,7 @@ class StudyResults:
     views: list[ViewResult]  # the good views, in input order
     skipped: list[tuple[Path, str]]  # bad views and why
     sr: Dataset | None = None  # None only when `note` says why there is no DICOM output
-    captures: list[Dataset] = field(default_factory=list)  # one per good view
+    captures: list[Dataset] = field(default_factory=list)  # the views' captures, in view order
     note: str | None = None
 
     @property
@@ -119,12 +120,14 @@ def study_results(
     operating_point: str | float | None = None,
     identity: StudyIdentity | None = None,
     body_part: str | None = None,
+    captures: bool = True,
 ) -> StudyResults:
     """Predict one study and build its SR and Secondary Captures; MuraError if no view can be predicted.
 
     `operating_point` is a stored threshold name (or a number); None uses the predictor's. `identity` is
     used only where no good view is DICOM; without it such a study gets no DICOM output (`note` says so).
-    `explainer` defaults to `GradCamExplainer.from_predictor(predictor)`.
+    `explainer` defaults to `GradCamExplainer.from_predictor(predictor)`. `captures=False` (an answer
+    that is the SR alone) skips the Grad-CAM captures of views whose DICOM source the SR can reference.
     """
     paths = [Path(p) for p in paths]
     if not paths:
@@ -173,11 +176,16 @@ def study_results(
         return study
 
     reference = study_reference(views, identity)
-    if explainer is None:
+    drawn = [v for v in views if captures or v.header is None]
+    if drawn and explainer is None:
         from mura.inference.gradcam import GradCamExplainer
 
         explainer = GradCamExplainer.from_predictor(predictor)
-    study.captures = make_captures(views, reference, explainer, model_name(predictor))
+    for view, capture in zip(
+        drawn, make_captures(drawn, reference, explainer, model_name(predictor)), strict=True
+    ):
+        view.capture = capture
+    study.captures = [v.capture for v in views if v.capture is not None]
     study.sr = make_report(predictor, study, reference)
     return study
 

@@ -109,12 +109,32 @@ def parity(model: torch.nn.Module, onnx_path: Path, size: int, batch: int = 4, s
     return float(np.abs(_probabilities(*reference) - _probabilities(*got)).max())
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path | None = None, opset: int = 17) -> ExportReport:
-    """Checkpoint -> checked ONNX file with metadata; refuses to write one that disagrees with PyTorch."""
+def _is_mura_export(path: Path) -> bool:
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False).producer_name == "mura"
+    except Exception:  # noqa: BLE001 - anything unreadable is somebody else's file
+        return False
+
+
+def export_onnx(
+    checkpoint: str | Path, out: str | Path | None = None, opset: int = 17, overwrite: bool = False
+) -> ExportReport:
+    """Checkpoint -> checked ONNX file with metadata; refuses to write one that disagrees with PyTorch.
+
+    An existing target is replaced only when it is an earlier mura export (or `overwrite`): a command
+    never replaces a file it did not make.
+    """
     import onnx
 
     source = Path(checkpoint)
     out = Path(out) if out else source.with_suffix(".onnx")
+    if out.exists() and not overwrite and not _is_mura_export(out):
+        raise MuraError(
+            f"{out}: exists and is not an ONNX file exported by mura; "
+            "choose another --out or pass --overwrite"
+        )
     model, payload = load_model(source, "cpu")
     model = model.float().eval()
     size = payload.meta.preprocessing.size

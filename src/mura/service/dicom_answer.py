@@ -32,7 +32,8 @@ def study_report_bytes(
     predictor: Any, uploads: Sequence[UploadedFile], explainer: Any | None, gate: ModelGate
 ) -> bytes:
     """The study's SR as a DICOM file; 422 when no upload is a usable DICOM image. Runs on a worker
-    thread with the model to itself (the SR's Secondary Captures run Grad-CAM on the shared model)."""
+    thread with the model to itself (Grad-CAM captures, made only for views the SR cannot reference
+    otherwise, run on the shared model)."""
     from mura.inference.dicom_out import dataset_bytes, study_results
 
     where = str(_MEMORY_DIR) if _MEMORY_DIR.is_dir() else None
@@ -44,7 +45,7 @@ def study_report_bytes(
             paths.append(path)
         try:
             with gate.exclusive():
-                results = study_results(predictor, paths, explainer=explainer)
+                results = study_results(predictor, paths, explainer=explainer, captures=False)
         except MuraError as exc:
             raise ServiceError(422, "no_usable_view", str(exc).replace(folder, "study")) from None
         if results.sr is None:

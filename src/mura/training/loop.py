@@ -204,6 +204,7 @@ def build_run(cfg: Config, info: DistInfo, cache: ImageCache) -> Run:
     loss_fn = MultiTaskLoss(
         fracture_loss=cfg.train.loss,
         focal_gamma=cfg.train.focal_gamma,
+        label_smoothing=cfg.train.label_smoothing,
         body_part_weight=cfg.train.body_part_loss_weight,
         class_weights=class_weights_from_index(train_rows, cfg.train.class_weights, split=None),
     ).to(info.device)

@@ -1,4 +1,5 @@
-"""Multi-task loss: fracture (cross-entropy or focal, optionally class-weighted) + weighted body-part CE.
+"""Multi-task loss: fracture (cross-entropy or focal, optionally class-weighted and label-smoothed) +
+weighted body-part CE.
 
 Class weights follow the MURA paper: for body part T with |A| abnormal and |N| normal training
 images, abnormal images weigh |N|/(|A|+|N|) and normal ones |A|/(|A|+|N|). We rescale that pair so
@@ -33,11 +34,18 @@ class LossParts(NamedTuple):
 
 
 def focal_loss(
-    logits: torch.Tensor, target: torch.Tensor, gamma: float, weight: torch.Tensor | None = None
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    gamma: float,
+    weight: torch.Tensor | None = None,
+    smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Per-sample focal loss -(1 - p_t)^gamma * log(p_t) * weight (gamma=0 is cross-entropy)."""
-    log_p = F.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
-    loss = -((1.0 - log_p.exp()) ** gamma) * log_p
+    """Per-sample (1 - p_t)^gamma * CE(smoothed target) * weight: gamma=0 is cross-entropy, smoothing=0
+    the hard target; smoothing moves that share of the target evenly onto all classes."""
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    log_p = log_probs.gather(1, target[:, None]).squeeze(1)
+    cross_entropy = -(1.0 - smoothing) * log_p - smoothing * log_probs.mean(dim=1)
+    loss = (1.0 - log_p.exp()) ** gamma * cross_entropy
     return loss if weight is None else loss * weight
 
 
@@ -68,10 +76,14 @@ class MultiTaskLoss(nn.Module):
         focal_gamma: float = 2.0,
         body_part_weight: float = 1.0,
         class_weights: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if fracture_loss not in ("ce", "focal"):
             raise MuraError(f"loss {fracture_loss!r} is not one of ce, focal")
+        if not 0.0 <= label_smoothing < 0.5:
+            raise MuraError(f"label smoothing {label_smoothing} is not in [0, 0.5)")
+        self.label_smoothing = float(label_smoothing)
         self.fracture_loss = fracture_loss
         self.focal_gamma = float(focal_gamma) if fracture_loss == "focal" else 0.0
         self.body_part_weight = float(body_part_weight)
@@ -88,7 +100,7 @@ class MultiTaskLoss(nn.Module):
         label = label.long()
         body_part = body_part.long()
         weight = None if self.class_weights is None else self.class_weights[body_part, label]
-        fracture = focal_loss(fracture_logits, label, self.focal_gamma, weight).mean()
+        fracture = focal_loss(fracture_logits, label, self.focal_gamma, weight, self.label_smoothing).mean()
         known = (body_part >= 0).sum().clamp(min=1)
         body = F.cross_entropy(body_part_logits.float(), body_part, ignore_index=-1, reduction="sum") / known
         return LossParts(fracture + self.body_part_weight * body, fracture, body)
