@@ -3,12 +3,12 @@
 # cross-validated over all 2,826 development films, scored out of fold, joined by `mura ensemble`,
 # with the toolkit's own commands only.
 #
-#   scripts/fracatlas_check.sh                   # the shipped model (about 30 min on 2 quiet CPU cores)
+#   scripts/fracatlas_check.sh                   # the shipped model (about 35 min on 2 quiet CPU cores)
 #   OTHERS=1 scripts/fracatlas_check.sh          # also the other recipes (configs/fracatlas/*.yaml)
 #   RECIPES="configs/fracatlas/lite1_240.yaml" scripts/fracatlas_check.sh   # given recipes only
 #
 # Leaves the deployed model as runs/fracatlas/final/*.pt: the fold ensembles of the shipped recipe
-# (Lite2, 260 px) and of Lite0 at 256 px, each member carrying its preprocessing and calibration, all
+# (Lite2, 260 px) and of the same recipe at 320 px, each member carrying its preprocessing and calibration, all
 # deciding at operating points fitted on the ensemble's out-of-fold mean:
 #   mura predict FOLDER --checkpoint runs/fracatlas/final/*.pt --tta
 # Work resumes: finished folds are kept, an interrupted fold continues. Data: ../shared/data/fracatlas
@@ -23,7 +23,7 @@ PY="${PY:-$ROOT/.venv/bin/python}"
 DATA="${FRACATLAS:-$ROOT/../shared/data/fracatlas}"
 OUT="${OUT:-runs/fracatlas}"
 SHIPPED=configs/recipes/fracture_cpu.yaml
-DEPLOYED=("$SHIPPED" configs/fracatlas/lite0_256.yaml)   # the recipes `mura ensemble` joins
+DEPLOYED=("$SHIPPED" configs/fracatlas/lite2_320.yaml)   # the recipes `mura ensemble` joins
 if [ -n "${RECIPES:-}" ]; then
     read -r -a RECIPE_LIST <<< "$RECIPES"
 elif [ "${OTHERS:-0}" = 1 ]; then

@@ -4,6 +4,7 @@ decision fitted on those predictions and shipped in every member of the fold ens
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -142,3 +143,13 @@ def test_an_ensemble_of_runs_decides_at_points_fitted_on_its_oof_mean(cv_run, tm
     assert Predictor.from_checkpoints(members, device="cpu").threshold == pytest.approx(suspicious)
     with pytest.raises(MuraError, match="not a finished `mura cv` folder"):
         ensemble_runs([first.out_dir, tmp_path], tmp_path / "bad")
+    # Re-run into the same folder with other members: none of the earlier ones is left behind, and a
+    # file the ensemble did not write stays.
+    (tmp_path / "ens" / "final" / "notes.pt").write_text("mine")
+    third = other.model_copy(deep=True)
+    third.train.seed, third.out = 2, str(tmp_path / "seed2")
+    cross_validate(third, 3, tta=False, n_bootstrap=0)
+    again = ensemble_runs([first.out_dir, tmp_path / "seed2"], tmp_path / "ens", n_bootstrap=0)
+    left = {p.name for p in (tmp_path / "ens" / "final").glob("*.pt")}
+    assert left == {Path(m).name for m in again["members"]} | {"notes.pt"}
+    assert not any(name.startswith("seed1_") for name in left)

@@ -44,6 +44,21 @@ def ensemble_oof(runs: list[Path]) -> pd.DataFrame:
     return oof
 
 
+ENSEMBLE_FITTED_ON = "out-of-fold mean of the ensemble"
+
+
+def _remove_previous_members(out: Path) -> None:
+    """`OUT/final/*.pt` must be exactly this ensemble: members an earlier `mura ensemble` wrote there
+    (recognised by their decision's provenance) are removed; any other file stays."""
+    for path in sorted((out / "final").glob("*.pt")):
+        try:
+            fitted_on = ckpt.load_checkpoint(path).meta.decision.fitted_on
+        except MuraError:  # not a checkpoint: not ours
+            continue
+        if fitted_on.startswith(ENSEMBLE_FITTED_ON):
+            path.unlink()
+
+
 def ensemble_runs(runs: list[Path], out: Path, n_bootstrap: int = 1000) -> dict[str, Any]:
     """Write OUT/final/<run>_fold<k>.pt for every member, OUT/oof_predictions.csv and OUT/ensemble.json."""
     if len(runs) < 2:
@@ -51,6 +66,7 @@ def ensemble_runs(runs: list[Path], out: Path, n_bootstrap: int = 1000) -> dict[
     oof = ensemble_oof(runs)
     if out.exists() and any(out.iterdir()) and not (out / "ensemble.json").is_file():
         raise MuraError(f"{out}: exists and is not a `mura ensemble` folder; choose another --out")
+    _remove_previous_members(out)
     labels, probs = oof["label"].to_numpy(dtype=int), oof["fracture_prob"].to_numpy()
     members = [ckpt.load_checkpoint(p) for run in runs for p in sorted((run / "final").glob("fold*.pt"))]
     targets = members[0].meta.decision.targets
@@ -58,7 +74,7 @@ def ensemble_runs(runs: list[Path], out: Path, n_bootstrap: int = 1000) -> dict[
         labels, probs, targets.get("sensitivity", 0.9), targets.get("specificity", 0.9)
     )
     names = " + ".join(run.name for run in runs)
-    fitted_on = f"out-of-fold mean of the ensemble {names} ({len(oof)} images)"
+    fitted_on = f"{ENSEMBLE_FITTED_ON} {names} ({len(oof)} images)"
     written = []
     for run in runs:
         for path in sorted((run / "final").glob("fold*.pt")):
