@@ -27,7 +27,10 @@ DEPLOYED=("$SHIPPED" configs/fracatlas/lite2_320.yaml)   # the recipes `mura ens
 if [ -n "${RECIPES:-}" ]; then
     read -r -a RECIPE_LIST <<< "$RECIPES"
 elif [ "${OTHERS:-0}" = 1 ]; then
-    RECIPE_LIST=("${DEPLOYED[@]}" configs/fracatlas/*.yaml)
+    RECIPE_LIST=("${DEPLOYED[@]}")
+    for config in configs/fracatlas/*.yaml; do
+        [[ " ${DEPLOYED[*]} " == *" $config "* ]] || RECIPE_LIST+=("$config")
+    done
 else
     RECIPE_LIST=("${DEPLOYED[@]}")
 fi
