@@ -26,6 +26,8 @@ from mura.errors import MuraError
 from mura.evaluation.calibration import expected_calibration_error
 from mura.evaluation.report import evaluate_predictions, write_report
 
+ENSEMBLE_FITTED_ON = "out-of-fold mean of the ensemble"  # how an ensemble's members are recognised
+
 
 def ensemble_oof(runs: list[Path]) -> pd.DataFrame:
     """The runs' out-of-fold predictions with `fracture_prob` the mean of theirs, indexed by path;
@@ -44,13 +46,13 @@ def ensemble_oof(runs: list[Path]) -> pd.DataFrame:
     return oof
 
 
-ENSEMBLE_FITTED_ON = "out-of-fold mean of the ensemble"
-
-
-def _remove_previous_members(out: Path) -> None:
-    """`OUT/final/*.pt` must be exactly this ensemble: members an earlier `mura ensemble` wrote there
-    (recognised by their decision's provenance) are removed; any other file stays."""
+def _remove_previous_members(out: Path, keep: set[str]) -> None:
+    """`OUT/final/*.pt` must be exactly this ensemble: once its members (`keep`) are written, those an
+    earlier `mura ensemble` wrote there (recognised by their decision's provenance) are removed; any
+    other file stays, and a failed run leaves the earlier ensemble whole."""
     for path in sorted((out / "final").glob("*.pt")):
+        if path.name in keep:
+            continue
         try:
             fitted_on = ckpt.load_checkpoint(path).meta.decision.fitted_on
         except MuraError:  # not a checkpoint: not ours
@@ -66,24 +68,24 @@ def ensemble_runs(runs: list[Path], out: Path, n_bootstrap: int = 1000) -> dict[
     oof = ensemble_oof(runs)
     if out.exists() and any(out.iterdir()) and not (out / "ensemble.json").is_file():
         raise MuraError(f"{out}: exists and is not a `mura ensemble` folder; choose another --out")
-    _remove_previous_members(out)
     labels, probs = oof["label"].to_numpy(dtype=int), oof["fracture_prob"].to_numpy()
-    members = [ckpt.load_checkpoint(p) for run in runs for p in sorted((run / "final").glob("fold*.pt"))]
-    targets = members[0].meta.decision.targets
+    members = [
+        (run, p, ckpt.load_checkpoint(p)) for run in runs for p in sorted((run / "final").glob("fold*.pt"))
+    ]
+    targets = members[0][2].meta.decision.targets
     thresholds = operating_points(
         labels, probs, targets.get("sensitivity", 0.9), targets.get("specificity", 0.9)
     )
     names = " + ".join(run.name for run in runs)
     fitted_on = f"{ENSEMBLE_FITTED_ON} {names} ({len(oof)} images)"
     written = []
-    for run in runs:
-        for path in sorted((run / "final").glob("fold*.pt")):
-            member = ckpt.load_checkpoint(path)
-            decision = replace(member.meta.decision, thresholds=thresholds, fitted_on=fitted_on)
-            meta = member.meta.replace(decision=decision)
-            written.append(
-                ckpt.save_checkpoint(out / "final" / f"{run.name}_{path.name}", member.model_state, meta)
-            )
+    for run, path, member in members:
+        decision = replace(member.meta.decision, thresholds=thresholds, fitted_on=fitted_on)
+        meta = member.meta.replace(decision=decision)
+        written.append(
+            ckpt.save_checkpoint(out / "final" / f"{run.name}_{path.name}", member.model_state, meta)
+        )
+    _remove_previous_members(out, keep={p.name for p in written})
     oof = oof.reset_index()
     oof["decision"] = (probs >= thresholds["suspicious"]).astype(int)
     write_text(out / "oof_predictions.csv", oof.to_csv(index=False))
