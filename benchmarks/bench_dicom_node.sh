@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PYTHON:-.venv/bin/python}
 log=$(mktemp)
-OMP_WAIT_POLICY=PASSIVE "$PY" -m pytest -q -s -p no:cacheprovider -m benchmark tests/service/test_dicom_node.py \
+OMP_WAIT_POLICY=PASSIVE "$PY" -m pytest -q -s -p no:cacheprovider -m benchmark tests/pacs/test_node.py \
     -k latency | tee "$log"
 line=$(grep "runs:" "$log" | tail -1)
 {

@@ -31,8 +31,7 @@ def make_step(model, loss_fn, optimizer, image, label, body_part, device):
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            fracture, body = model(image, body_part)
-            loss = loss_fn(fracture, body, label, body_part).total
+            loss = loss_fn(model(image, body_part), label, body_part).total
         loss.backward()
         optimizer.step()
         if device.type == "cuda":

@@ -79,7 +79,7 @@ def bare_step_rate(model, batch: int, size: int, steps: int) -> float:
     for i in range(steps + 1):
         if i == 1:
             start = time.perf_counter()
-        loss = loss_fn(*model(x, part), label, part).total
+        loss = loss_fn(model(x, part), label, part).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -2,8 +2,8 @@
 
     import mura
     model = mura.load("runs/b0/best.pt")             # several paths: an ensemble
-    model.predict("xray.png")                        # {"fracture_probability": ..., "decision": ...}
-    model.predict_study(["view1.dcm", "view2.dcm"])  # study = mean of its views
+    model.predict("xray.png")                        # Prediction(fracture_probability=..., decision=...)
+    model.predict_study(["view1.dcm", "view2.dcm"])  # StudyPrediction: the mean of its views
     net = mura.create_model("efficientnet_b0", pretrained=True)
     cfg = mura.load_config("configs/efficientnet_b0.yaml", {"data.cache": "cache_224", "out": "runs/b0"})
     mura.train(cfg)
@@ -20,9 +20,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "load": ("mura.inference.api", "load"),
-    "Model": ("mura.inference.api", "Model"),
-    "Predictor": ("mura.inference.predictor", "Predictor"),
+    "load": ("mura.api.model", "load"),
+    "Model": ("mura.api.model", "Model"),
+    "Prediction": ("mura.prediction", "Prediction"),
+    "StudyPrediction": ("mura.prediction", "StudyPrediction"),
     "create_model": ("mura.models.registry", "create_model"),
     "list_models": ("mura.models.registry", "list_models"),
     "load_config": ("mura.config", "load_config"),

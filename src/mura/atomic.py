@@ -24,7 +24,8 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.stem}{TEMP_MARK}{os.getpid()}{path.suffix}")
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a new name (a rename, a new file) in `directory` durable; no-op where folders cannot be opened."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -52,7 +53,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -33,6 +33,9 @@ ClassWeightMode = Literal["none", "per_body_part", "global"]
 Calibration = Literal["none", "temperature", "platt"]
 DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N")
 FREEZE_FORMS = ("auto", "frozen", "last_stage", "last_stages:N", "full")
+# Far above what fits one accelerator at the sizes used (224-320 px); a larger number is a typo, refused
+# at load rather than found as an allocation failure after the run folder was made.
+MAX_BATCH_SIZE = 4096
 
 
 def _not_bool(value: Any) -> Any:
@@ -123,7 +126,12 @@ class ModelConfig(_Section):
 
 class TrainConfig(_Section):
     epochs: Int = Field(20, ge=1, description="most epochs to train")
-    batch_size: Int = Field(32, ge=1, description="images per batch on each process")
+    batch_size: Int = Field(
+        32,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="images per batch on each process (a train set smaller than this is one batch)",
+    )
     lr: Float = Field(1e-3, ge=0, description="Adam learning rate (0: a control run whose weights stay put)")
     weight_decay: Float = Field(1e-4, ge=0, description="Adam weight decay")
     scheduler: Scheduler = Field("plateau", description="LR schedule: plateau, cosine (with warm-up) or none")

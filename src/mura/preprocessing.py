@@ -94,13 +94,11 @@ class Preprocessing:
                 f"--resize {self.resize_mode} --out DIR`"
             )
 
-    def check_cache(self, settings: dict[str, Any], what: str) -> None:
-        """A cache fits this preprocessing when its side and resize mode are the same."""
-        size = int(settings.get("size", -1))
-        mode = str(settings.get("resize", settings.get("resize_mode", "stretch")))
-        if (size, mode) != (self.size, self.resize_mode):
+    def check_cache(self, *, size: int, resize_mode: str, what: str) -> None:
+        """A cache (`CacheSettings.input_spec`) fits when its side and resize mode are this one's."""
+        if (size, resize_mode) != (self.size, self.resize_mode):
             raise MuraError(
-                f"{what}: the cache holds {size} px {mode} images but the model takes {self.size} px "
+                f"{what}: the cache holds {size} px {resize_mode} images but the model takes {self.size} px "
                 f"{self.resize_mode}; prepare a matching cache with `mura prepare INDEX --size {self.size} "
                 f"--resize {self.resize_mode} --out DIR`"
             )

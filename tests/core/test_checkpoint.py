@@ -65,8 +65,8 @@ def test_load_model_rebuilds_the_trained_model(trained_run) -> None:
     assert not model.training
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, checkpoint.model_state[name]), name
-    fracture, body = model(torch.zeros(2, 1, 32, 32), torch.tensor([0, -1]))
-    assert fracture.shape == (2, 2) and body.shape == (2, 7)
+    output = model(torch.zeros(2, 1, 32, 32), torch.tensor([0, -1]))
+    assert output.fracture_logits.shape == (2, 2) and output.body_part_logits.shape == (2, 7)
 
 
 def test_update_writes_a_copy_or_replaces_atomically(trained_run, tmp_path: Path) -> None:

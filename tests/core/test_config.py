@@ -42,6 +42,10 @@ def run_train(*args: str) -> subprocess.CompletedProcess:
         ),
         (["--target_specificity", "1"], "config: train.target_specificity=1 must be less than 1"),
         (["--dropout", "nan"], "config: model.dropout='nan' must be a finite number"),
+        (
+            ["--train.batch_size", "1000000000"],
+            "config: train.batch_size=1000000000 must be less than or equal to 4096",
+        ),
     ],
 )
 def test_a_bad_flag_value_is_one_line_before_anything_is_read_or_written(tmp_path, flags, message):

@@ -31,8 +31,10 @@ def test_pixels_of_another_size_are_refused_with_the_fix() -> None:
     with pytest.raises(MuraError, match=r"64x64 .* takes 224x224 .*mura prepare INDEX --size 224"):
         pre.normalize(np.zeros((1, 1, 64, 64), np.uint8))
     with pytest.raises(MuraError, match="the cache holds 64 px stretch"):
-        pre.check_cache({"size": 64, "resize": "stretch"}, "cache64")
-    pre.check_cache({"size": 224, "resize": "stretch"}, "cache224")
+        pre.check_cache(size=64, resize_mode="stretch", what="cache64")
+    with pytest.raises(MuraError, match="the cache holds 224 px letterbox"):
+        pre.check_cache(size=224, resize_mode="letterbox", what="cache224")
+    pre.check_cache(size=224, resize_mode="stretch", what="cache224")
 
 
 def test_bad_settings_are_clear_errors() -> None:

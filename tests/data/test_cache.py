@@ -18,6 +18,7 @@ import mura
 from mura.cli import main
 from mura.data import cache as cache_module
 from mura.data.cache import build_cache, open_cache
+from mura.data.cache_settings import CacheSettings
 from mura.data.images import load_grayscale
 from mura.data.index import read_index, write_index
 from mura.data.synth import generate_synthetic_mura
@@ -35,7 +36,7 @@ def test_cache_holds_every_image_resized(synthetic_mura) -> None:
     for row in (0, len(index) // 2, len(index) - 1):
         expected = resize_image(load_grayscale(index["path"].iloc[row]), 64, "stretch")
         assert np.array_equal(cache.images[row], expected)
-    assert cache.settings["size"] == 64 and cache.settings["resize"] == "stretch"
+    assert cache.settings.input_spec == (64, "stretch")
     assert set(cache.rows("train")) | set(cache.rows("val")) | set(cache.rows("test")) == set(
         range(len(index))
     )
@@ -56,7 +57,7 @@ def test_changed_settings_or_inputs_rebuild(synthetic_mura, tmp_path: Path) -> N
     assert not first.reused
     assert build_cache(index, tmp_path / "c", size=32, workers=1, progress=False).reused
     boxed = build_cache(index, tmp_path / "c", size=32, resize="letterbox", workers=1, progress=False)
-    assert not boxed.reused and open_cache(tmp_path / "c").settings["resize"] == "letterbox"
+    assert not boxed.reused and open_cache(tmp_path / "c").settings.resize == "letterbox"
     relabelled = index.assign(label=1 - index["label"])
     assert not build_cache(
         relabelled, tmp_path / "c", size=32, resize="letterbox", workers=1, progress=False
@@ -118,6 +119,29 @@ def test_open_cache_errors_are_clear(synthetic_mura, tmp_path: Path) -> None:
         open_cache(tmp_path / "c")
     assert not build_cache(index, tmp_path / "c", size=16, workers=1, progress=False).reused
     assert len(open_cache(tmp_path / "c").index) == 5
+
+
+def test_settings_of_every_cache_format_are_read_into_one_type(synthetic_mura) -> None:
+    written = json.loads((synthetic_mura.cache_dir / "settings.json").read_text())
+    settings = CacheSettings.from_dict(written)
+    assert settings.to_dict() == written  # reading changes nothing that feature-cache keys hash
+    assert settings.files["images.npy"].shape == (settings.counts.cached, 64, 64)
+    format_1 = {  # what the first `mura prepare` wrote: no file records, no warnings count
+        "format": 1,
+        "size": 32,
+        "resize": "letterbox",
+        "fingerprint": "abc",
+        "counts": {"indexed": 5, "cached": 4, "failed": 1},
+        "splits": {"train": 4},
+        "created": "2026-01-01T00:00:00",
+    }
+    old = CacheSettings.from_dict(format_1)
+    assert old.input_spec == (32, "letterbox") and old.counts.warned == 0 and not old.files
+    unnamed = {k: v for k, v in format_1.items() if k != "resize"}
+    assert CacheSettings.from_dict({**unnamed, "resize_mode": "letterbox"}).resize == "letterbox"
+    assert CacheSettings.from_dict(unnamed).resize == "stretch"
+    with pytest.raises(ValueError, match="resize mode 'crop'"):
+        CacheSettings.from_dict({**format_1, "resize": "crop"})
 
 
 def _listing(folder: Path) -> dict[str, bytes]:

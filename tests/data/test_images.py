@@ -168,7 +168,7 @@ def test_decompression_bomb_guard(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_dicom_bytes_are_sent_to_the_dicom_reader(monkeypatch: pytest.MonkeyPatch) -> None:
-    dicom = pytest.importorskip("mura.data.dicom")
+    dicom = pytest.importorskip("mura.data.dicom.read")
     pixels = _gradient()
 
     class Result:

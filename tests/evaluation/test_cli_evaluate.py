@@ -103,3 +103,33 @@ def test_evaluate_cli_bad_split_is_one_line(checkpoint, synthetic_mura, tmp_path
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert "no images in split 'nope'" in err and "\n" not in err
+
+
+def test_evaluate_cli_refuses_a_folder_holding_the_users_files(checkpoint, synthetic_mura, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.html").write_text("my own report")
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--cache", str(synthetic_mura.cache_dir)]
+    assert main([*args, "--out", str(out), "--bootstrap", "0", "--device", "cpu"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the prediction's progress bar
+    assert error.startswith("mura evaluate: error: ") and "no mura report wrote (report.html)" in error
+    assert [p.name for p in out.iterdir()] == ["report.html"]
+    assert (out / "report.html").read_text() == "my own report"
+
+
+def test_record_needs_one_checkpoint_on_test_named_as_the_caller_names_it(
+    checkpoint, synthetic_mura, tmp_path, capsys
+):
+    from mura.checkpoint import file_sha256
+    from mura.errors import MuraError
+    from mura.evaluation.runner import evaluate_checkpoints
+
+    before = file_sha256(checkpoint)
+    with pytest.raises(MuraError, match=r"record=True .* split='test'") as raised:
+        evaluate_checkpoints([checkpoint], synthetic_mura.cache_dir, tmp_path / "x", split="val", record=True)
+    assert "--" not in str(raised.value)  # the Python API names its parameters, not the CLI's flags
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--cache", str(synthetic_mura.cache_dir)]
+    assert main([*args, "--split", "val", "--record", "--out", str(tmp_path / "y"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--record writes" in err and "--split test" in err and "record=True" not in err
+    assert file_sha256(checkpoint) == before and not (tmp_path / "y").exists()

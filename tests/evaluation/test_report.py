@@ -135,10 +135,29 @@ def test_external_data_uses_tables_10_11_layout(tmp_path):
     assert "<td>0.80</td>" in html or "Table 10 layout" in html
 
 
+def test_a_folder_holding_files_no_report_wrote_is_refused_and_left_as_it_was(tmp_path):
+    df = predictions(n_studies=12)
+    result = evaluate_predictions(df, {"youden": 0.4}, n_bootstrap=0, meta={"split": "test"})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("my own notes")
+    with pytest.raises(MuraError, match=r"mine: holds files that no mura report wrote \(report.html\)"):
+        write_report(result, df, mine)
+    assert [p.name for p in mine.iterdir()] == ["report.html"]
+    assert (mine / "report.html").read_text() == "my own notes"
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(MuraError, match="is a file, not a folder"):
+        write_report(result, df, tmp_path / "a_file")
+    # A folder an earlier report wrote is the report's to replace.
+    first = write_report(result, df, tmp_path / "eval")
+    again = write_report(evaluate_predictions(df, {}, n_bootstrap=0), df, tmp_path / "eval")
+    assert again["html"] == first["html"] and "Undefined figures" in again["html"].read_text()
+
+
 def test_bad_input_is_a_one_line_error():
     with pytest.raises(MuraError, match="fracture_prob"):
         evaluate_predictions(pd.DataFrame({"label": [0, 1]}), {})
-    with pytest.raises(MuraError, match="--by column"):
+    with pytest.raises(MuraError, match=r"column\(s\) to report by not in"):
         evaluate_predictions(predictions(n_studies=3), {}, by=["nope"], n_bootstrap=0)
 
 

@@ -4,6 +4,7 @@ decision fitted on those predictions and shipped in every member of the fold ens
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 
 from mura.checkpoint import load_checkpoint
+from mura.cli import main
 from mura.config import load_config
 from mura.data.splits import assign_folds, fold_groups
 from mura.errors import MuraError
@@ -118,6 +120,73 @@ def test_a_rerun_resumes_and_a_foreign_folder_is_refused(cv_run, tmp_path) -> No
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time: what "left untouched" compares."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_folds_trained_with_other_settings_are_refused_and_nothing_is_touched(
+    cv_run, synthetic_mura, tmp_path, capsys
+) -> None:
+    cfg, result = cv_run
+    out = tmp_path / "cv"
+    shutil.copytree(result.out_dir, out)
+    before = _files(out)
+    changed = cfg.model_copy(deep=True)
+    changed.out, changed.train.lr = str(out), 0.01
+    with pytest.raises(
+        MuraError,
+        match=r"cv: fold settings changed since the folds already trained \(folds 3 -> 4; train.lr 0.001 -> "
+        r"0.01\): use a new output folder, or retrain=True to discard them$",
+    ):
+        cross_validate(changed, 4, tta=False, n_bootstrap=0)
+    assert _files(out) == before
+
+    # The same from the command line, naming its flag; cv_config.yaml still says what trained the folds.
+    flags = {
+        "--cache": str(synthetic_mura.small_cache_dir),
+        "--data.workers": "0",
+        "--model.name": "custom_cnn",
+        "--model.size": "32",
+        "--train.epochs": "2",
+        "--train.batch_size": "16",
+        "--train.scheduler": "cosine",
+        "--folds": "3",
+        "--lr": "0.01",
+        "--out": str(out),
+    }
+    assert main(["cv", *(item for pair in flags.items() for item in pair)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("mura cv: error: ") and "\n" not in error
+    assert "(train.lr 0.001 -> 0.01): use a new output folder, or --retrain to discard them" in error
+    assert load_config(out / "cv_config.yaml").train.lr == 0.001 and _files(out) == before
+
+    # A fold that does not say what it was trained from is not trusted either.
+    (out / "fold1" / "fold.json").unlink()
+    with pytest.raises(MuraError, match="fold1 has no fold.json saying what it was trained from"):
+        cross_validate(cfg.model_copy(update={"out": str(out)}), 3, tta=False, n_bootstrap=0)
+
+
+def test_retrain_replaces_exactly_the_stale_folds_and_the_results_built_on_them(cv_run, tmp_path) -> None:
+    cfg, result = cv_run
+    out = tmp_path / "cv"
+    shutil.copytree(result.out_dir, out)
+    (out / "notes.txt").write_text("mine")
+    (out / "fold0" / "notes.txt").write_text("mine")
+    changed = cfg.model_copy(deep=True)
+    changed.out, changed.train.epochs = str(out), 1
+    again = cross_validate(changed, 4, tta=False, n_bootstrap=0, retrain=True)
+    assert load_config(out / "cv_config.yaml").train.epochs == 1
+    oof = pd.read_csv(again.oof_predictions)
+    assert sorted(oof["fold"].unique()) == [0, 1, 2, 3]
+    for k in range(4):  # every fold trained again, on the 4-fold assignment, with the new settings
+        history = load_checkpoint(out / f"fold{k}" / "last.pt").training_state["history"]
+        assert len(history) == 1 and history[-1]["val_images"] == int((oof["fold"] == k).sum())
+    assert sorted(p.name for p in (out / "final").glob("*.pt")) == [f"fold{k}.pt" for k in range(4)]
+    assert (out / "notes.txt").read_text() == (out / "fold0" / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "cv.json").read_text())["n_images"] == len(oof)
+
+
 def test_an_ensemble_of_runs_decides_at_points_fitted_on_its_oof_mean(cv_run, tmp_path) -> None:
     from mura.experiments.ensemble import ensemble_runs
 
@@ -143,13 +212,26 @@ def test_an_ensemble_of_runs_decides_at_points_fitted_on_its_oof_mean(cv_run, tm
     assert Predictor.from_checkpoints(members, device="cpu").threshold == pytest.approx(suspicious)
     with pytest.raises(MuraError, match="not a finished `mura cv` folder"):
         ensemble_runs([first.out_dir, tmp_path], tmp_path / "bad")
+    # Built again from the same, unchanged runs it is refitted in place.
+    rebuilt = ensemble_runs([first.out_dir, second.out_dir], tmp_path / "ens", n_bootstrap=0)
+    assert rebuilt["members"] == summary["members"] and rebuilt["runs"] == summary["runs"]
+    # A run whose final/ holds a member its cv.json does not list (left by an earlier run) is refused.
+    leftover = tmp_path / "leftover"
+    shutil.copytree(second.out_dir, leftover)
+    shutil.copy(leftover / "final" / "fold0.pt", leftover / "final" / "fold3.pt")
+    with pytest.raises(MuraError, match=r"final/ holds fold0.pt, fold1.pt, fold2.pt, fold3.pt but its cv"):
+        ensemble_runs([first.out_dir, leftover], tmp_path / "ens2", n_bootstrap=0)
     # Re-run into the same folder with other members: none of the earlier ones is left behind, and a
     # file the ensemble did not write stays.
     (tmp_path / "ens" / "final" / "notes.pt").write_text("mine")
     third = other.model_copy(deep=True)
     third.train.seed, third.out = 2, str(tmp_path / "seed2")
     cross_validate(third, 3, tta=False, n_bootstrap=0)
-    again = ensemble_runs([first.out_dir, tmp_path / "seed2"], tmp_path / "ens", n_bootstrap=0)
+    runs = [first.out_dir, tmp_path / "seed2"]
+    with pytest.raises(MuraError, match=r"ens: holds an ensemble built from other runs \(runs run \+ seed1"):
+        ensemble_runs(runs, tmp_path / "ens", n_bootstrap=0)
+    assert {p.name for p in (tmp_path / "ens" / "final").glob("seed1_*.pt")}  # the earlier ensemble is whole
+    again = ensemble_runs(runs, tmp_path / "ens", n_bootstrap=0, overwrite=True)
     left = {p.name for p in (tmp_path / "ens" / "final").glob("*.pt")}
     assert left == {Path(m).name for m in again["members"]} | {"notes.pt"}
     assert not any(name.startswith("seed1_") for name in left)

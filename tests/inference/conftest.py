@@ -53,10 +53,12 @@ def spread_logits(model: torch.nn.Module, size: int, seed: int, target_std: floa
     parts = torch.randint(0, 7, (16,), generator=generator)
     model.eval()
     with torch.no_grad():
-        outputs = model(image, parts)
-        for head, out in zip((model.heads.fracture_head, model.heads.body_part_head), outputs, strict=True):
+        output = model(image, parts)
+        heads = {"fracture_logits": model.heads.fracture_head, "body_part_logits": model.heads.body_part_head}
+        for name, head in heads.items():
             if head is None:
                 continue
+            out = getattr(output, name)
             last = [m for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
             gain = target_std / float((out - out.mean(0)).std().clamp_min(1e-8))
             last.weight.mul_(gain)

@@ -15,6 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mura.cli import main
 from mura.constants import BODY_PARTS
+from mura.prediction import Prediction, StudyPrediction, csv_fields
 
 
 def write_dicom(path: Path, pixels: np.ndarray, body_part: str) -> None:
@@ -72,9 +73,10 @@ def test_predict_folder_jsonl_with_study_mode(make_checkpoint, studies, capsys) 
         assert set(record["body_part_probabilities"]) == set(BODY_PARTS)
         assert abs(sum(record["body_part_probabilities"].values()) - 1) < 1e-6
     dicom = next(r for r in images if r["path"].endswith("view3.dcm"))
-    assert dicom["body_part"] == "WRIST" and dicom["body_part_used"] == "given"
-    assert dicom["body_part_source"] == "dicom"
-    assert {r["body_part_used"] for r in images if not r["path"].endswith(".dcm")} == {"predicted"}
+    assert dicom["body_part"] == "WRIST" and dicom["body_part_origin"] == "dicom"
+    assert {r["body_part_origin"] for r in images if not r["path"].endswith(".dcm")} == {"predicted"}
+    for record in records:  # every line is the one typed record
+        (StudyPrediction if record["kind"] == "study" else Prediction).model_validate(record)
     study_rows = {Path(r["path"]).name: r for r in records if r["kind"] == "study"}
     assert set(study_rows) == {"study1", "study2"}
     views = [r["fracture_probability"] for r in images if "/study1/" in r["path"]]
@@ -103,7 +105,8 @@ def test_predict_csv_with_body_part_tta_and_cam(make_checkpoint, studies, tmp_pa
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
     assert len(rows) == 3 and {r["body_part"] for r in rows} == {"HAND"}  # the argument beats DICOM tags
-    assert {r["body_part_used"] for r in rows} == {"given"} and "prob_WRIST" in rows[0]
+    assert {r["body_part_origin"] for r in rows} == {"given"} and "prob_WRIST" in rows[0]
+    assert list(rows[0]) == csv_fields() and rows[0]["model_members"] == "1"
     pngs = sorted(cam_dir.glob("*.png"))
     assert len(pngs) == 3
     with Image.open(pngs[0]) as overlay:

@@ -30,7 +30,8 @@ def manual_probs(path, imgs, parts, flip: bool = False) -> tuple[np.ndarray, np.
     if flip:
         x = torch.flip(x, dims=[-1])
     with torch.no_grad():
-        fracture, body = model(x, torch.tensor(parts))
+        output = model(x, torch.tensor(parts))
+    fracture, body = output.fracture_logits, output.body_part_logits
     return expit((fracture[:, 1] - fracture[:, 0]).double().numpy()), torch.softmax(body.double(), 1).numpy()
 
 
@@ -99,8 +100,9 @@ def test_operating_point_choice_and_calibration(make_checkpoint) -> None:
     logits = np.log(raw.fracture_prob / (1 - raw.fracture_prob))
     np.testing.assert_allclose(calibrated.fracture_prob, expit(logits / 2.0), atol=1e-5)
     np.testing.assert_allclose(calibrated.uncalibrated_prob, raw.fracture_prob, atol=1e-9)
-    record = calibrated.record(0)
-    assert record["operating_point"] == "suspicious" and record["threshold"] == 0.1
+    record = calibrated.prediction(0, default.identity)
+    assert record.operating_point == "suspicious" and record.threshold == 0.1
+    assert record.decision == ("abnormal" if record.fracture_probability >= 0.1 else "normal")
 
 
 def test_model_without_body_part_head_needs_given_parts(make_checkpoint) -> None:

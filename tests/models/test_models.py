@@ -15,17 +15,18 @@ from mura.config import Config
 from mura.errors import MuraError
 from mura.models import adapt_first_conv, create_model, list_models, model_from_config
 from mura.models.weights import offline_imagenet_state, offline_weights_file
+from mura.outputs import ONNX_OUTPUTS, ModelOutput
 
 SIZE = 64
 
-# registry name -> (feature dim, fracture head input, body-part head Linear widths, kwargs)
+# registry name -> (feature dim, fracture head input, body-part head Linear widths, unpooled shape)
 SPEC = {
-    "custom_cnn": (128 * (SIZE // 8) ** 2, 128 * (SIZE // 8) ** 2 + 32, [(128, 64), (64, 7)], {}),
-    "resnet50": (2048, 2080, [(2048, 256), (256, 7)], {}),
-    "densenet169": (1664, 1696, [(1664, 128), (128, 7)], {}),
-    "efficientnet_b0": (1280, 1312, [(1280, 128), (128, 7)], {}),
-    "convnext_atto": (320, 352, [(320, 128), (128, 7)], {}),
-    "vit_tiny_patch16_224": (192, 224, [(192, 128), (128, 7)], {}),
+    "custom_cnn": (128 * (SIZE // 8) ** 2, 128 * (SIZE // 8) ** 2 + 32, [(128, 64), (64, 7)], (128, 8, 8)),
+    "resnet50": (2048, 2080, [(2048, 256), (256, 7)], (2048, 2, 2)),
+    "densenet169": (1664, 1696, [(1664, 128), (128, 7)], (1664, 2, 2)),
+    "efficientnet_b0": (1280, 1312, [(1280, 128), (128, 7)], (1280, 2, 2)),
+    "convnext_atto": (320, 352, [(320, 128), (128, 7)], (320, 2, 2)),
+    "vit_tiny_patch16_224": (192, 224, [(192, 128), (128, 7)], (1 + (SIZE // 16) ** 2, 192)),
 }
 
 
@@ -44,17 +45,24 @@ def test_registry_lists_the_spec_models():
 @pytest.mark.parametrize("name", list(SPEC))
 def test_outputs_and_spec_dimensions_on_one_channel_input(name):
     torch.manual_seed(0)
-    feature_dim, fracture_in, body_widths, kwargs = SPEC[name]
-    model = create_model(name, img_size=SIZE, freeze="full", **kwargs).eval()
+    feature_dim, fracture_in, body_widths, unpooled_shape = SPEC[name]
+    model = create_model(name, img_size=SIZE, freeze="full").eval()
     image = torch.randn(3, 1, SIZE, SIZE)
     body_part = torch.tensor([0, 6, -1])
     with torch.no_grad():
-        fracture, body = model(image, body_part)
-        features = model.forward_features(image)
-        again = model.forward_heads(features, body_part)
-    assert fracture.shape == (3, 2) and body.shape == (3, 7)
-    assert features.shape == (3, feature_dim) == (3, model.feature_dim)
-    assert torch.equal(again[0], fracture) and torch.equal(again[1], body)
+        output = model(image, body_part)
+        unpooled = model.forward_features(image)
+        pooled = model.pool(unpooled)
+        from_unpooled = model.forward_head(unpooled, body_part)
+        from_pooled = model.forward_head(pooled, body_part, return_features=True)
+    assert output.fracture_logits.shape == (3, 2) and output.body_part_logits.shape == (3, 7)
+    assert output.features is None and output.fracture_map is None  # features only when asked
+    assert unpooled.shape == (3, *unpooled_shape)  # the backbone's own maps / tokens, not pooled
+    assert pooled.shape == (3, feature_dim) == (3, model.feature_dim)
+    for again in (from_unpooled, from_pooled):
+        assert torch.equal(again.fracture_logits, output.fracture_logits)
+        assert torch.equal(again.body_part_logits, output.body_part_logits)
+    assert torch.equal(from_pooled.features, pooled)
     assert linears(model.heads.fracture_head)[0].in_features == fracture_in
     assert linears(model.heads.fracture_head)[-1].out_features == 2
     assert [(m.in_features, m.out_features) for m in linears(model.heads.body_part_head)] == body_widths
@@ -80,9 +88,10 @@ def test_unknown_body_part_uses_the_predicted_part(name):
         last = linears(model.heads.body_part_head)[-1]
         last.bias.copy_(torch.arange(7) == 3).mul_(100.0)
         image = torch.randn(4, 1, SIZE, SIZE)
-        unknown, body = model(image, torch.full((4,), -1))
-        explicit, _ = model(image, torch.full((4,), 3))
-        other, _ = model(image, torch.full((4,), 0))
+        unknown = model(image, torch.full((4,), -1)).fracture_logits
+        body = model(image, torch.full((4,), -1)).body_part_logits
+        explicit = model(image, torch.full((4,), 3)).fracture_logits
+        other = model(image, torch.full((4,), 0)).fracture_logits
     assert torch.equal(body.argmax(1), torch.full((4,), 3))
     assert torch.allclose(unknown, explicit)
     assert not torch.allclose(unknown, other)  # the embedding really changes the fracture output
@@ -93,9 +102,9 @@ def test_spec_exact_custom_cnn_has_no_body_part_head_and_needs_known_parts():
     assert not model.has_body_part_head
     image = torch.randn(2, 1, SIZE, SIZE)
     with torch.no_grad():
-        fracture, body = model(image, torch.tensor([1, 2]))
-    assert fracture.shape == (2, 2)
-    assert torch.equal(body, torch.zeros(2, 7))
+        output = model(image, torch.tensor([1, 2]))
+    assert output.fracture_logits.shape == (2, 2)
+    assert torch.equal(output.body_part_logits, torch.zeros(2, 7))
     with pytest.raises(MuraError, match="known body part"):
         model(image, torch.tensor([1, -1]))
 
@@ -260,11 +269,23 @@ def test_channels_last_bf16_autocast_forward_and_backward():
     model = create_model("efficientnet_b0", freeze="full").to(memory_format=torch.channels_last).train()
     image = torch.randn(4, 1, SIZE, SIZE).to(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        fracture, body = model(image, torch.tensor([0, 1, -1, 6]))
+        output = model(image, torch.tensor([0, 1, -1, 6]))
+    fracture = output.fracture_logits
     assert fracture.dtype == torch.bfloat16 and fracture.shape == (4, 2)
-    (fracture.float().sum() + body.float().sum()).backward()
+    (fracture.float().sum() + output.body_part_logits.float().sum()).backward()
     grad = model.backbone.conv_stem.weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+class Exported(torch.nn.Module):
+    """The ONNX boundary: the model's output as the plain tuple `ModelOutput.exported()`."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, body_part: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model(image, body_part).exported()
 
 
 @pytest.mark.filterwarnings("ignore:.*axis name.*:UserWarning")
@@ -275,19 +296,31 @@ def test_onnx_export_has_a_dynamic_batch_and_keeps_the_unknown_part_rule(tmp_pat
     batch = torch.export.Dim("batch", min=1, max=1024)
     path = tmp_path / "model.onnx"
     torch.onnx.export(
-        model,
+        Exported(model).eval(),
         (torch.randn(2, 1, SIZE, SIZE), torch.tensor([0, -1])),
         str(path),
         input_names=["image", "body_part"],
-        output_names=["fracture_logits", "body_part_logits"],
+        output_names=list(ONNX_OUTPUTS),
         dynamic_shapes={"image": {0: batch}, "body_part": {0: batch}},
         dynamo=True,
     )
     image, body_part = torch.randn(5, 1, SIZE, SIZE), torch.tensor([0, -1, 6, -1, 2])
     outputs = ort.InferenceSession(str(path)).run(
-        None, {"image": image.numpy(), "body_part": body_part.numpy()}
+        list(ONNX_OUTPUTS), {"image": image.numpy(), "body_part": body_part.numpy()}
     )
     with torch.no_grad():
         expected = model(image, body_part)
-    for got, want in zip(outputs, expected, strict=True):
-        np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+    for name, got in zip(ONNX_OUTPUTS, outputs, strict=True):
+        np.testing.assert_allclose(got, getattr(expected, name).numpy(), atol=1e-5)
+
+
+def test_compiled_model_returns_the_named_output():
+    torch.manual_seed(0)
+    model = create_model("custom_cnn", img_size=SIZE, freeze="full").eval()
+    image, body_part = torch.randn(2, 1, SIZE, SIZE), torch.tensor([0, -1])
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        expected, got = model(image, body_part), compiled(image, body_part, return_features=True)
+    assert isinstance(got, ModelOutput)
+    assert torch.allclose(got.fracture_logits, expected.fracture_logits, atol=1e-6)
+    assert got.features.shape == (2, model.feature_dim)

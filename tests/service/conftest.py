@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -116,6 +119,12 @@ def serve():
     return live_server
 
 
+@pytest.fixture(scope="session")
+def serve_cli():
+    """`with serve_cli(checkpoint, log, *flags) as base_url:` `mura serve` in a subprocess."""
+    return mura_serve
+
+
 @contextlib.contextmanager
 def live_server(app, **options) -> Iterator[str]:
     """Serve `app` with uvicorn on a free loopback port in a thread; yields the base URL, then stops it."""
@@ -140,3 +149,39 @@ def live_server(app, **options) -> Iterator[str]:
         server.should_exit = True
         thread.join(20)
         sock.close()
+
+
+@contextlib.contextmanager
+def mura_serve(checkpoint: Path, log: Path, *flags: str) -> Iterator[str]:
+    """`mura serve` as a user starts it, in a subprocess on a free loopback port; yields its base URL.
+
+    Its output goes to `log`; a server that exits or does not answer within 180 s fails the test.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "mura", "serve", "--checkpoint", str(checkpoint)]
+    command += ["--port", str(port), *flags]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180  # imports of torch and friends are slow on a busy 2-core machine
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"mura serve exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mura serve did not answer within 180 s:\n{log.read_text()}")
+            time.sleep(0.25)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

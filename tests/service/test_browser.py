@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -31,50 +27,11 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+def server(serve_cli, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
     """`mura serve` as a user starts it, on a free loopback port; yields its base URL."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    command = [
-        sys.executable,
-        "-m",
-        "mura",
-        "serve",
-        "--checkpoint",
-        str(tiny_checkpoint),
-        "--port",
-        str(port),
-    ]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180  # imports of torch and friends are slow on a busy 2-core machine
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mura serve exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mura serve did not answer within 180 s:\n{log.read_text()}")
-            time.sleep(0.25)
+    with serve_cli(tiny_checkpoint, tmp_path_factory.mktemp("serve") / "serve.log") as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +117,40 @@ def test_page_reports_a_refused_file(server: str, browser, tmp_path: Path) -> No
     error = page.wait_for_selector("[data-testid=error]", timeout=30_000)
     assert "415" in error.inner_text() and "notes.png" in error.inner_text()
     page.close()
+
+
+def test_a_protected_server_asks_for_the_token_once_per_tab(
+    serve_cli, tiny_checkpoint, browser, tmp_path: Path, make_radiograph, encode_image
+) -> None:
+    """The token goes in once, lives in the tab's sessionStorage, and appears in no URL and no log line."""
+    token = "ward-3-viewer-token-0123456789"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(token + "\n")
+    tokens.chmod(0o600)
+    radiograph = tmp_path / "wrist.png"
+    radiograph.write_bytes(encode_image(make_radiograph("WRIST", abnormal=True, seed=5)))
+    log = tmp_path / "serve.log"
+    with serve_cli(tiny_checkpoint, log, "--auth-token-file", str(tokens)) as base:
+        page = browser.new_page()
+        refused = []  # anything the Content-Security-Policy blocked
+        page.on(
+            "console",
+            lambda message: refused.append(message.text) if "Security Policy" in message.text else None,
+        )
+        page.goto(base + "/")
+        page.wait_for_selector("#token-form", state="visible")
+        page.fill("#token-input", token)
+        page.click("#token-form button")
+        page.wait_for_selector("#model:has-text('custom_cnn')")
+        assert page.is_hidden("#token-form")
+        page.set_input_files("#file-input", str(radiograph))
+        page.wait_for_selector("[data-testid=heatmap]", timeout=60_000)
+        assert page.inner_text("[data-testid=probability]").endswith("%")
+        page.reload()  # the same tab keeps the token
+        page.wait_for_selector("#model:has-text('custom_cnn')")
+        assert page.is_hidden("#token-form") and token not in page.url
+        assert page.evaluate("sessionStorage.getItem('mura-token')") == token
+        page.close()
+    assert not refused, refused
+    served = log.read_text()
+    assert "POST /v1/predict" in served and "/v1/model" in served and token not in served

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
 
-from mura.inference.dicom_objects import sr_summary
 from mura.inference.predictor import Predictor
+from mura.pacs.sr import sr_summary
 from mura.service.app import create_app
 from mura.service.loading import make_explainer
 

@@ -70,7 +70,7 @@ def test_stalled_uploads_do_not_lock_out_other_clients(serve, predictor, wrist_p
             response = http.post("/v1/predict", files={"file": ("wrist.png", wrist_png)})
             elapsed = time.monotonic() - started
             assert response.status_code == 200, response.text
-            assert response.json()["filename"] == "wrist.png" and elapsed < 5
+            assert response.json()["path"] == "wrist.png" and elapsed < 5
             assert http.get("/healthz").json()["in_flight"] == 0  # stalled uploads hold no slot
         finally:
             for sock in stalled:

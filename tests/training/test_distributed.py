@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mura.training.distributed import DistInfo, ShardSampler, gather_by_row
+from mura.training.distributed import DistInfo, ShardSampler, gather_by_row, gather_columns_by_row
 
 
 def test_shard_sampler_covers_every_index_once_without_padding() -> None:
@@ -25,6 +25,51 @@ def test_gather_by_row_drops_duplicates_and_sorts_single_process() -> None:
         torch.tensor([5, 2, 5, 9]), torch.tensor([[1.0], [2.0], [1.0], [3.0]]), DistInfo()
     )
     assert rows.tolist() == [2, 5, 9] and values[:, 0].tolist() == [2.0, 1.0, 3.0]
+
+
+def test_gather_columns_by_row_returns_each_column_by_name_in_its_shape_and_kind() -> None:
+    rows, columns = gather_columns_by_row(
+        torch.tensor([7, 3]),
+        {"logits": torch.tensor([[0.5, -1.0], [2.0, 0.25]]), "labels": torch.tensor([1, 0])},
+        DistInfo(),
+    )
+    assert rows.tolist() == [3, 7]
+    assert (
+        columns["logits"].tolist() == [[2.0, 0.25], [0.5, -1.0]] and columns["logits"].dtype == torch.float64
+    )
+    assert columns["labels"].tolist() == [0, 1] and columns["labels"].dtype == torch.int64
+
+
+GATHER_WORKER = """
+import json, os, sys
+import torch
+import torch.distributed as dist
+from mura.training.distributed import DistInfo, gather_columns_by_row
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+info = DistInfo(rank=rank, world_size=2)
+if rank == 0:  # a shard with images
+    columns = {"logits": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "labels": torch.tensor([1, 0])}
+    rows = torch.tensor([0, 1])
+else:  # an empty shard: it cannot know the logits' width
+    columns = {"logits": torch.empty(0, 0), "labels": torch.empty(0, dtype=torch.int64)}
+    rows = torch.empty(0, dtype=torch.int64)
+rows, got = gather_columns_by_row(rows, columns, info)
+result = {"rows": rows.tolist(), **{name: value.tolist() for name, value in got.items()}}
+open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w").write(json.dumps(result))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_with_an_empty_shard_still_gathers_every_column(tmp_path: Path) -> None:
+    script = tmp_path / "gather.py"
+    script.write_text(GATHER_WORKER)
+    _launch(script, str(tmp_path))
+    expected = {"rows": [0, 1], "logits": [[1.0, 2.0], [3.0, 4.0]], "labels": [1, 0]}
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected
 
 
 def _free_port() -> int:
@@ -46,11 +91,8 @@ torch.save({"state": result.model.state_dict(), "history": result.history}, f"{s
 """
 
 
-def _torchrun(cfg, tmp_path: Path) -> None:
+def _launch(script: Path, *args: str) -> None:
     """Launch 2 ranks exactly as users do (torchrun sets RANK/WORLD_SIZE/MASTER_*), gloo on CPU."""
-    script, cfg_json = tmp_path / "worker.py", tmp_path / "cfg.json"
-    script.write_text(WORKER)
-    cfg_json.write_text(json.dumps(cfg.to_dict()))
     cmd = [
         sys.executable,
         "-m",
@@ -62,11 +104,17 @@ def _torchrun(cfg, tmp_path: Path) -> None:
         "--master_port",
         str(_free_port()),
         str(script),
-        str(cfg_json),
-        str(tmp_path),
+        *args,
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _torchrun(cfg, tmp_path: Path) -> None:
+    script, cfg_json = tmp_path / "worker.py", tmp_path / "cfg.json"
+    script.write_text(WORKER)
+    cfg_json.write_text(json.dumps(cfg.to_dict()))
+    _launch(script, str(cfg_json), str(tmp_path))
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mura.errors import MuraError
+from mura.outputs import ModelOutput
 from mura.training.losses import MultiTaskLoss, class_weights_from_index, focal_loss
 
 
@@ -30,7 +31,7 @@ def test_unweighted_ce_loss_is_fracture_ce_plus_weighted_body_part_ce_ignoring_u
     torch.manual_seed(0)
     fracture, body = torch.randn(4, 2), torch.randn(4, 7)
     label, part = torch.tensor([0, 1, 1, 0]), torch.tensor([2, -1, 6, 0])
-    out = MultiTaskLoss(body_part_weight=0.5)(fracture, body, label, part)
+    out = MultiTaskLoss(body_part_weight=0.5)(ModelOutput(fracture, body), label, part)
     known = part >= 0
     assert out.fracture.item() == pytest.approx(F.cross_entropy(fracture, label).item(), rel=1e-6)
     assert out.body_part.item() == pytest.approx(F.cross_entropy(body[known], part[known]).item(), rel=1e-6)
@@ -38,7 +39,8 @@ def test_unweighted_ce_loss_is_fracture_ce_plus_weighted_body_part_ce_ignoring_u
 
 
 def test_a_batch_of_unknown_body_parts_gives_zero_body_part_loss_not_nan():
-    out = MultiTaskLoss()(torch.randn(3, 2), torch.randn(3, 7), torch.tensor([0, 1, 0]), torch.full((3,), -1))
+    output = ModelOutput(torch.randn(3, 2), torch.randn(3, 7))
+    out = MultiTaskLoss()(output, torch.tensor([0, 1, 0]), torch.full((3,), -1))
     assert out.body_part.item() == 0.0 and torch.isfinite(out.total)
 
 
@@ -48,7 +50,7 @@ def test_per_body_part_weights_apply_per_image_and_unknown_parts_use_the_global_
     table[7] = torch.tensor([1.0, 2.0])  # global, for unknown parts
     fracture = torch.zeros(3, 2)  # every image: -log(0.5)
     loss = MultiTaskLoss(class_weights=table)(
-        fracture, torch.zeros(3, 7), torch.tensor([1, 0, 1]), torch.tensor([2, 2, -1])
+        ModelOutput(fracture, torch.zeros(3, 7)), torch.tensor([1, 0, 1]), torch.tensor([2, 2, -1])
     )
     assert loss.fracture.item() == pytest.approx(math.log(2) * (3.0 + 0.5 + 2.0) / 3, rel=1e-6)
     seven = MultiTaskLoss(class_weights=table[:7])  # [7, 2]: unknown parts get the row mean
@@ -88,8 +90,7 @@ def test_weighted_focal_loss_is_differentiable_and_finite_under_bf16_logits():
         pd.DataFrame({"body_part": ["ELBOW"] * 6, "label": [1, 0, 0, 0, 0, 1]}), "per_body_part"
     )
     loss = MultiTaskLoss("focal", focal_gamma=2.0, class_weights=weights)(
-        logits.bfloat16(),
-        torch.randn(6, 7),
+        ModelOutput(logits.bfloat16(), torch.randn(6, 7).bfloat16()),
         torch.tensor([1, 0, 0, 0, 0, 1]),
         torch.zeros(6, dtype=torch.long),
     )
@@ -109,7 +110,8 @@ def test_label_smoothing_pulls_the_optimum_off_certainty() -> None:
     hard = focal_loss(logits, label, gamma=0.0)
     assert torch.allclose(hard, torch.nn.functional.cross_entropy(logits, label, reduction="none"))
     assert int(hard.argmin()) == len(margins) - 1
-    smoothed = MultiTaskLoss(label_smoothing=smoothing)(logits, torch.randn(len(margins), 7), label, -label)
+    output = ModelOutput(logits, torch.randn(len(margins), 7))
+    smoothed = MultiTaskLoss(label_smoothing=smoothing)(output, label, -label)
     assert smoothed.fracture.item() == pytest.approx(loss.mean().item(), rel=1e-6)
     with pytest.raises(MuraError, match="label smoothing"):
         MultiTaskLoss(label_smoothing=0.5)

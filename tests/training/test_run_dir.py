@@ -40,8 +40,11 @@ def finished_run(synthetic_mura, tmp_path_factory):
 
 def test_a_finished_run_is_refused_without_resume_or_overwrite(finished_run) -> None:
     before = _snapshot(Path(finished_run.out))
-    with pytest.raises(MuraError, match="already holds a run .*--resume .*--overwrite"):
+    with pytest.raises(MuraError, match="already holds a run .*resume=True .*overwrite=True") as raised:
         train(finished_run)
+    assert "--" not in str(raised.value)  # the Python API names its parameters, the CLI its flags
+    with pytest.raises(MuraError, match="resume=True and overwrite=True contradict"):
+        train(finished_run, resume=True, overwrite=True)
     assert _snapshot(Path(finished_run.out)) == before
 
 
@@ -90,4 +93,5 @@ def test_cli_overwrite_and_resume_flags(finished_run) -> None:
         text=True,
     )
     assert done.returncode == 2 and "already holds a run" in done.stderr
+    assert "pass --resume to continue it or --overwrite to start it again" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -3,7 +3,9 @@
 The CLI is a thin layer that parses arguments and calls library functions.
 
 Each module in this package adds its subcommands with `register(subparsers)`; every subcommand sets
-`func(args) -> int`. Errors the user can fix (MuraError) print one line on stderr, never a traceback.
+`func(args) -> int`. Errors the user can fix (MuraError) print one line on stderr, never a traceback;
+library errors name Python parameters (`resume=True`), which a subcommand's `parameter_flags`
+(set with `set_defaults`) rewrites to its own flags (`--resume`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MuraError as exc:
-        print(f"mura {args.command}: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        for parameter, flag in getattr(args, "parameter_flags", {}).items():
+            message = message.replace(parameter, flag)
+        print(f"mura {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mura {args.command}: interrupted", file=sys.stderr)

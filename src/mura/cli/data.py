@@ -158,4 +158,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     prepare.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
-    prepare.set_defaults(func=run_prepare)
+    # build_cache's errors name its parameters; this command's flags set them
+    prepare.set_defaults(func=run_prepare, parameter_flags={"workers=1": "--workers 1"})

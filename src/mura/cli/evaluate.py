@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+# How `evaluate_checkpoints()`'s errors name its parameters, and the flags of `mura evaluate` that set them.
+EVALUATE_FLAGS = {"record=True": "--record", "split='test'": "--split test"}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this module's subcommands."""
@@ -46,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="store the test figures in the (single) checkpoint, shown by `mura serve` at /v1/model; "
         "without it the checkpoint is only read",
     )
-    ev.set_defaults(func=run_evaluate)
+    ev.set_defaults(func=run_evaluate, parameter_flags=EVALUATE_FLAGS)
 
     cmp = subparsers.add_parser("compare", help="the spec's Tables 8 and 9 across evaluated models")
     cmp.add_argument(

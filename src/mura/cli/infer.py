@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from typing import Any, TextIO
 
 from mura.constants import BODY_PARTS
 from mura.errors import MuraError
+from mura.prediction import Prediction, csv_fields
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +31,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="body part of every image (default: DICOM tags, else predicted)",
     )
+    parser.set_defaults(parameter_flags={"body_part=...": "--body-part"})  # the Predictor's errors
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 
@@ -94,39 +95,20 @@ def _threshold(text: str | None) -> str | float | None:
         return text
 
 
-CSV_FIELDS = [
-    "kind",
-    "path",
-    "fracture_probability",
-    "decision",
-    "operating_point",
-    "threshold",
-    "body_part",
-    "body_part_used",
-    "body_part_source",
-    "views",
-    "views_failed",
-    "warnings",
-] + [f"prob_{p}" for p in BODY_PARTS]
-
-
 class RecordWriter:
-    """JSON lines, or CSV with the body-part probabilities flattened into prob_<PART> columns."""
+    """JSON lines (`Prediction.model_dump`), or CSV (`Prediction.flat`: one column per field)."""
 
     def __init__(self, handle: TextIO, fmt: str) -> None:
         self.handle, self.fmt = handle, fmt
-        self.csv = csv.DictWriter(handle, CSV_FIELDS, extrasaction="ignore") if fmt == "csv" else None
+        self.csv = csv.DictWriter(handle, csv_fields(), extrasaction="raise") if fmt == "csv" else None
         if self.csv:
             self.csv.writeheader()
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, prediction: Prediction) -> None:
         if self.csv is None:
-            self.handle.write(json.dumps(record) + "\n")
-            return
-        flat = dict(record)
-        flat.update({f"prob_{k}": v for k, v in record["body_part_probabilities"].items()})
-        flat["warnings"] = "; ".join(record.get("warnings", []))
-        self.csv.writerow(flat)
+            self.handle.write(prediction.model_dump_json() + "\n")
+        else:
+            self.csv.writerow(prediction.flat())
 
 
 @contextmanager
@@ -147,15 +129,16 @@ def _write_cam(explainer: Any, result: Any, directory: Path) -> Path:
     """Grad-CAM overlay of one predicted file, for the body part its prediction used."""
     from mura.inference.gradcam import overlay, save_png
 
-    given = result.record["body_part_used"] == "given"
-    part = BODY_PARTS.index(result.record["body_part"]) if given else -1
+    prediction = result.prediction
+    given = prediction.body_part_origin != "predicted"
+    part = BODY_PARTS.index(prediction.body_part) if given and prediction.body_part else -1
     return save_png(
         directory / _cam_name(result.path), overlay(result.pixels, explainer.heatmap(result.pixels, part))
     )
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from mura.inference.files import expand_paths, iter_file_predictions, study_record
+    from mura.inference.files import expand_paths, iter_file_predictions, study_prediction
     from mura.inference.predictor import Predictor
 
     if not args.patient_id and (args.patient_name or args.study_uid or args.accession_number):
@@ -189,14 +172,14 @@ def run_predict(args: argparse.Namespace) -> int:
                 print(f"mura predict: skipped {result.error}", file=sys.stderr)
                 continue
             predicted += 1
-            for warning in result.record.get("warnings", []):
+            for warning in result.prediction.warnings:
                 print(f"mura predict: warning: {result.path}: {warning}", file=sys.stderr)
-            writer.write({"kind": "image", "path": str(result.path), **result.record})
+            writer.write(result.prediction)
             if explainer is not None:
                 _write_cam(explainer, result, Path(args.cam))
         for folder, results in studies.items():
             if any(r.ok for r in results):
-                writer.write(study_record(folder, results, predictor.threshold, predictor.threshold_name))
+                writer.write(study_prediction(str(folder), results))
     if predicted == 0:
         print(f"mura predict: none of the {len(files)} file(s) could be predicted", file=sys.stderr)
         return 2
@@ -207,7 +190,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def _write_dicom_results(args: argparse.Namespace, predictor: Any, files: list[Path], explainer: Any) -> None:
     """One SR + Secondary Captures per study (DICOM: by StudyInstanceUID; other files: by folder)."""
-    from mura.inference.dicom_out import StudyIdentity, group_studies, study_results
+    from mura.pacs.results import StudyIdentity
+    from mura.pacs.study import group_studies, study_results
 
     identity = None
     if args.patient_id:
@@ -227,13 +211,13 @@ def _write_dicom_results(args: argparse.Namespace, predictor: Any, files: list[P
             print(f"mura predict: no DICOM results: {exc}", file=sys.stderr)
             continue
         if study.note:
-            print(f"mura predict: {study.record['path']}: {study.note}", file=sys.stderr)
+            print(f"mura predict: {study.prediction.path}: {study.note}", file=sys.stderr)
             continue
         for path, reason in study.skipped:
             print(f"mura predict: DICOM results leave out {path}: {reason}", file=sys.stderr)
         written = study.write(args.dicom_out)
         print(
-            f"mura predict: {study.record['path']}: wrote {len(written)} DICOM object(s) (1 SR, "
+            f"mura predict: {study.prediction.path}: wrote {len(written)} DICOM object(s) (1 SR, "
             f"{len(study.captures)} Secondary Capture(s)) to {args.dicom_out}",
             file=sys.stderr,
         )
@@ -253,7 +237,8 @@ def run_explain(args: argparse.Namespace) -> int:
             print(f"mura explain: skipped {result.error}", file=sys.stderr)
             continue
         target = _write_cam(explainer, result, Path(args.out))
-        print(f"{target}\t{result.record['fracture_probability']:.4f}\t{result.record['body_part']}")
+        prediction = result.prediction
+        print(f"{target}\t{prediction.fracture_probability:.4f}\t{prediction.body_part}")
         written += 1
     return 0 if written else 2
 

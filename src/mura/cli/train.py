@@ -20,6 +20,8 @@ from mura.config import Config, FieldSpec, config_fields, load_config
 
 OVERRIDE_PREFIX = "override:"
 DEFAULT_FOLDS = 5
+# How `train()`'s errors name its parameters, and the flags of `mura train` that set them.
+TRAIN_FLAGS = {"resume=True": "--resume", "overwrite=True": "--overwrite"}
 
 
 def _flag_help(spec: FieldSpec) -> str:
@@ -72,22 +74,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="start again in an --out that already holds a run"
     )
     _add_config_flags(parser)
-    parser.set_defaults(func=run_train)
+    parser.set_defaults(func=run_train, parameter_flags=TRAIN_FLAGS)
 
     cv = subparsers.add_parser(
         "cv",
         help="k-fold cross-validation: out-of-fold predictions, OOF-fitted decision, the fold ensemble",
         description="Train one recipe on K folds (by patient, or blocks of ids), predict every image with "
         "the model that did not see it, fit calibration and operating points on those out-of-fold "
-        "predictions, and write the fold ensemble to OUT/final/*.pt. Resumes an interrupted run.",
-        usage="mura cv --config YAML [--folds K] --out DIR [--tta] [--section.key VALUE ...]",
+        "predictions, and write the fold ensemble to OUT/final/*.pt. Resumes an interrupted run; folds "
+        "trained with other settings are refused (or, with --retrain, trained again).",
+        usage="mura cv --config YAML [--folds K] --out DIR [--tta] [--retrain] [--section.key VALUE ...]",
         epilog="--folds is the config's data.folds (default here: 5).",
     )
     cv.add_argument("--config", help="YAML config of the recipe (configs/fracatlas/*.yaml)")
     cv.add_argument("--tta", action="store_true", help="out-of-fold predictions with flip TTA")
     cv.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for CIs")
+    cv.add_argument(
+        "--retrain",
+        action="store_true",
+        help="folds in --out trained with other settings, folds or data are removed and trained again "
+        "(without it such a rerun is refused; unchanged folds are always reused)",
+    )
     _add_config_flags(cv)
-    cv.set_defaults(func=run_cv, resume=False)
+    cv.set_defaults(func=run_cv, resume=False, parameter_flags={"retrain=True": "--retrain"})
 
     ens = subparsers.add_parser(
         "ensemble",
@@ -99,7 +108,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ens.add_argument("runs", nargs="+", metavar="CV_DIR", help="finished `mura cv` folders")
     ens.add_argument("--out", required=True, help="folder for the ensemble")
     ens.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for CIs")
-    ens.set_defaults(func=run_ensemble)
+    ens.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an ensemble in --out built from other runs (or from these before they changed)",
+    )
+    ens.set_defaults(func=run_ensemble, parameter_flags={"overwrite=True": "--overwrite"})
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -116,7 +130,8 @@ def run_cv(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from mura.experiments.cv import cross_validate
 
-    result = cross_validate(cfg, cfg.data.folds or DEFAULT_FOLDS, tta=args.tta, n_bootstrap=args.bootstrap)
+    folds = cfg.data.folds or DEFAULT_FOLDS
+    result = cross_validate(cfg, folds, tta=args.tta, n_bootstrap=args.bootstrap, retrain=args.retrain)
     s = result.summary
     low, high = s["oof_auc_ci"]
     point = s["operating_points"][s["default_operating_point"]]
@@ -134,7 +149,8 @@ def run_cv(args: argparse.Namespace) -> int:
 def run_ensemble(args: argparse.Namespace) -> int:
     from mura.experiments.ensemble import ensemble_runs
 
-    s = ensemble_runs([Path(r) for r in args.runs], Path(args.out), n_bootstrap=args.bootstrap)
+    runs = [Path(r) for r in args.runs]
+    s = ensemble_runs(runs, Path(args.out), n_bootstrap=args.bootstrap, overwrite=args.overwrite)
     low, high = s["oof_auc_ci"]
     point = s["operating_points"]["suspicious"]
     print(

@@ -43,6 +43,7 @@ from mura.data.cache_folder import (
     find_damage,
     load_settings,
 )
+from mura.data.cache_settings import DEFAULT_RESIZE, CacheCounts, CacheSettings
 from mura.data.images import read_image
 from mura.data.index import read_index, write_index
 from mura.errors import ImageDecodeError, MuraError
@@ -51,7 +52,6 @@ from mura.preprocessing import RESIZE_MODES, resize_image
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RESIZE = "stretch"
 FAILURES_FILE = "failures.csv"
 WARNINGS_FILE = "warnings.csv"  # images kept but flagged (truncated files decoded with filler)
 REBUILD_HINT = "`mura prepare` will rebuild it"
@@ -75,11 +75,7 @@ class ImageCache:
     directory: Path
     images: np.ndarray
     index: pd.DataFrame
-    settings: dict
-
-    @property
-    def size(self) -> int:
-        return int(self.settings["size"])
+    settings: CacheSettings
 
     def rows(self, split: str) -> np.ndarray:
         """Cache rows of one split (train / val / test)."""
@@ -172,7 +168,7 @@ def _decode_all(
                 raise_if_interrupted()
         except BrokenProcessPool:
             raise MuraError(
-                "a decoding process died (out of memory?); `mura prepare --workers 1` names the file"
+                "a decoding process died (out of memory?); one worker (workers=1) names the file"
             ) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # running chunks finish within a second or so
@@ -208,7 +204,7 @@ def _build(frame: pd.DataFrame, out_dir: Path, size: int, resize: str, workers: 
         keep = np.setdiff1d(np.arange(n), [row for row, _ in failures])
         if failures:
             _drop_rows(images_tmp, keep)
-        images_record = file_record(images_tmp, shape=[len(keep), size, size], dtype="uint8")
+        images_record = file_record(images_tmp, shape=(len(keep), size, size), dtype="uint8")
         cached = frame.iloc[keep].reset_index(drop=True)
         cached["cache_row"] = np.arange(len(cached))
         index_record = file_record(write_index(cached, out_dir / INDEX_FILE), rows=len(cached))
@@ -221,7 +217,7 @@ def _build(frame: pd.DataFrame, out_dir: Path, size: int, resize: str, workers: 
         )
         write_text(out_dir / WARNINGS_FILE, warning_frame.to_csv(index=False))
     return {
-        "counts": {"indexed": n, "cached": len(cached), "failed": len(failures), "warned": len(warnings)},
+        "counts": CacheCounts(indexed=n, cached=len(cached), failed=len(failures), warned=len(warnings)),
         "splits": {str(k): int(v) for k, v in cached["split"].value_counts().sort_index().items()},
         "files": {IMAGES_FILE: images_record, INDEX_FILE: index_record},
     }
@@ -249,26 +245,24 @@ def build_cache(
         print_key = fingerprint(frame, size, resize)
         old = load_settings(folder)
         damage = ""
-        if not force and old and old.get("fingerprint") == print_key:
+        if not force and old and old.fingerprint == print_key:
             damage = find_damage(folder, old, checksums=True)
             if not damage:
-                counts = old["counts"]
+                counts = old.counts
                 seconds = time.perf_counter() - started
-                return CacheInfo(
-                    folder, counts["cached"], counts["failed"], True, seconds, "", counts.get("warned", 0)
-                )
+                return CacheInfo(folder, counts.cached, counts.failed, True, seconds, "", counts.warned)
             log.warning("%s: the cache is damaged (%s); rebuilding it", folder, damage)
         (folder / SETTINGS_FILE).unlink(missing_ok=True)  # from here on the folder is "not finished"
         try:
             contents = _build(frame, folder, size, resize, workers, progress)
         except OSError as exc:
             raise MuraError(f"{folder}: cannot write the cache ({exc.strerror or exc})") from None
-        settings = {"format": CACHE_FORMAT, "size": size, "resize": resize, "fingerprint": print_key}
-        settings.update(contents, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        write_text(folder / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
-    counts = contents["counts"]
+        created = time.strftime("%Y-%m-%dT%H:%M:%S")
+        settings = CacheSettings(CACHE_FORMAT, size, resize, print_key, created=created, **contents)
+        write_text(folder / SETTINGS_FILE, json.dumps(settings.to_dict(), indent=1) + "\n")
+    counts = settings.counts
     seconds = time.perf_counter() - started
-    return CacheInfo(folder, counts["cached"], counts["failed"], False, seconds, damage, counts["warned"])
+    return CacheInfo(folder, counts.cached, counts.failed, False, seconds, damage, counts.warned)
 
 
 def open_cache(directory: str | Path) -> ImageCache:
@@ -287,17 +281,17 @@ def open_cache(directory: str | Path) -> ImageCache:
             )
         raise MuraError(f"{directory}: not a mura cache (no {SETTINGS_FILE}); build it with `mura prepare`")
     damage = find_damage(directory, settings, checksums=False)
-    if damage and settings.get("format") != CACHE_FORMAT:
+    if damage and settings.format != CACHE_FORMAT:
         raise MuraError(f"{directory}: cannot read this cache: {damage} ({REBUILD_HINT})")
     if not damage:
         try:
             index = read_index(directory / INDEX_FILE)
         except MuraError as exc:
             raise MuraError(f"the cache is damaged: {exc}; {REBUILD_HINT}") from None
-        rows, size = settings["files"][INDEX_FILE].get("rows"), settings.get("size")
+        rows, size = settings.files[INDEX_FILE].rows, settings.size
         if len(index) != rows:
             damage = f"{INDEX_FILE} has {len(index)} rows, {SETTINGS_FILE} recorded {rows}"
-        elif settings["files"][IMAGES_FILE]["shape"] != [rows, size, size]:
+        elif settings.files[IMAGES_FILE].shape != (rows, size, size):
             damage = f"{SETTINGS_FILE} contradicts itself (shape, size, rows)"
     if damage:
         raise MuraError(f"{directory}: the cache is damaged: {damage}; {REBUILD_HINT}")

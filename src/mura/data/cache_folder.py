@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mura.atomic import remove_stale_temporaries, write_text
+from mura.data.cache_settings import CacheSettings, FileRecord
 from mura.errors import MuraError
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,12 @@ MARKER_FILE = ".mura-cache"
 _HASH_BLOCK = 16 << 20
 
 
-def load_settings(directory: Path) -> dict | None:
-    """The cache's settings.json, or None if it is missing or not a JSON object."""
+def load_settings(directory: Path) -> CacheSettings | None:
+    """The cache's settings.json, or None if it is missing or not the settings of any cache format."""
     try:
-        settings = json.loads((directory / SETTINGS_FILE).read_text())
-    except (OSError, ValueError):
+        return CacheSettings.from_dict(json.loads((directory / SETTINGS_FILE).read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return settings if isinstance(settings, dict) else None
 
 
 def file_sha256(path: Path) -> str:
@@ -57,39 +57,42 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_record(path: Path, **facts: object) -> dict:
+def file_record(
+    path: Path, *, shape: tuple[int, ...] | None = None, dtype: str | None = None, rows: int | None = None
+) -> FileRecord:
     """What settings.json records of a file it lists: size, the given facts, checksum."""
-    return {"bytes": path.stat().st_size, **facts, "sha256": file_sha256(path)}
+    size = path.stat().st_size
+    return FileRecord(bytes=size, sha256=file_sha256(path), shape=shape, dtype=dtype, rows=rows)
 
 
-def find_damage(directory: Path, settings: dict, checksums: bool) -> str:
+def find_damage(directory: Path, settings: CacheSettings, checksums: bool) -> str:
     """What is wrong with a finished cache's files ('' if nothing): sizes, shape, dtype; checksums too."""
-    if settings.get("format") != CACHE_FORMAT:
-        return f"it has cache format {settings.get('format')}, this mura reads {CACHE_FORMAT}"
-    try:
-        images_record, index_record = settings["files"][IMAGES_FILE], settings["files"][INDEX_FILE]
-        for name, record in ((IMAGES_FILE, images_record), (INDEX_FILE, index_record)):
-            try:
-                actual = (directory / name).stat().st_size
-            except OSError:
-                return f"{name} is missing"
-            if actual != record["bytes"]:
-                return f"{name} has {actual} bytes, {SETTINGS_FILE} recorded {record['bytes']}"
-        try:
-            images = np.load(directory / IMAGES_FILE, mmap_mode="r")
-        except (OSError, ValueError) as exc:
-            return f"{IMAGES_FILE} is not a readable array ({exc})"
-        if str(images.dtype) != images_record["dtype"] or list(images.shape) != images_record["shape"]:
-            return (
-                f"{IMAGES_FILE} is {images.dtype} {list(images.shape)}, {SETTINGS_FILE} recorded "
-                f"{images_record['dtype']} {images_record['shape']}"
-            )
-        if checksums:
-            for name, record in ((IMAGES_FILE, images_record), (INDEX_FILE, index_record)):
-                if file_sha256(directory / name) != record["sha256"]:
-                    return f"{name} does not match its checksum (modified, or copied from another cache)"
-    except (KeyError, TypeError):
+    if settings.format != CACHE_FORMAT:
+        return f"it has cache format {settings.format}, this mura reads {CACHE_FORMAT}"
+    records = {name: settings.files.get(name) for name in (IMAGES_FILE, INDEX_FILE)}
+    if None in records.values():
         return f"{SETTINGS_FILE} lacks the file records of cache format {CACHE_FORMAT}"
+    for name, record in records.items():
+        try:
+            actual = (directory / name).stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if actual != record.bytes:
+            return f"{name} has {actual} bytes, {SETTINGS_FILE} recorded {record.bytes}"
+    try:
+        images = np.load(directory / IMAGES_FILE, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        return f"{IMAGES_FILE} is not a readable array ({exc})"
+    images_record = records[IMAGES_FILE]
+    if str(images.dtype) != images_record.dtype or tuple(images.shape) != images_record.shape:
+        return (
+            f"{IMAGES_FILE} is {images.dtype} {list(images.shape)}, {SETTINGS_FILE} recorded "
+            f"{images_record.dtype} {list(images_record.shape or ())}"
+        )
+    if checksums:
+        for name, record in records.items():
+            if file_sha256(directory / name) != record.sha256:
+                return f"{name} does not match its checksum (modified, or copied from another cache)"
     return ""
 
 
@@ -97,8 +100,7 @@ def is_own_folder(directory: Path) -> bool:
     """A folder `mura prepare` made: its marker file, or (caches made before the marker) its settings."""
     if (directory / MARKER_FILE).is_file():
         return True
-    settings = load_settings(directory)
-    return bool(settings and {"fingerprint", "counts"} <= set(settings))
+    return load_settings(directory) is not None
 
 
 @contextmanager
@@ -121,14 +123,14 @@ def _locked(out_dir: Path) -> Iterator[None]:
 def claimed_folder(out_dir: Path) -> Iterator[Path]:
     """Make `out_dir` a cache folder and lock it; refuse one holding anything but a mura cache."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise MuraError(f"{out_dir}: exists and is not a folder; give --out a new or empty folder")
+        raise MuraError(f"{out_dir}: exists and is not a folder; choose a new or empty folder")
     if out_dir.is_dir() and not is_own_folder(out_dir):
         entries = sorted(entry.name for entry in out_dir.iterdir())
         if entries:
             shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
             raise MuraError(
                 f"{out_dir}: folder is not empty ({shown}) and is not a mura cache; nothing was written, "
-                "give --out a new or empty folder"
+                "choose a new or empty folder"
             )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

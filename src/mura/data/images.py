@@ -28,7 +28,7 @@ JPEG_END = b"\xff\xd9"
 
 def is_dicom(source: str | Path | bytes) -> bool:
     """DICOM by suffix for paths; else by the `DICM` marker at byte 128, or a preamble-less data set start."""
-    from mura.data.dicom_bytes import SNIFF_BYTES, sniff_dataset_start
+    from mura.data.dicom.sniff import SNIFF_BYTES, sniff_dataset_start
 
     if isinstance(source, bytes | bytearray | memoryview):
         head = bytes(source[:SNIFF_BYTES])
@@ -211,7 +211,7 @@ def read_image(source: str | Path | bytes, name: str | None = None) -> DecodedIm
     if not is_dicom(source):
         return _decode_pil(source, label)
     try:
-        from mura.data.dicom import read_dicom
+        from mura.data.dicom.read import read_dicom
     except ImportError as exc:
         raise ImageDecodeError(label, f"DICOM support unavailable: {exc}") from None
     dicom = read_dicom(source, name=label)

@@ -214,7 +214,7 @@ def check_index_target(path: str | Path) -> None:
     """`mura index --out` may replace an index it wrote (same header), never another file."""
     path = Path(path)
     if path.is_dir():
-        raise MuraError(f"{path}: is a folder; give --out a CSV file name")
+        raise MuraError(f"{path}: is a folder; give a CSV file name")
     if not path.exists():
         return
     try:
@@ -223,7 +223,7 @@ def check_index_target(path: str | Path) -> None:
     except (OSError, UnicodeDecodeError):
         header = []
     if not set(INDEX_COLUMNS) <= set(header):
-        raise MuraError(f"{path}: exists and is not a mura index; nothing was written, choose another --out")
+        raise MuraError(f"{path}: exists and is not a mura index; nothing was written, choose another name")
 
 
 def read_index(path: str | Path) -> pd.DataFrame:

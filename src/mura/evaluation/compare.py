@@ -10,8 +10,9 @@ from typing import Any
 
 import pandas as pd
 
+from mura.atomic import write_text
 from mura.errors import MuraError
-from mura.evaluation.tables import Image, Link, Section, Table, pct, to_html, to_markdown, write_atomic
+from mura.evaluation.tables import Image, Link, Section, Table, pct, to_html, to_markdown
 
 DISPLAY_NAMES = {
     "custom_cnn": "Custom CNN",
@@ -179,12 +180,12 @@ def compare_runs(
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "compare_fracture.csv", fracture.to_csv(index=False))
-        write_atomic(out / "compare_body_part.csv", body.to_csv(index=False))
+        write_text(out / "compare_fracture.csv", fracture.to_csv(index=False))
+        write_text(out / "compare_body_part.csv", body.to_csv(index=False))
         sections = _sections(fracture, body, loaded, out)
         synthetic = any(m["meta"].get("synthetic") for _, _, m in loaded)
         banner = SYNTHETIC_NOTE if synthetic else ""
         title = "Model comparison"
-        write_atomic(out / "comparison.md", to_markdown(sections, title, banner, out))
-        write_atomic(out / "report.html", to_html(sections, title, banner))
+        write_text(out / "comparison.md", to_markdown(sections, title, banner, out))
+        write_text(out / "report.html", to_html(sections, title, banner))
     return fracture, body

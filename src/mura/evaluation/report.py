@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mura.atomic import write_text
 from mura.constants import BODY_PARTS
 from mura.decision import DEFAULT_THRESHOLD
 from mura.errors import MuraError
@@ -27,9 +28,10 @@ from mura.evaluation.metrics import (
     fracture_metrics,
     per_group_fracture_metrics,
 )
+from mura.evaluation.report_folder import PLOTS_FOLDER, REPORT_FILES, claim_report_folder
 from mura.evaluation.sections import build_sections
 from mura.evaluation.study import study_level_scores, study_metrics, write_mura_scorer_csv
-from mura.evaluation.tables import to_html, to_markdown, write_atomic
+from mura.evaluation.tables import to_html, to_markdown
 
 __all__ = [
     "compare_runs",
@@ -37,7 +39,6 @@ __all__ = [
     "evaluate_predictions",
     "prepare_predictions",
     "write_report",
-    "write_atomic",
 ]
 
 SYNTHETIC_BANNER = (
@@ -109,7 +110,7 @@ def evaluate_predictions(
     unknown = [c for c in by if c not in df]
     if unknown:
         raise MuraError(
-            f"--by column(s) not in the predictions/index: {', '.join(unknown)} "
+            f"column(s) to report by not in the predictions/index: {', '.join(unknown)} "
             f"(available: {', '.join(sorted(df.columns))})"
         )
     thresholds = {"default": DEFAULT_THRESHOLD, **{k: float(v) for k, v in thresholds.items()}}
@@ -169,7 +170,7 @@ def _json_default(value: object) -> object:
 def _draw_plots(
     result: Mapping[str, Any], df: pd.DataFrame, out: Path, index: pd.DataFrame | None
 ) -> dict[str, Path | None]:
-    figs = out / "plots"
+    figs = out / PLOTS_FOLDER
     group_column = PREDICTED_PART if result["meta"]["external"] else "body_part"
     curves = {"overall": (df["label"].to_numpy(), df["fracture_prob"].to_numpy())}
     studies = study_level_scores(df)
@@ -214,25 +215,21 @@ def write_report(
     run_dirs: Sequence[str | Path] = (),
     index: pd.DataFrame | None = None,
 ) -> dict[str, Path]:
-    """Write metrics.json, predictions.csv, mura_scorer*.csv, plots/, report.md and report.html."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write metrics.json, predictions.csv, mura_scorer*.csv, plots/, report.md and report.html into a
+    new or empty folder, or one an earlier report wrote (`report_folder`); any other is refused."""
     df, _ = prepare_predictions(predictions)
-    files = {
-        "metrics": out / "metrics.json",
-        "predictions": out / "predictions.csv",
-        "markdown": out / "report.md",
-        "html": out / "report.html",
-    }
-    write_atomic(files["metrics"], json.dumps(result, indent=1, default=_json_default, allow_nan=False))
-    write_atomic(files["predictions"], predictions.to_csv(index=False))
+    out = claim_report_folder(out_dir)
+    names = ("metrics", "predictions", "markdown", "html")  # the keys of REPORT_FILES, in order
+    files = dict(zip(names, (out / name for name in REPORT_FILES), strict=True))
+    write_text(files["metrics"], json.dumps(result, indent=1, default=_json_default, allow_nan=False))
+    write_text(files["predictions"], predictions.to_csv(index=False))
     studies = study_level_scores(df)
     for name, value in result["thresholds"].items():
         key = "mura_scorer" if name == "default" else f"mura_scorer_{name}"
         files[key] = write_mura_scorer_csv(studies, value, out / f"{key}.csv")
     figures = _draw_plots(result, df, out, index)
     training = {
-        Path(d).name: plots.plot_training_curves(Path(d), out / "plots" / f"training_{i}.png")
+        Path(d).name: plots.plot_training_curves(Path(d), out / PLOTS_FOLDER / f"training_{i}.png")
         for i, d in enumerate(run_dirs)
     }
     sections = build_sections(result, figures, training)
@@ -241,6 +238,6 @@ def write_report(
         f"{result['meta'].get('split') or 'data'}"
     )
     banner = SYNTHETIC_BANNER if result["meta"]["synthetic"] else ""
-    write_atomic(files["markdown"], to_markdown(sections, title, banner, out))
-    write_atomic(files["html"], to_html(sections, title, banner))
+    write_text(files["markdown"], to_markdown(sections, title, banner, out))
+    write_text(files["html"], to_html(sections, title, banner))
     return files

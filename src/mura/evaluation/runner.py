@@ -4,7 +4,7 @@ Probabilities are the deployed ones (each checkpoint's stored calibration, throu
 `Predictor` that `mura predict` and `mura serve` use, from cache rows that are exactly the pixels those
 commands compute from the files). Operating points are the ones stored in the checkpoint(s) (an
 ensemble uses their mean, as the Predictor does); when none are stored they are chosen on `val` now.
-The checkpoints are only read; `record=True` (`--record`) writes the test figures into a single one.
+The checkpoints are only read; `record=True` writes the test figures into a single one.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _thresholds(
 
 
 def _add_index_columns(predictions: pd.DataFrame, index: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """Bring `--by` columns the cache lacks over from the index, matched by image path."""
+    """Bring the `by` columns the cache lacks over from the index, matched by image path."""
     wanted = [c for c in by if c not in predictions and c in index]
     if not wanted or "path" not in index:
         return predictions
@@ -106,7 +106,9 @@ def evaluate_checkpoints(
     from mura.inference.predictor import Predictor
 
     if record and (len(checkpoints) != 1 or Path(checkpoints[0]).suffix != ".pt" or split != "test"):
-        raise MuraError("--record writes test figures into one .pt checkpoint: give one, with --split test")
+        raise MuraError(
+            "record=True writes test figures into one .pt checkpoint: give one, with split='test'"
+        )
     dirs = [cache_dir] if isinstance(cache_dir, str | Path) else list(cache_dir)
     caches = [open_cache(d) for d in dirs]
     cache = caches[0]

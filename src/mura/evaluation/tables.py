@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import html
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,12 +172,3 @@ def to_html(sections: Sequence[Section], title: str, banner: str = "") -> str:
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to a temp file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)

@@ -15,8 +15,11 @@ extra training run, each member's calibration was fitted on predictions of exact
 an average of K models is at least as good as one on unseen films; the OOF figures describe a single
 member, so they are a slightly conservative estimate of the ensemble.
 
-Work resumes: a finished fold (`fold{k}/done.json`) is kept, an interrupted one continues from its
-`last.pt`.
+Work resumes, honestly: a finished fold (`fold{k}/done.json`) is kept and an interrupted one continues
+from its `last.pt` only if its `fold.json` (`cv_resume`) says it was trained from the same recipe,
+folds and data. Otherwise the run is refused with what changed, or, asked to retrain, exactly the
+stale folds' files and the results built on them (cv.json, OOF predictions, report, final/) are removed
+first. So `cv_config.yaml` always names the config that produced the folds beside it.
 """
 
 from __future__ import annotations
@@ -36,14 +39,24 @@ from sklearn.isotonic import IsotonicRegression
 from mura import checkpoint as ckpt
 from mura.atomic import write_text
 from mura.config import Config
-from mura.data.cache import open_cache
+from mura.data.cache import ImageCache, open_cache
 from mura.data.splits import assign_folds
 from mura.decision import binary_nll, fit_calibration, fit_decision, margins_from_probs
 from mura.errors import MuraError
 from mura.evaluation.calibration import expected_calibration_error
 from mura.evaluation.report import evaluate_predictions, write_report
+from mura.experiments.cv_resume import (
+    DONE,
+    FOLD_RECORD,
+    FoldRecord,
+    assignment_digest,
+    discard,
+    stale_folds,
+    trained_folds,
+)
 from mura.inference.predictor import Predictor
 from mura.training.loop import train
+from mura.training.run_dir import LAST_CHECKPOINT
 
 log = logging.getLogger(__name__)
 CV_MARKER = "cv_config.yaml"
@@ -67,7 +80,7 @@ def _cpu_seconds() -> float:
 def _check_out_dir(out: Path) -> None:
     """A CV folder is resumed; any other non-empty folder is refused (never overwrite what is not ours)."""
     if out.is_dir() and any(out.iterdir()) and not (out / CV_MARKER).is_file():
-        raise MuraError(f"{out}: exists and is not a `mura cv` folder; choose another --out")
+        raise MuraError(f"{out}: exists and is not a `mura cv` folder; choose another output folder")
 
 
 def fold_config(cfg: Config, folds: int, fold: int, out: Path) -> Config:
@@ -77,14 +90,19 @@ def fold_config(cfg: Config, folds: int, fold: int, out: Path) -> Config:
     return fold_cfg
 
 
-def train_fold(cfg: Config) -> dict[str, float]:
-    """Train one fold (or finish an interrupted one); its seconds are kept in done.json."""
+def train_fold(cfg: Config, record: FoldRecord) -> dict[str, float]:
+    """Train one fold (or finish an interrupted one whose record `cross_validate` found matching); its
+    seconds are kept in done.json."""
     run = Path(cfg.out)
-    done = run / "done.json"
+    done = run / DONE
     if done.is_file():
         return json.loads(done.read_text())
+    resume = (run / LAST_CHECKPOINT).is_file()
+    if not resume:  # recorded before training, so an interrupted fold is checked like a finished one
+        write_text(run / FOLD_RECORD, record.to_json())
     wall, cpu = time.perf_counter(), _cpu_seconds()
-    train(cfg, resume=(run / "last.pt").is_file())
+    # Without last.pt nothing was saved: files of a start that died before its first epoch are replaced.
+    train(cfg, resume=resume, overwrite=not resume)
     seconds = {"wall_seconds": time.perf_counter() - wall, "cpu_seconds": _cpu_seconds() - cpu}
     write_text(done, json.dumps(seconds) + "\n")
     return seconds
@@ -115,16 +133,21 @@ def _cross_fitted_calibration(oof: pd.DataFrame, folds: int) -> dict[str, dict[s
     return out
 
 
+def pooled_folds(cfg: Config, cache: ImageCache, folds: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The index rows of the pooled splits and the fold of each."""
+    pooled = [s.strip() for s in cfg.data.fold_splits.split(",") if s.strip()]
+    inside = cache.index[cache.index["split"].isin(pooled)]
+    return inside, assign_folds(inside, folds, cfg.data.fold_block_size)
+
+
 def predict_folds(cfg: Config, folds: int, out: Path, tta: bool) -> pd.DataFrame:
     """Each image predicted by the model of the fold that held it out (uncalibrated: last.pt)."""
     cache = open_cache(cfg.data.cache)
-    pooled = [s.strip() for s in cfg.data.fold_splits.split(",") if s.strip()]
-    inside = cache.index[cache.index["split"].isin(pooled)]
-    assigned = assign_folds(inside, folds, cfg.data.fold_block_size)
+    inside, assigned = pooled_folds(cfg, cache, folds)
     parts = []
     for k in range(folds):
         predictor = Predictor.from_checkpoints(
-            [out / f"fold{k}" / "last.pt"], device=cfg.train.device, tta=tta
+            [out / f"fold{k}" / LAST_CHECKPOINT], device=cfg.train.device, tta=tta
         )
         paths = inside.loc[assigned == k, "path"].astype(str).tolist()
         part = predictor.predict_cache(cache, split=None, paths=paths)
@@ -133,16 +156,42 @@ def predict_folds(cfg: Config, folds: int, out: Path, tta: bool) -> pd.DataFrame
 
 
 def cross_validate(
-    cfg: Config, folds: int, *, tta: bool = True, n_bootstrap: int = 1000, seed: int = 0
+    cfg: Config,
+    folds: int,
+    *,
+    tta: bool = True,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    retrain: bool = False,
 ) -> CvResult:
-    """Train the K folds, predict out of fold, fit the decision on OOF, write final/ and the OOF report."""
+    """Train the K folds, predict out of fold, fit the decision on OOF, write final/ and the OOF report.
+
+    Folds trained earlier in `cfg.out` are reused only if trained from the same recipe, folds and data;
+    otherwise MuraError naming what changed, before anything is written, or with `retrain` they are
+    discarded (with the results built on them) and trained again.
+    """
     if folds < 2:
         raise MuraError(f"cross-validation needs at least 2 folds, got {folds}")
     out = Path(cfg.out)
     _check_out_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / CV_MARKER)
-    seconds = [train_fold(fold_config(cfg, folds, k, out)) for k in range(folds)]
+    cache = open_cache(cfg.data.cache)
+    inside, assigned = pooled_folds(cfg, cache, folds)
+    digest = assignment_digest(inside["path"].astype(str), assigned)
+    record = FoldRecord.of(cfg, folds, digest, cache.settings.fingerprint)
+    stale = stale_folds(out, record)
+    if stale and not retrain:
+        changes = "; ".join(dict.fromkeys(change for found in stale.values() for change in found))
+        raise MuraError(
+            f"{out}: fold settings changed since the folds already trained ({changes}): use a new output "
+            "folder, or retrain=True to discard them"
+        )
+    kept = [run for run in trained_folds(out) if run not in stale]
+    if stale or not kept:
+        discard(out, list(stale))
+    if not kept:  # nothing reused: the folder's config is this one (kept folds match the saved one)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / CV_MARKER)
+    seconds = [train_fold(fold_config(cfg, folds, k, out), record) for k in range(folds)]
     oof = predict_folds(cfg, folds, out, tta)
     labels = oof["label"].to_numpy(dtype=int)
     margins = margins_from_probs(oof["uncalibrated_prob"].to_numpy())
@@ -161,7 +210,7 @@ def cross_validate(
     meta = {
         "split": f"out-of-fold ({folds}-fold cross-validation)",
         "models": [cfg.model.name],
-        "checkpoints": [str(out / f"fold{k}" / "last.pt") for k in range(folds)],
+        "checkpoints": [str(out / f"fold{k}" / LAST_CHECKPOINT) for k in range(folds)],
         "tta": tta,
         "threshold_source": decision.fitted_on,
         "default_operating_point": decision.default_point(),
@@ -178,7 +227,7 @@ def cross_validate(
     write_report(result, oof, out / "oof", run_dirs=[out / f"fold{k}" for k in range(folds)])
     final = []
     for k in range(folds):
-        source = ckpt.load_checkpoint(out / f"fold{k}" / "last.pt")
+        source = ckpt.load_checkpoint(out / f"fold{k}" / LAST_CHECKPOINT)
         provenance = {
             **source.meta.provenance,
             "cross_validation": {"folds": folds, "fold": k, "out": str(out)},

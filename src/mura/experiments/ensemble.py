@@ -7,6 +7,11 @@ probability (what `Predictor` computes from the members: the mean of their calib
 Each member keeps its own calibration; the operating points are chosen on the OOF mean and written
 into every member, so the ensemble decides exactly at them (the Predictor takes the mean of its
 members' thresholds, here all equal).
+
+`ENSEMBLE/ensemble.json` records the runs it was built from and a hash of each member, so the folder
+always describes one ensemble: built again from the same runs it is simply refitted; from other runs,
+or from runs cross-validated again since, it is refused unless asked to overwrite, and each run's
+members must be exactly the fold ensemble its cv.json lists (not the leftovers of an earlier run).
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from mura.decision import operating_points
 from mura.errors import MuraError
 from mura.evaluation.calibration import expected_calibration_error
 from mura.evaluation.report import evaluate_predictions, write_report
+from mura.evaluation.report_folder import remove_report
 
 ENSEMBLE_FITTED_ON = "out-of-fold mean of the ensemble"  # how an ensemble's members are recognised
+ENSEMBLE_RECORD = "ensemble.json"
 
 
 def ensemble_oof(runs: list[Path]) -> pd.DataFrame:
@@ -46,6 +53,44 @@ def ensemble_oof(runs: list[Path]) -> pd.DataFrame:
     return oof
 
 
+def run_members(run: Path) -> dict[str, str]:
+    """A finished `mura cv` run's fold ensemble, {file name: SHA-256}: exactly the members its cv.json
+    lists, else MuraError (final/ then mixes in models the out-of-fold predictions did not come from)."""
+    listed = sorted(Path(p).name for p in json.loads((run / "cv.json").read_text())["final_checkpoints"])
+    found = sorted(p.name for p in (run / "final").glob("fold*.pt"))
+    if found != listed:
+        raise MuraError(
+            f"{run}: final/ holds {', '.join(found) or 'no members'} but its cv.json lists "
+            f"{', '.join(listed)}; cross-validate it again before ensembling it"
+        )
+    return {name: ckpt.file_sha256(run / "final" / name) for name in listed}
+
+
+def _record(runs: list[Path]) -> list[dict[str, Any]]:
+    return [{"run": str(run.resolve()), "members": run_members(run)} for run in runs]
+
+
+def _check_rebuild(out: Path, record: list[dict[str, Any]], overwrite: bool) -> None:
+    """Refuse to replace an ensemble built from other runs (or from these before they changed)."""
+    if not (out / ENSEMBLE_RECORD).is_file() or overwrite:
+        return
+    previous = json.loads((out / ENSEMBLE_RECORD).read_text()).get("runs")
+    if previous is not None and sorted(previous, key=str) == sorted(record, key=str):  # any order
+        return
+    if previous is None:
+        change = "no record of its runs"
+    elif sorted(r["run"] for r in previous) != sorted(r["run"] for r in record):
+        names = [" + ".join(Path(r["run"]).name for r in runs) for runs in (previous, record)]
+        change = f"runs {names[0]} -> {names[1]}"
+    else:
+        moved = [Path(r["run"]).name for r in record if r not in previous]
+        change = f"{', '.join(moved)} cross-validated again since"
+    raise MuraError(
+        f"{out}: holds an ensemble built from other runs ({change}): use a new output folder, or "
+        "overwrite=True to replace it"
+    )
+
+
 def _remove_previous_members(out: Path, keep: set[str]) -> None:
     """`OUT/final/*.pt` must be exactly this ensemble: once its members (`keep`) are written, those an
     earlier `mura ensemble` wrote there (recognised by their decision's provenance) are removed; any
@@ -61,16 +106,26 @@ def _remove_previous_members(out: Path, keep: set[str]) -> None:
             path.unlink()
 
 
-def ensemble_runs(runs: list[Path], out: Path, n_bootstrap: int = 1000) -> dict[str, Any]:
-    """Write OUT/final/<run>_fold<k>.pt for every member, OUT/oof_predictions.csv and OUT/ensemble.json."""
+def ensemble_runs(
+    runs: list[Path], out: Path, n_bootstrap: int = 1000, *, overwrite: bool = False
+) -> dict[str, Any]:
+    """Write OUT/final/<run>_fold<k>.pt for every member, OUT/oof_predictions.csv and OUT/ensemble.json.
+
+    An ensemble already in `out` is replaced only if built from the same, unchanged runs, or with
+    `overwrite`; everything is computed before the first file is written.
+    """
     if len(runs) < 2:
         raise MuraError("an ensemble needs at least two `mura cv` folders")
     oof = ensemble_oof(runs)
-    if out.exists() and any(out.iterdir()) and not (out / "ensemble.json").is_file():
-        raise MuraError(f"{out}: exists and is not a `mura ensemble` folder; choose another --out")
+    if out.exists() and any(out.iterdir()) and not (out / ENSEMBLE_RECORD).is_file():
+        raise MuraError(f"{out}: exists and is not a `mura ensemble` folder; choose another output folder")
+    record = _record(runs)
+    _check_rebuild(out, record, overwrite)
     labels, probs = oof["label"].to_numpy(dtype=int), oof["fracture_prob"].to_numpy()
     members = [
-        (run, p, ckpt.load_checkpoint(p)) for run in runs for p in sorted((run / "final").glob("fold*.pt"))
+        (run, run / "final" / name, ckpt.load_checkpoint(run / "final" / name))
+        for run, entry in zip(runs, record, strict=True)
+        for name in entry["members"]
     ]
     targets = members[0][2].meta.decision.targets
     thresholds = operating_points(
@@ -78,27 +133,37 @@ def ensemble_runs(runs: list[Path], out: Path, n_bootstrap: int = 1000) -> dict[
     )
     names = " + ".join(run.name for run in runs)
     fitted_on = f"{ENSEMBLE_FITTED_ON} {names} ({len(oof)} images)"
-    written = []
-    for run, path, member in members:
-        decision = replace(member.meta.decision, thresholds=thresholds, fitted_on=fitted_on)
-        meta = member.meta.replace(decision=decision)
-        written.append(
-            ckpt.save_checkpoint(out / "final" / f"{run.name}_{path.name}", member.model_state, meta)
-        )
-    _remove_previous_members(out, keep={p.name for p in written})
     oof = oof.reset_index()
     oof["decision"] = (probs >= thresholds["suspicious"]).astype(int)
-    write_text(out / "oof_predictions.csv", oof.to_csv(index=False))
     meta = {"split": f"out-of-fold, ensemble of {names}", "models": [names], "threshold_source": fitted_on}
     kept = {k: v for k, v in thresholds.items() if k != "default"}
     result = evaluate_predictions(
         oof, kept, calibration_method="per member", n_bootstrap=n_bootstrap, meta=meta
     )
+    written = [out / "final" / f"{run.name}_{path.name}" for run, path, _ in members]
+    summary = _summary(result, thresholds, labels, probs, written) | {"runs": record}
+    for (_, _, member), target in zip(members, written, strict=True):
+        decision = replace(member.meta.decision, thresholds=thresholds, fitted_on=fitted_on)
+        ckpt.save_checkpoint(target, member.model_state, member.meta.replace(decision=decision))
+    _remove_previous_members(out, keep={p.name for p in written})
+    write_text(out / "oof_predictions.csv", oof.to_csv(index=False))
+    remove_report(out / "oof")  # the earlier ensemble's report (its operating points may have other names)
     write_report(result, oof, out / "oof")
+    write_text(out / ENSEMBLE_RECORD, json.dumps(summary, indent=1, default=float) + "\n")
+    return summary
+
+
+def _summary(
+    result: dict[str, Any],
+    thresholds: dict[str, float],
+    labels: np.ndarray,
+    probs: np.ndarray,
+    written: list[Path],
+) -> dict[str, Any]:
     auc = result["bootstrap"]["default"]["image"]["roc_auc"]
-    summary = {
+    return {
         "members": [str(p) for p in written],
-        "n_images": int(len(oof)),
+        "n_images": int(len(labels)),
         "oof_auc": result["image"]["default"]["roc_auc"],
         "oof_auc_ci": [auc.get("low"), auc.get("high")],
         "ece": expected_calibration_error(labels, probs),
@@ -117,5 +182,3 @@ def ensemble_runs(runs: list[Path], out: Path, n_bootstrap: int = 1000) -> dict[
             for name, value in thresholds.items()
         },
     }
-    write_text(out / "ensemble.json", json.dumps(summary, indent=1, default=float) + "\n")
-    return summary

@@ -12,13 +12,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index, given_body_part
 from mura.data.images import is_dicom, read_image
 from mura.errors import ImageDecodeError, MuraError
+from mura.prediction import NOT_ASSESSED, BodyPartOrigin, Prediction, StudyPrediction, decide
 
 if TYPE_CHECKING:
     from mura.inference.predictor import InputSpec, Predictor
@@ -32,16 +33,18 @@ class DecodedFile:
     pixels: np.ndarray  # full-size uint8 [H, W] (kept for Grad-CAM overlays)
     prepared: dict[InputSpec, np.ndarray]
     body_part: int  # -1 unless given or read from DICOM tags
-    body_part_origin: str  # argument | dicom | none
+    body_part_origin: BodyPartOrigin  # given (argument) or dicom; ignored while body_part is -1
     warnings: tuple[str, ...] = ()  # from decoding, e.g. a truncated JPEG decoded with grey filler
 
 
 @dataclass
 class FileResult:
+    """One file's outcome: a `Prediction`, or a one-line `error` naming the file (never both)."""
+
     path: Path
-    error: str | None = None  # one line, naming the file, when it could not be predicted
-    record: dict[str, Any] = field(default_factory=dict)  # PredictionBatch.record fields
-    pixels: np.ndarray | None = None
+    error: str | None = None
+    prediction: Prediction | None = None
+    pixels: np.ndarray | None = None  # full-size uint8, when asked for (captures, overlays)
 
     @property
     def ok(self) -> bool:
@@ -66,10 +69,29 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def decode_file(path: Path, body_part: int, predictor: Predictor) -> DecodedFile:
+@dataclass(frozen=True)
+class InMemoryFile:
+    """A file's bytes and name (an upload): decoded like a file on disk, without ever being written."""
+
+    name: str
+    data: bytes = field(repr=False)
+
+
+FileSource = Path | InMemoryFile
+
+
+def source_path(source: FileSource) -> Path:
+    """The path a result names: the file's own, or the upload's name."""
+    return Path(source.name) if isinstance(source, InMemoryFile) else source
+
+
+def decode_file(source: FileSource, body_part: int, predictor: Predictor) -> DecodedFile:
     """Pixels, resized inputs and body part (the argument wins over DICOM tags); ImageDecodeError."""
-    origin = "argument" if body_part != UNKNOWN_BODY_PART else "none"
-    decoded = read_image(path)
+    origin: BodyPartOrigin = "given"
+    path = source_path(source)
+    decoded = (
+        read_image(source.data, name=source.name) if isinstance(source, InMemoryFile) else read_image(path)
+    )
     if body_part == UNKNOWN_BODY_PART and decoded.body_part is not None:
         body_part, origin = body_part_index(decoded.body_part), "dicom"
     return DecodedFile(
@@ -77,18 +99,18 @@ def decode_file(path: Path, body_part: int, predictor: Predictor) -> DecodedFile
     )
 
 
-def _decode_or_error(path: Path, body_part: int, predictor: Predictor) -> DecodedFile | str:
+def _decode_or_error(source: FileSource, body_part: int, predictor: Predictor) -> DecodedFile | str:
     try:
-        return decode_file(path, body_part, predictor)
+        return decode_file(source, body_part, predictor)
     except ImageDecodeError as exc:
         return str(exc)
     except MemoryError:
-        return f"{path}: out of memory while decoding"
+        return f"{source_path(source)}: out of memory while decoding"
 
 
 def iter_file_predictions(
     predictor: Predictor,
-    paths: Sequence[Path],
+    paths: Sequence[FileSource],
     body_part: str | None = None,
     *,
     workers: int = 2,
@@ -115,47 +137,71 @@ def iter_file_predictions(
 
 
 def _predict_batch(
-    predictor: Predictor, decoded: list[DecodedFile | str], paths: Sequence[Path], keep_pixels: bool
+    predictor: Predictor, decoded: list[DecodedFile | str], paths: Sequence[FileSource], keep_pixels: bool
 ) -> Iterator[FileResult]:
     good = [d for d in decoded if isinstance(d, DecodedFile)]
     prediction = (
         predictor.predict_prepared([d.prepared for d in good], [d.body_part for d in good]) if good else None
     )
     index = 0
-    for path, item in zip(paths, decoded, strict=True):
+    for source, item in zip(paths, decoded, strict=True):
+        path = source_path(source)
         if isinstance(item, str):
             yield FileResult(path, error=item)
             continue
         assert prediction is not None
-        record = prediction.record(index)
-        record["body_part_source"] = item.body_part_origin if item.body_part >= 0 else "predicted"
-        record["warnings"] = list(item.warnings)
+        record = prediction.prediction(
+            index,
+            predictor.identity,
+            path=str(path),
+            given_origin=item.body_part_origin,
+            warnings=item.warnings,
+        )
         index += 1
-        yield FileResult(path, record=record, pixels=item.pixels if keep_pixels else None)
+        yield FileResult(path, prediction=record, pixels=item.pixels if keep_pixels else None)
 
 
-def study_record(
-    folder: Path, results: Sequence[FileResult], threshold: float, operating_point: str
-) -> dict[str, Any]:
-    """A study (a folder of views): mean probability of its predicted views, decided at the same threshold."""
-    records = [r.record for r in results if r.ok]
-    probability = float(np.mean([r["fracture_probability"] for r in records]))
-    part_probs = {n: float(np.mean([r["body_part_probabilities"][n] for r in records])) for n in BODY_PARTS}
-    given = {r["body_part"] for r in records if r["body_part_used"] == "given"}
-    if len(given) == 1 and all(r["body_part_used"] == "given" for r in records):
-        part, used = given.pop(), "given"
-    else:
-        part, used = max(part_probs, key=part_probs.__getitem__), "predicted"
-    return {
-        "kind": "study",
-        "path": str(folder),
-        "fracture_probability": probability,
-        "decision": "abnormal" if probability >= threshold else "normal",
-        "operating_point": operating_point,
-        "threshold": threshold,
-        "body_part": part,
-        "body_part_used": used,
-        "body_part_probabilities": part_probs,
-        "views": len(records),
-        "views_failed": len(results) - len(records),
+def study_prediction(path: str | None, results: Sequence[FileResult]) -> StudyPrediction:
+    """MURA's study rule over the views that were read: the mean probability of the assessed ones, decided
+    at the views' (shared) threshold. A study whose views were all refused is `not_assessed`."""
+    views = [r.prediction for r in results if r.prediction is not None]
+    if not views:
+        raise MuraError(f"{path or 'study'}: no view could be read")
+    first = views[0]
+    assessed = [v for v in views if v.assessed]
+    common = {
+        "path": path,
+        "operating_point": first.operating_point,
+        "threshold": first.threshold,
+        "model": first.model,
+        "views": len(assessed),
+        "views_failed": sum(1 for r in results if r.prediction is None),
+        "views_not_assessed": len(views) - len(assessed),
+        "warnings": [f"{Path(v.path or '').name}: {w}" for v in views for w in v.warnings],
     }
+    if not assessed:
+        why = [f"{Path(v.path or '').name}: {r}" for v in views for r in v.reasons]
+        return StudyPrediction(
+            fracture_probability=None,
+            decision=NOT_ASSESSED,
+            body_part=None,
+            body_part_origin="predicted",
+            body_part_probabilities={},
+            reasons=why,
+            **common,
+        )
+    probability = float(np.mean([v.fracture_probability for v in assessed]))
+    part_probs = {n: float(np.mean([v.body_part_probabilities[n] for v in assessed])) for n in BODY_PARTS}
+    given = {(v.body_part, v.body_part_origin) for v in assessed if v.body_part_origin != "predicted"}
+    if len(given) == 1 and all(v.body_part_origin != "predicted" for v in assessed):
+        part, origin = next(iter(given))
+    else:
+        part, origin = max(part_probs, key=part_probs.__getitem__), "predicted"
+    return StudyPrediction(
+        fracture_probability=probability,
+        decision=decide(probability, first.threshold),
+        body_part=part,
+        body_part_origin=origin,
+        body_part_probabilities=part_probs,
+        **common,
+    )

@@ -30,14 +30,15 @@ from mura.preprocessing import Preprocessing
 
 
 class FractureLogOdds:
-    """pytorch-grad-cam target: the fracture log-odds of one image's output row."""
+    """pytorch-grad-cam target: the fracture log-odds of one image's `fracture_logits` row."""
 
-    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
-        return model_output[..., 1] - model_output[..., 0]
+    def __call__(self, fracture_logits: torch.Tensor) -> torch.Tensor:
+        return fracture_logits[..., 1] - fracture_logits[..., 0]
 
 
 class _FractureLogits(torch.nn.Module):
-    """The model as image -> fracture logits (pytorch-grad-cam models take one input, return one tensor)."""
+    """The model as image -> its `fracture_logits` (pytorch-grad-cam iterates a model's output row by row,
+    so it must be one tensor, not the `ModelOutput`)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
@@ -45,7 +46,7 @@ class _FractureLogits(torch.nn.Module):
         self.body_part = torch.zeros(0, dtype=torch.long)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(image, self.body_part.to(image.device))[0]
+        return self.model(image, self.body_part.to(image.device)).fracture_logits
 
 
 @contextmanager

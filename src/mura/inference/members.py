@@ -1,7 +1,9 @@
 """One ensemble member: a model behind either runtime (PyTorch or ONNX Runtime) plus what travels with it.
 
-Both runtimes return raw logits for the same inputs, so everything after them (calibration, ensembling,
-operating points: `mura.decision`) is shared code in `predictor.py` and the runtimes cannot drift apart.
+Both runtimes return raw logits for the same inputs, as a `MemberOutput` whose fields are the graph's
+`ONNX_OUTPUTS` names (the ONNX session is asked for those names, the PyTorch `ModelOutput` is read by
+them), so everything after them (calibration, ensembling, operating points: `mura.decision`) is shared
+code in `predictor.py` and the runtimes cannot drift apart.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ import torch
 from mura.checkpoint import CheckpointMeta, load_model
 from mura.decision import Decision
 from mura.errors import MuraError
+from mura.outputs import ONNX_OUTPUTS
 from mura.preprocessing import Preprocessing
 
 RUNTIMES = ("auto", "torch", "onnx")
@@ -31,9 +34,16 @@ def exported_sibling(checkpoint: Path) -> Path | None:
     return None
 
 
+class MemberOutput(NamedTuple):
+    """One member's raw logits for a batch, named as in `ONNX_OUTPUTS` (float32 numpy arrays)."""
+
+    fracture_logits: np.ndarray  # [B, 2]
+    body_part_logits: np.ndarray  # [B, 7]
+
+
 @dataclass
 class Member:
-    """What the predictor needs from one checkpoint; `run` maps model input to (fracture, body) logits."""
+    """What the predictor needs from one checkpoint; `run` maps model input to its `MemberOutput`."""
 
     source: Path
     runtime: str  # torch | onnx
@@ -43,7 +53,7 @@ class Member:
     model_name: str
     info: dict[str, Any] = field(default_factory=dict)  # val_metrics, test_metrics, epoch, config, ...
 
-    def run(self, image: np.ndarray, body_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, image: np.ndarray, body_part: np.ndarray) -> MemberOutput:
         raise NotImplementedError
 
 
@@ -52,26 +62,26 @@ class TorchMember(Member):
     model: torch.nn.Module | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
-    def run(self, image: np.ndarray, body_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, image: np.ndarray, body_part: np.ndarray) -> MemberOutput:
         assert self.model is not None
         x = torch.from_numpy(image).to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
         parts = torch.from_numpy(body_part).to(self.device)
         with torch.inference_mode():
-            fracture, body = self.model(x, parts)
-        return fracture.float().cpu().numpy(), body.float().cpu().numpy()
+            output = self.model(x, parts)
+        return MemberOutput(**{name: getattr(output, name).float().cpu().numpy() for name in ONNX_OUTPUTS})
 
 
 @dataclass
 class OnnxMember(Member):
     session: Any = None  # onnxruntime.InferenceSession
 
-    def run(self, image: np.ndarray, body_part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        fracture, body = self.session.run(
-            ["fracture_logits", "body_part_logits"],
+    def run(self, image: np.ndarray, body_part: np.ndarray) -> MemberOutput:
+        outputs = self.session.run(
+            list(ONNX_OUTPUTS),
             {"image": np.ascontiguousarray(image, dtype=np.float32), "body_part": body_part.astype(np.int64)},
         )
-        return fracture, body
+        return MemberOutput(**dict(zip(ONNX_OUTPUTS, outputs, strict=True)))
 
 
 def member_info(meta: CheckpointMeta) -> dict[str, Any]:

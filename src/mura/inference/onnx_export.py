@@ -1,8 +1,9 @@
 """Export a checkpoint to ONNX that can serve on its own, and prove it computes what PyTorch computes.
 
 The graph takes `image` (float32 [B, 1, S, S], already normalised) and `body_part` (int64 [B], -1 =
-predict it) with a dynamic batch, and returns raw `fracture_logits` [B, 2] and `body_part_logits` [B, 7]:
-the same outputs as the PyTorch model, so the predictor's softmax / temperature / threshold code is
+predict it) with a dynamic batch, and returns the outputs named in `mura.outputs.ONNX_OUTPUTS` (raw
+`fracture_logits` [B, 2] and `body_part_logits` [B, 7]): the same fields of the PyTorch model's
+`ModelOutput`, so the predictor's softmax / temperature / threshold code is
 shared by both runtimes. The checkpoint's metadata (preprocessing, decision: calibration and operating
 points, body parts, metrics, provenance) goes into the model's metadata_props (`mura.*`, JSON values),
 so `mura predict --checkpoint model.onnx` needs no `.pt` file and decides exactly as the `.pt` does.
@@ -24,10 +25,10 @@ from mura.atomic import atomic_path
 from mura.checkpoint import Checkpoint, load_model
 from mura.errors import MuraError
 from mura.inference.members import ONNX_META_PREFIX
+from mura.outputs import ONNX_OUTPUTS
 
 PARITY_TOLERANCE = 1e-4  # max abs difference of probabilities between ONNX Runtime and PyTorch
 INPUT_NAMES = ["image", "body_part"]
-OUTPUT_NAMES = ["fracture_logits", "body_part_logits"]
 
 
 @dataclass
@@ -39,15 +40,15 @@ class ExportReport:
 
 
 class _Exportable(torch.nn.Module):
-    """The model with a plain (image, body_part) -> (logits, logits) signature, always in eval mode."""
+    """The model as (image, body_part) -> a plain tuple in `ONNX_OUTPUTS` order: exporters name graph
+    outputs by position, so the `ModelOutput` is flattened here, at the ONNX boundary only."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor, body_part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        fracture, body = self.model(image, body_part)
-        return fracture, body
+    def forward(self, image: torch.Tensor, body_part: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.model(image, body_part).exported()
 
 
 def _metadata(checkpoint: Checkpoint, model: torch.nn.Module) -> dict[str, Any]:
@@ -63,11 +64,11 @@ def _export_graph(
     module: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path, opset: int
 ) -> None:
     """TorchScript-based exporter (fast, honours opset 17); the dynamo exporter if that one fails."""
-    common = dict(input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, verbose=False)
+    common = dict(input_names=INPUT_NAMES, output_names=list(ONNX_OUTPUTS), verbose=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            batch_axes = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
+            batch_axes = {name: {0: "batch"} for name in [*INPUT_NAMES, *ONNX_OUTPUTS]}
             torch.onnx.export(
                 module,
                 example,
@@ -90,8 +91,9 @@ def _export_graph(
             )
 
 
-def _probabilities(fracture: np.ndarray, body: np.ndarray) -> np.ndarray:
-    return np.concatenate([expit(fracture[:, 1] - fracture[:, 0])[:, None], softmax(body, axis=1)], axis=1)
+def _probabilities(fracture_logits: np.ndarray, body_part_logits: np.ndarray) -> np.ndarray:
+    fracture = expit(fracture_logits[:, 1] - fracture_logits[:, 0])[:, None]
+    return np.concatenate([fracture, softmax(body_part_logits, axis=1)], axis=1)
 
 
 def parity(model: torch.nn.Module, onnx_path: Path, size: int, batch: int = 4, seed: int = 0) -> float:
@@ -103,10 +105,12 @@ def parity(model: torch.nn.Module, onnx_path: Path, size: int, batch: int = 4, s
     parts = torch.randint(-1, 7, (batch,), generator=generator)
     parts[0] = -1
     with torch.inference_mode():
-        reference = [t.float().numpy() for t in model.eval()(image, parts)]
+        output = model.eval()(image, parts)
+    reference = {name: getattr(output, name).float().numpy() for name in ONNX_OUTPUTS}
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(OUTPUT_NAMES, {"image": image.numpy(), "body_part": parts.numpy()})
-    return float(np.abs(_probabilities(*reference) - _probabilities(*got)).max())
+    arrays = session.run(list(ONNX_OUTPUTS), {"image": image.numpy(), "body_part": parts.numpy()})
+    got = dict(zip(ONNX_OUTPUTS, arrays, strict=True))
+    return float(np.abs(_probabilities(**reference) - _probabilities(**got)).max())
 
 
 def _is_mura_export(path: Path) -> bool:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,14 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, softmax
 
+from mura import __version__
+from mura.checkpoint import file_sha256
 from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index
 from mura.decision import POINT_PREFERENCE
 from mura.devices import resolve_device
 from mura.errors import MuraError
 from mura.inference.members import Member, load_member
+from mura.prediction import BodyPartOrigin, ModelIdentity, Prediction, decide
 
 BODY_PART_MODES = ("given", "predicted")
 
@@ -48,22 +52,41 @@ class PredictionBatch:
     def __len__(self) -> int:
         return len(self.fracture_prob)
 
-    def record(self, i: int) -> dict[str, Any]:
-        """Image `i` as the JSON fields `mura predict` and the web service write."""
-        return {
-            "fracture_probability": float(self.fracture_prob[i]),
-            "decision": "abnormal" if self.decision[i] else "normal",
-            "operating_point": self.operating_point,
-            "threshold": float(self.threshold),
-            "body_part": BODY_PARTS[int(self.body_part[i])],
-            "body_part_used": self.body_part_used[i],
-            "body_part_probabilities": dict(
-                zip(BODY_PARTS, map(float, self.body_part_probs[i]), strict=True)
-            ),
-        }
+    def prediction(
+        self,
+        i: int,
+        model: ModelIdentity,
+        *,
+        path: str | None = None,
+        given_origin: BodyPartOrigin = "given",
+        warnings: Sequence[str] = (),
+    ) -> Prediction:
+        """Image `i` as the typed record every surface returns; `given_origin` says where a given part came
+        from (`given` by the caller, or read from `dicom` tags)."""
+        used = self.body_part_used[i]
+        return Prediction(
+            path=path,
+            fracture_probability=float(self.fracture_prob[i]),
+            decision=decide(float(self.fracture_prob[i]), self.threshold),
+            operating_point=self.operating_point,
+            threshold=float(self.threshold),
+            body_part=BODY_PARTS[int(self.body_part[i])],
+            body_part_origin=given_origin if used == "given" else "predicted",
+            body_part_probabilities=dict(zip(BODY_PARTS, map(float, self.body_part_probs[i]), strict=True)),
+            warnings=list(warnings),
+            model=model,
+        )
 
 
 class Predictor:
+    """One model or an ensemble of checkpoints, answering with deployed probabilities and decisions.
+
+    The single object every surface predicts through (evaluate, predict, explain, export, serve, the
+    API, `mura cv`, the DICOM paths), so they cannot drift apart: each member keeps its own
+    preprocessing and calibration, members' probabilities are averaged, and the decision is taken at
+    one named operating point (`operating_point`) that every answer reports with its threshold.
+    """
+
     def __init__(
         self,
         members: Sequence[Member],
@@ -96,6 +119,13 @@ class Predictor:
     @property
     def runtime(self) -> str:
         return "+".join(sorted({m.runtime for m in self.members}))
+
+    @functools.cached_property
+    def identity(self) -> ModelIdentity:
+        """Names, mura version and one SHA-256 over the member files: what every answer says produced it."""
+        return ModelIdentity.of(
+            [m.model_name for m in self.members], [file_sha256(m.source) for m in self.members], __version__
+        )
 
     @property
     def input_specs(self) -> list[InputSpec]:
@@ -157,7 +187,7 @@ class Predictor:
                 if not member.has_body_part_head:
                     raise MuraError(
                         f"{member.source}: model has no body-part head; give the body part of "
-                        "every image (--body-part, DICOM BodyPartExamined)"
+                        "every image (body_part=..., or the DICOM BodyPartExamined tag)"
                     )
         fracture = np.zeros(len(parts))
         uncalibrated = np.zeros(len(parts))
@@ -191,10 +221,14 @@ class Predictor:
             p = parts[start : start + self.batch_size]
             views = [x, x[..., ::-1].copy()] if self.tta else [x]
             outputs = [member.run(view, p) for view in views]
-            margins = [(f[:, 1] - f[:, 0]).astype(np.float64) for f, _ in outputs]
+            margins = [
+                (o.fracture_logits[:, 1] - o.fracture_logits[:, 0]).astype(np.float64) for o in outputs
+            ]
             fracture.append(np.mean([member.decision.probabilities(m) for m in margins], axis=0))
             raw.append(np.mean([expit(m) for m in margins], axis=0))
-            body.append(np.mean([softmax(b.astype(np.float64), axis=1) for _, b in outputs], axis=0))
+            body.append(
+                np.mean([softmax(o.body_part_logits.astype(np.float64), axis=1) for o in outputs], axis=0)
+            )
         if not fracture:
             return np.zeros(0), np.zeros(0), np.zeros((0, len(BODY_PARTS)))
         return np.concatenate(fracture), np.concatenate(raw), np.concatenate(body)
@@ -207,8 +241,7 @@ class Predictor:
         opened = [open_cache(c) if isinstance(c, str | Path) else c for c in caches]
         by_spec: dict[InputSpec, Any] = {}
         for cache in opened:
-            mode = str(cache.settings.get("resize", cache.settings.get("resize_mode", "stretch")))
-            by_spec.setdefault((cache.size, mode), cache)
+            by_spec.setdefault(cache.settings.input_spec, cache)
         for member in self.members:
             spec = (member.preprocessing.size, member.preprocessing.resize_mode)
             if spec not in by_spec:
@@ -216,7 +249,7 @@ class Predictor:
                 raise MuraError(
                     f"{member.source}: takes {spec[0]} px {spec[1]} images but no cache given is prepared "
                     f"that way (given: {have}); run `mura prepare INDEX --size {spec[0]} --resize {spec[1]} "
-                    "--out DIR` and pass it with --cache"
+                    "--out DIR` and give that cache too"
                 )
         return {spec: by_spec[spec] for spec in self.input_specs}
 

@@ -29,7 +29,11 @@ CHANNELS = (32, 64, 128)
 
 
 class CustomCNNBackbone(nn.Module):
-    """Three conv blocks and a flatten: image [B,1,S,S] -> features [B, 128*(S/8)^2]."""
+    """Three conv blocks: image [B,1,S,S] -> maps [B, 128, S/8, S/8] -> flattened [B, 128*(S/8)^2].
+
+    Same split as a timm backbone (`forward_features` unpooled, `forward_head(pre_logits=True)` to the
+    vector the heads read), so `MultiTaskModel` treats both alike; here the "pooling" is the spec's flatten.
+    """
 
     def __init__(self, img_size: int = 224) -> None:
         super().__init__()
@@ -57,13 +61,18 @@ class CustomCNNBackbone(nn.Module):
         """timm-style stage description, so the generic freeze policies apply unchanged."""
         return {"blocks": r"^blocks\.(\d+)"}
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, image: torch.Tensor) -> torch.Tensor:
+        """The third block's maps [B, 128, S/8, S/8]."""
         if tuple(image.shape[-2:]) != (self.img_size, self.img_size):
             raise MuraError(
                 f"custom_cnn was built for {self.img_size}x{self.img_size} input (it flattens its maps), "
                 f"got {image.shape[-2]}x{image.shape[-1]}"
             )
-        return self.blocks(image).flatten(1)
+        return self.blocks(image)
+
+    def forward_head(self, maps: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
+        """Maps -> the flattened feature vector (there is no classifier: `pre_logits` is timm's signature)."""
+        return maps.flatten(1)
 
 
 class PooledBodyPartHead(nn.Module):

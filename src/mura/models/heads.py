@@ -17,6 +17,7 @@ from torch import nn
 
 from mura.constants import NUM_BODY_PARTS
 from mura.errors import MuraError
+from mura.outputs import ModelOutput
 
 
 def mlp(
@@ -93,7 +94,8 @@ class MultiTaskHeads(nn.Module):
             return features.new_zeros(features.shape[0], self.num_body_parts)
         return self.body_part_head(features)
 
-    def forward(self, features: torch.Tensor, body_part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor, body_part: torch.Tensor) -> ModelOutput:
+        """Pooled features [B, feature_dim] and body parts [B] (-1 = predict it) -> both logits."""
         body_part_logits = self.body_part_logits(features)
         if self.body_part_head is None and not _tracing() and bool((body_part < 0).any()):
             raise MuraError(
@@ -105,7 +107,7 @@ class MultiTaskHeads(nn.Module):
         used = torch.where(body_part >= 0, body_part, predicted)
         embedded = self.embedding(used).to(features.dtype)
         fracture_logits = self.fracture_head(torch.cat([features, embedded], dim=1))
-        return fracture_logits, body_part_logits
+        return ModelOutput(fracture_logits=fracture_logits, body_part_logits=body_part_logits)
 
 
 def _tracing() -> bool:

@@ -1,14 +1,23 @@
-"""`MultiTaskModel`: a backbone (image -> feature vector) followed by the two task heads.
+"""`MultiTaskModel`: a backbone (image -> unpooled maps -> pooled vector) followed by the two task heads.
 
 Everything downstream (training, feature cache, predictor, Grad-CAM, ONNX export) relies only on
 this interface:
 
-- `forward(image[B,1,H,W], body_part[B] long) -> (fracture_logits[B,2], body_part_logits[B,7])`
-- `forward_features(image) -> [B, feature_dim]` and `forward_heads(features, body_part)`: the split
-  a frozen-backbone feature cache uses;
+- `forward(image[B,1,H,W], body_part[B] long, *, return_features=False) -> ModelOutput`
+  (`mura.outputs`): `fracture_logits[B,2]`, `body_part_logits[B,7]`, and `features[B, feature_dim]`
+  (the pooled vector) only when `return_features=True`. Readers use the field names, never positions.
+- the split timm uses: `forward_features(image)` -> the backbone's UNPOOLED output (maps [B, C, h, w]
+  for CNNs, tokens [B, N, C] for ViT-like backbones); `pool(unpooled) -> [B, feature_dim]`;
+  `forward_head(features, body_part, *, return_features=False) -> ModelOutput` takes either, pooling
+  unpooled input first. A frozen-backbone feature cache stores `pool(forward_features(x))` and trains
+  the heads through `forward_head` on those vectors;
 - `cam_layer`: the module Grad-CAM hooks (`cam_reshape` turns token outputs into maps for ViTs);
 - `default_preprocessing`: `{"mean", "std"}` for single-channel pixels scaled to [0, 1];
 - `backbone_is_frozen`, `has_body_part_head`, `feature_dim`, `name`.
+
+The backbone is any module with timm's `forward_features(image)` and `forward_head(x, pre_logits=True)`
+(timm models built with `num_classes=0`, and `CustomCNNBackbone`): its pooling, head norm and head
+convolution stay its own, so checkpoints keep their keys and numbers.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from torch import nn
 
 from mura.models.freeze import apply_freeze, freeze_batchnorm
 from mura.models.heads import MultiTaskHeads
+from mura.outputs import ModelOutput
 
 
 class MultiTaskModel(nn.Module):
@@ -67,15 +77,25 @@ class MultiTaskModel(nn.Module):
         return self
 
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:
-        return self.backbone(image)
+        """The backbone's unpooled output: maps [B, C, h, w] (CNNs) or tokens [B, N, C] (ViTs)."""
+        return self.backbone.forward_features(image)
 
-    def forward_heads(
-        self, features: torch.Tensor, body_part: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.heads(features, body_part)
+    def pool(self, unpooled: torch.Tensor) -> torch.Tensor:
+        """Unpooled output -> the [B, feature_dim] vector the heads read, by the backbone's own pooling."""
+        return self.backbone.forward_head(unpooled, pre_logits=True)
 
-    def forward(self, image: torch.Tensor, body_part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.heads(self.backbone(image), body_part)
+    def forward_head(
+        self, features: torch.Tensor, body_part: torch.Tensor, *, return_features: bool = False
+    ) -> ModelOutput:
+        """Both heads on pooled [B, feature_dim] features, or on unpooled output (pooled here first)."""
+        pooled = features if features.ndim == 2 else self.pool(features)
+        output = self.heads(pooled, body_part)
+        return output._replace(features=pooled) if return_features else output
+
+    def forward(
+        self, image: torch.Tensor, body_part: torch.Tensor, *, return_features: bool = False
+    ) -> ModelOutput:
+        return self.forward_head(self.forward_features(image), body_part, return_features=return_features)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, freeze={self.freeze_policy!r}, feature_dim={self.feature_dim}"

@@ -1,9 +1,12 @@
 """A timm-like model registry: the spec's four models by name, and any timm backbone as a fallback.
 
 `create_model("efficientnet_b0")`, `create_model("convnext_tiny")`, ... all return a `MultiTaskModel`
-taking 1-channel input. Backbones come from timm with `in_chans=1, num_classes=0`; pretrained RGB
-weights reach the 1-channel stem by summing the RGB kernels (timm does this for hub weights,
-`stems.load_backbone_state` for local files and the offline packages of `mura.models.weights`).
+taking 1-channel input. Backbones come from timm with `in_chans=1, num_classes=0`: their unpooled
+output is `forward_features`, and `forward_head(pre_logits=True)` pools it exactly as the plain
+forward did (timm's own pooling, head norm or head conv), so the model's maps are reachable and
+checkpoints keep their keys and numbers. Pretrained RGB weights reach the 1-channel stem by summing
+the RGB kernels (timm does this for hub weights, `stems.load_backbone_state` for local files and the
+offline packages of `mura.models.weights`).
 
 Preprocessing (`model.default_preprocessing`, single channel, pixels in [0, 1]): with pretrained
 weights, the mean/std of the weights' own config averaged over RGB (ImageNet: 0.449 / 0.226;

@@ -11,7 +11,7 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -19,29 +19,25 @@ from PIL import Image
 from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART
 from mura.data.images import read_image
 from mura.errors import ImageDecodeError, MuraError
-from mura.inference.files import FileResult, study_record
+from mura.inference.files import FileResult, study_prediction
+from mura.inference.predictor import PredictionBatch
+from mura.prediction import BodyPartOrigin, ModelIdentity
 from mura.service.engine import ModelGate
 from mura.service.errors import ServiceError, undecodable
 from mura.service.limits import check_pixel_budget, sniff_kind
+from mura.service.schemas import ImageAnswer, StudyAnswer
 from mura.service.uploads import UploadedFile
 
 PREVIEW_SIDE = 512  # images and heatmaps go back to the browser at most this big
-
-
-class SupportsRecords(Protocol):
-    """`mura.inference.predictor.PredictionBatch`: per-image JSON fields identical to `mura predict`'s."""
-
-    threshold: float
-
-    def record(self, i: int) -> dict[str, Any]: ...
 
 
 class SupportsPredictImages(Protocol):
     """The part of `mura.inference.predictor.Predictor` the service needs."""
 
     threshold: float
+    identity: ModelIdentity
 
-    def predict_images(self, images: Sequence[np.ndarray], body_parts: Sequence[int]) -> SupportsRecords: ...
+    def predict_images(self, images: Sequence[np.ndarray], body_parts: Sequence[int]) -> PredictionBatch: ...
 
 
 # (image uint8 [H, W], body-part index used by the fracture head) -> RGB uint8 overlay [H', W', 3]
@@ -53,13 +49,13 @@ class DecodedUpload:
     filename: str
     pixels: np.ndarray
     body_part: int  # from the request, else from DICOM tags, else -1
-    body_part_source: str  # request | dicom | predicted
+    body_part_origin: BodyPartOrigin  # given (the request) or dicom; meaningless while body_part is -1
     warnings: tuple[str, ...]  # decoded, but not cleanly (mura.data.images.read_image)
 
 
 def decode_upload(upload: UploadedFile, body_part: int, max_pixels: int) -> DecodedUpload:
     """Type by magic bytes (415), size from the header (422), then pixels (422); body part from DICOM."""
-    source = "request" if body_part != UNKNOWN_BODY_PART else "predicted"
+    origin: BodyPartOrigin = "given"
     kind = sniff_kind(upload.data, upload.filename)
     check_pixel_budget(upload.data, kind, upload.filename, max_pixels)
     try:
@@ -67,8 +63,8 @@ def decode_upload(upload: UploadedFile, body_part: int, max_pixels: int) -> Deco
     except ImageDecodeError as exc:
         raise undecodable(upload.filename, exc.reason) from None
     if body_part == UNKNOWN_BODY_PART and decoded.body_part is not None:
-        body_part, source = BODY_PARTS.index(decoded.body_part), "dicom"
-    return DecodedUpload(upload.filename, decoded.pixels, body_part, source, decoded.warnings)
+        body_part, origin = BODY_PARTS.index(decoded.body_part), "dicom"
+    return DecodedUpload(upload.filename, decoded.pixels, body_part, origin, decoded.warnings)
 
 
 def skipped_view(filename: str, error: ServiceError) -> dict[str, str]:
@@ -111,8 +107,8 @@ def predict_uploads(
     gate: ModelGate,
     explainer: Explainer | None = None,
     skip_bad: bool = False,
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """Decode the uploads, predict the good ones as one batch, explain each; (records, skipped views).
+) -> tuple[list[ImageAnswer], list[dict[str, str]]]:
+    """Decode the uploads, predict the good ones as one batch, explain each; (answers, skipped views).
 
     Without `skip_bad` the first bad upload refuses the request; with it (a study), bad views are
     listed and only a study with no usable view is refused (422 with the list).
@@ -131,27 +127,30 @@ def predict_uploads(
             batch = predictor.predict_images([image.pixels for image in images], given)
     except MuraError as exc:  # e.g. a model without a body-part head and no body part given
         raise ServiceError(422, "cannot_predict", str(exc)) from None
-    records = [batch.record(i) for i in range(len(images))]
-    for image, record in zip(images, records, strict=True):
-        record["filename"] = image.filename
-        record["body_part_source"] = image.body_part_source
-        record["warnings"] = list(image.warnings)
+    answers = []
+    for i, image in enumerate(images):
+        prediction = batch.prediction(
+            i,
+            predictor.identity,
+            path=image.filename,
+            given_origin=image.body_part_origin,
+            warnings=image.warnings,
+        )
+        answer = ImageAnswer(**prediction.model_dump())
         if explainer is not None:
             # The CAM is computed on the preview: the model sees a resize of it either way, and the
             # overlay is only ever shown at preview size.
             small = preview(image.pixels)
             with gate.exclusive():
-                overlay = explainer(small, BODY_PARTS.index(record["body_part"]))
-            record["image_png"] = png_base64(small)
-            record["cam_png"] = png_base64(overlay)
-    return records, skipped
+                overlay = explainer(small, BODY_PARTS.index(str(prediction.body_part)))
+            answer.image_png, answer.cam_png = png_base64(small), png_base64(overlay)
+        answers.append(answer)
+    return answers, skipped
 
 
-def study_summary(records: Sequence[dict[str, Any]], skipped: Sequence[dict[str, str]]) -> dict[str, Any]:
+def study_summary(answers: Sequence[ImageAnswer], skipped: Sequence[dict[str, str]]) -> StudyAnswer:
     """A study's answer, computed exactly as `mura predict --study` does: the mean of its good views."""
-    results = [FileResult(Path(record["filename"]), record=record) for record in records]
+    results = [FileResult(Path(a.path or ""), prediction=a) for a in answers]
     results += [FileResult(Path(view["filename"]), error=view["detail"]) for view in skipped]
-    first = records[0]
-    summary = study_record(Path("study"), results, float(first["threshold"]), str(first["operating_point"]))
-    summary.pop("path", None)  # a server-side folder name means nothing for an upload
-    return {**summary, "images": list(records), "skipped": list(skipped)}
+    study = study_prediction(None, results)
+    return StudyAnswer(**study.model_dump(), images=list(answers), skipped=list(skipped))

@@ -2,13 +2,21 @@
 
 Endpoints: `POST /v1/predict` (one image), `POST /v1/predict/study` (several views, probability =
 mean of the usable ones, the others listed under `skipped`), `GET /v1/model`, `GET /healthz`,
-`GET /` (the page), `GET /docs` (OpenAPI; every answer is a model in schemas.py).
+`GET /` (the page), `GET /openapi.json` (every answer is a model in schemas.py), `GET /docs` (Swagger UI,
+only with `docs=True`: it loads its assets from a CDN, which an offline hospital network cannot reach
+and which would learn of every visit).
+
+With `auth_tokens`, the `/v1/` routes need `Authorization: Bearer TOKEN` (401 otherwise);
+`/healthz` (probed by load balancers; it shows load only), the page (it asks for the token) and the
+schema stay open. With `allowed_hosts`, another Host header gets a plain-text 400 from Starlette's
+TrustedHostMiddleware. Every answer carries the headers of `security.SECURITY_HEADERS`.
 
 A request's body is read first, under a deadline and a cap on bodies read at once; only then does it
 take an inference slot, so slow or stalled uploads cannot lock the model away from other clients.
 
 Refusals, always JSON `{"error": code, "detail": message}`:
 - 400 `bad_request`: malformed multipart, missing file, unknown body part, bad `cam`, too many files;
+- 401 `unauthorized` + WWW-Authenticate: Bearer: no valid token (when the server has tokens);
 - 408 `request_timeout`: the body did not arrive within `body_timeout_s`;
 - 413 `payload_too_large`: body over `max_upload_bytes` (announced Content-Length, or counted while reading);
 - 415 `unsupported_media_type`: not PNG/JPEG/DICOM by magic bytes (or not multipart at all);
@@ -25,13 +33,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 
 from mura.constants import BODY_PARTS, given_body_part
@@ -40,6 +51,13 @@ from mura.service.dicom_answer import DICOM_MEDIA_TYPE, study_report_bytes, want
 from mura.service.engine import Admission, InferenceEngine
 from mura.service.errors import ServiceError, bad_request, request_timeout
 from mura.service.schemas import Health, ImageAnswer, StudyAnswer, error_responses
+from mura.service.security import (
+    UNAUTHORIZED_RESPONSES,
+    BearerTokens,
+    SecurityHeaders,
+    docs_policy,
+    page_policy,
+)
 from mura.service.uploads import MultipartForm, check_content_length, read_multipart
 
 log = logging.getLogger(__name__)
@@ -117,16 +135,24 @@ def create_app(
     max_study_files: int = DEFAULT_MAX_STUDY_FILES,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     max_reading: int = DEFAULT_MAX_READING,
+    auth_tokens: Sequence[str] | None = None,
+    allowed_hosts: Sequence[str] | None = None,
+    docs: bool = False,
 ) -> FastAPI:
     """Build the app around an already loaded predictor (the model is loaded once, by the caller).
 
     `explainer(image, body_part) -> RGB overlay` answers `cam=true`; without one such requests get 400.
+    `auth_tokens`: the bearer tokens the `/v1/` routes accept (None: no authentication);
+    `allowed_hosts`: the Host names accepted (None: any, for a caller that checks them itself).
     """
     if body_timeout_s <= 0:
         raise ValueError("body_timeout_s must be > 0")
     engine = InferenceEngine(workers=workers, max_queue=max_queue)
     reading = Admission(max_reading, lambda: 1)
     page = resources.files("mura.service").joinpath("static/index.html").read_text(encoding="utf-8")
+    page_headers = {"Content-Security-Policy": page_policy(page)}
+    auth = [] if auth_tokens is None else [BearerTokens(auth_tokens).dependency()]
+    v1 = APIRouter(dependencies=auth, responses=UNAUTHORIZED_RESPONSES if auth else None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -138,7 +164,12 @@ def create_app(
         summary="Fracture / abnormality detection on musculoskeletal radiographs",
         version="1",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so the Host refusals carry the headers too
     app.state.engine = engine
     app.state.reading = reading
 
@@ -176,7 +207,9 @@ def create_app(
             raise bad_request("no file uploaded (multipart field 'file' or 'files')")
         return form
 
-    async def _predict(request: Request, max_files: int, study: bool) -> tuple[list[dict], list[dict]]:
+    async def _predict(
+        request: Request, max_files: int, study: bool
+    ) -> tuple[list[ImageAnswer], list[dict[str, str]]]:
         form = await _read_form(request, max_files)
         body_part = _body_part(form)
         cam = _wants_cam(request, form)
@@ -199,7 +232,7 @@ def create_app(
             except Exception as exc:
                 raise _internal_error(exc) from None
 
-    @app.post(
+    @v1.post(
         "/v1/predict",
         openapi_extra=_upload_body(multiple=False, max_files=1, cam=explainer is not None),
         summary="Predict one radiograph",
@@ -207,11 +240,11 @@ def create_app(
         response_model_exclude_unset=True,
         responses=error_responses(),
     )
-    async def predict(request: Request) -> dict[str, Any]:
-        records, _ = await _predict(request, max_files=1, study=False)
-        return records[0]
+    async def predict(request: Request) -> ImageAnswer:
+        answers, _ = await _predict(request, max_files=1, study=False)
+        return answers[0]
 
-    @app.post(
+    @v1.post(
         "/v1/predict/study",
         openapi_extra=_upload_body(multiple=True, max_files=max_study_files, cam=explainer is not None),
         summary="Predict a study (views that cannot be used are skipped and listed)",
@@ -231,10 +264,10 @@ def create_app(
             async with engine.slot():
                 sr = await engine.run(study_report_bytes, predictor, form.files, explainer, engine.gate)
             return Response(sr, media_type=DICOM_MEDIA_TYPE)
-        records, skipped = await _predict(request, max_files=max_study_files, study=True)
-        return study_summary(records, skipped)
+        answers, skipped = await _predict(request, max_files=max_study_files, study=True)
+        return study_summary(answers, skipped)
 
-    @app.get("/v1/model", summary="Describe the served model")
+    @v1.get("/v1/model", summary="Describe the served model")
     async def model() -> dict[str, Any]:
         return model_info or {}
 
@@ -250,6 +283,16 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
-        return HTMLResponse(page)
+        return HTMLResponse(page, headers=page_headers)
 
+    if docs:
+
+        @app.get("/docs", include_in_schema=False)
+        async def swagger() -> HTMLResponse:
+            html = get_swagger_ui_html(openapi_url=app.openapi_url or "", title="mura API")
+            text = html.body.decode()
+            html.headers["Content-Security-Policy"] = docs_policy(text, "https://cdn.jsdelivr.net")
+            return html
+
+    app.include_router(v1)
     return app

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import warnings
 
-from mura.data.dicom import read_dataset
+from mura.data.dicom.read import read_dataset
 from mura.data.images import is_dicom
 from mura.errors import ImageDecodeError
 from mura.service.errors import too_many_pixels, undecodable, unsupported_type

@@ -38,12 +38,13 @@ def app_from_checkpoints(
     device: str = "auto",
     runtime: str = "auto",
     tta: bool = False,
-    **limits: Any,
+    **options: Any,
 ) -> FastAPI:
-    """`mura serve`'s app: one Predictor for the process's lifetime; `limits` go to `create_app`."""
+    """`mura serve`'s app: one Predictor for the process's lifetime; `options` (limits, tokens, allowed
+    hosts, docs) go to `create_app`."""
     from mura.inference.predictor import Predictor
 
     predictor = Predictor.from_checkpoints(list(checkpoints), device=device, runtime=runtime, tta=tta)
     return create_app(
-        predictor, explainer=make_explainer(predictor), model_info=model_card(predictor), **limits
+        predictor, explainer=make_explainer(predictor), model_info=model_card(predictor), **options
     )

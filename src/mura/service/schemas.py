@@ -1,40 +1,21 @@
 """The API's answers as pydantic models: the OpenAPI schema is the contract clients (and tests) hold us to.
 
-Success models allow extra fields, so a field the prediction record gains
-reaches clients before it is described here; everything listed is checked on every answer.
+The answers derive from `mura.prediction` (the record every surface returns), so the schema cannot drift
+from what `mura predict` writes; everything listed is checked on every answer.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from mura.constants import BODY_PARTS
-
-BodyPart = Literal[BODY_PARTS]  # type: ignore[valid-type]
-
-
-class Prediction(BaseModel):
-    """The fields `mura predict` writes for an image or a study."""
-
-    model_config = ConfigDict(extra="allow")
-
-    fracture_probability: float = Field(ge=0, le=1)
-    decision: Literal["abnormal", "normal"]
-    operating_point: str = Field(description="the named threshold used, e.g. youden")
-    threshold: float
-    body_part: BodyPart
-    body_part_used: Literal["given", "predicted"]
-    body_part_probabilities: dict[str, float]
+from mura.prediction import Prediction, StudyPrediction
 
 
 class ImageAnswer(Prediction):
-    """One radiograph's prediction."""
+    """One radiograph's prediction: `mura.prediction.Prediction` (`path` is the upload's file name)."""
 
-    filename: str
-    body_part_source: Literal["request", "dicom", "predicted"]
-    warnings: list[str] = Field(description="one line each: decoded, but not cleanly (e.g. a cut file)")
     image_png: str | None = Field(None, description="with cam=true: the image (base64 PNG, at most 512 px)")
     cam_png: str | None = Field(None, description="with cam=true: the Grad-CAM overlay (base64 PNG)")
 
@@ -47,12 +28,9 @@ class SkippedView(BaseModel):
     detail: str
 
 
-class StudyAnswer(Prediction):
-    """A study: the mean probability of its usable views, computed as `mura predict --study` does."""
+class StudyAnswer(StudyPrediction):
+    """A study: `mura.prediction.StudyPrediction`, computed as `mura predict --study` does, with its views."""
 
-    kind: Literal["study"]
-    views: int = Field(ge=1, description="views used")
-    views_failed: int = Field(ge=0, description="views skipped")
     images: list[ImageAnswer]
     skipped: list[SkippedView]
 

@@ -10,7 +10,7 @@ even when the split does not divide by the number of processes.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -102,7 +102,7 @@ def gather_by_row(
     rows: long [n] (this rank's cache rows), values: float [n, k]. Ranks may hold different n.
     """
     rows = rows.detach().to(torch.int64).cpu()
-    values = values.detach().to(torch.float64).cpu().reshape(len(rows), -1)
+    values = _as_matrix(values.detach().to(torch.float64).cpu())
     if info.enabled:
         comm = info.device if info.device.type == "cuda" else torch.device("cpu")
         count = torch.tensor([len(rows)], dtype=torch.int64, device=comm)
@@ -121,6 +121,39 @@ def gather_by_row(
         values = torch.cat([v.cpu()[: int(c.item())] for v, c in zip(all_values, counts, strict=False)])
     unique_rows, first = _first_occurrence(rows)
     return unique_rows, values[first]
+
+
+def gather_columns_by_row(
+    rows: torch.Tensor, columns: Mapping[str, torch.Tensor], info: DistInfo
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`gather_by_row` for named columns ([n] or [n, k] each), in one gather, returned by the same names.
+
+    Float columns come back float64, integer ones in their own dtype; [n] columns come back [N]. The
+    width of each column is agreed over ranks (the widest), so a rank whose shard is empty may pass
+    [0, 0] placeholders for the columns whose width only a batch reveals.
+    """
+    flat = {name: _as_matrix(value.detach().cpu()) for name, value in columns.items()}
+    widths = torch.tensor([value.shape[1] for value in flat.values()], dtype=torch.int64)
+    if info.enabled:
+        comm = info.device if info.device.type == "cuda" else torch.device("cpu")
+        every = [torch.zeros_like(widths, device=comm) for _ in range(info.world_size)]
+        dist.all_gather(every, widths.to(comm))
+        widths = torch.stack(every).amax(dim=0).cpu()
+    blocks = [
+        value.to(torch.float64) if len(value) else torch.zeros(0, int(width), dtype=torch.float64)
+        for value, width in zip(flat.values(), widths, strict=True)
+    ]
+    all_rows, values = gather_by_row(rows, torch.cat(blocks, dim=1), info)
+    gathered = {}
+    for (name, original), block in zip(columns.items(), values.split(widths.tolist(), dim=1), strict=True):
+        block = block.squeeze(1) if original.ndim == 1 else block
+        gathered[name] = block if original.is_floating_point() else block.round().to(original.dtype)
+    return all_rows, gathered
+
+
+def _as_matrix(values: torch.Tensor) -> torch.Tensor:
+    """[n] -> [n, 1], [n, ...] -> [n, k]; unlike reshape(n, -1), also for n = 0."""
+    return values[:, None] if values.ndim == 1 else values.flatten(1)
 
 
 def _first_occurrence(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,11 +1,11 @@
 """Frozen-backbone fast path: backbone features computed once, epochs train only the heads.
 
 With a frozen backbone (frozen BatchNorm statistics included) the backbone is a fixed function, so
-running it every epoch recomputes the same numbers. We run it K times over the training split (K
-augmented views per image, the same augmentation the slow path applies) and once over the clean
-validation split, keep the features (`RUN_DIR/feature_cache/*.npy`, reused by `--resume`), and each
-epoch picks one of the K views per image at random. An epoch then costs a few small matrix products
-instead of a full CNN forward pass per image.
+running it every epoch recomputes the same numbers. We run it and its pooling K times over the
+training split (K augmented views per image, the same augmentation the slow path applies) and once
+over the clean validation split, keep the pooled vectors (`RUN_DIR/feature_cache/*.npy`, reused by
+`--resume`), and each epoch picks one of the K views per image at random. An epoch then costs a few
+small matrix products instead of a full CNN forward pass per image.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ def extract_features(
     autocast: Callable[[], Any],
     desc: str,
 ) -> np.ndarray:
-    """Features [views, N, F] in dataset order; each rank computes its shard, all ranks get all rows."""
+    """Pooled features [views, N, F] in dataset order (the compact vectors `forward_head` reads, not the
+    backbone's maps); each rank computes its shard, all ranks get all rows."""
     model.eval()
     sampler = ShardSampler(len(dataset), info.rank, info.world_size)
     loader = make_loader(
@@ -117,7 +118,7 @@ def extract_features(
         ):
             x = to_input(batch.image.to(info.device, non_blocking=True), generator)
             with autocast():
-                chunks.append(model.forward_features(x).float().cpu())
+                chunks.append(model.pool(model.forward_features(x)).float().cpu())
             rows.append(batch.row)
         local_rows = torch.cat(rows) if rows else torch.empty(0, dtype=torch.int64)
         local = torch.cat(chunks) if chunks else torch.empty(0, model.feature_dim)

@@ -10,6 +10,7 @@ import torch
 
 from mura.config import Config
 from mura.data.dataset import CachedImageDataset
+from mura.outputs import ModelOutput
 from mura.preprocessing import Preprocessing
 from mura.training.distributed import DistInfo
 from mura.training.feature_cache import FeatureDataset, cache_key, extract_features, load_or_extract
@@ -17,14 +18,15 @@ from mura.training.steps import BatchInput, FeatureInput, ImageInput
 
 
 class HeadsOnly(torch.nn.Module):
-    """`forward(features, body_part)` = the model's heads, so DDP can wrap the feature-cache path too."""
+    """`forward(features, body_part)` = the model's heads on cached pooled features, so DDP can wrap the
+    feature-cache path too."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, features: torch.Tensor, body_part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.forward_heads(features, body_part)
+    def forward(self, features: torch.Tensor, body_part: torch.Tensor) -> ModelOutput:
+        return self.model.forward_head(features, body_part)
 
 
 def prepare_inputs(

@@ -23,6 +23,7 @@ from torch import nn
 
 from mura.constants import NUM_BODY_PARTS, body_part_index
 from mura.errors import MuraError
+from mura.outputs import ModelOutput
 
 CLASS_WEIGHT_MODES = ("none", "global", "per_body_part")
 
@@ -63,7 +64,10 @@ def _weight_table(class_weights: torch.Tensor | None) -> torch.Tensor | None:
 
 
 class MultiTaskLoss(nn.Module):
-    """`loss(fracture_logits, body_part_logits, label, body_part) -> LossParts(total, fracture, body_part)`.
+    """`loss(output, label, body_part) -> LossParts(total, fracture, body_part)`.
+
+    `output` is the model's `ModelOutput`, read by field name (logits may be bf16 from autocast: both
+    terms are computed in float32).
 
     total = fracture + body_part_weight * body_part. The fracture term is the mean over the batch of
     per-image (weighted) CE or focal loss; the body-part term is CE over images whose body part is
@@ -90,19 +94,16 @@ class MultiTaskLoss(nn.Module):
         table = _weight_table(class_weights)
         self.register_buffer("class_weights", table, persistent=False)
 
-    def forward(
-        self,
-        fracture_logits: torch.Tensor,
-        body_part_logits: torch.Tensor,
-        label: torch.Tensor,
-        body_part: torch.Tensor,
-    ) -> LossParts:
+    def forward(self, output: ModelOutput, label: torch.Tensor, body_part: torch.Tensor) -> LossParts:
         label = label.long()
         body_part = body_part.long()
         weight = None if self.class_weights is None else self.class_weights[body_part, label]
-        fracture = focal_loss(fracture_logits, label, self.focal_gamma, weight, self.label_smoothing).mean()
+        fracture = focal_loss(
+            output.fracture_logits, label, self.focal_gamma, weight, self.label_smoothing
+        ).mean()
         known = (body_part >= 0).sum().clamp(min=1)
-        body = F.cross_entropy(body_part_logits.float(), body_part, ignore_index=-1, reduction="sum") / known
+        body_logits = output.body_part_logits.float()
+        body = F.cross_entropy(body_logits, body_part, ignore_index=-1, reduction="sum") / known
         return LossParts(fracture + self.body_part_weight * body, fracture, body)
 
 

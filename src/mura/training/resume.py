@@ -1,4 +1,5 @@
-"""What `--resume` needs beyond the weights: optimizer, schedule, early stopping, history and RNG states.
+"""What resuming a run needs beyond the weights: optimizer, schedule, early stopping, history and RNG
+states; written after every epoch (`training_state`) and read back by `restore`.
 
 It lives in `last.pt` under `training_state` (see `mura.checkpoint`); consumers of a checkpoint never
 read it. RNG states become tensors so `torch.load(weights_only=True)` can still open the file.
@@ -6,11 +7,21 @@ read it. RNG states become tensors so `torch.load(weights_only=True)` can still 
 
 from __future__ import annotations
 
+import logging
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from mura import checkpoint as ckpt
+from mura.errors import MuraError
+from mura.training.distributed import unwrap
+
+if TYPE_CHECKING:  # the assembly imports nothing from here; the type is for the signatures only
+    from mura.training.assembly import Run
+
+log = logging.getLogger(__name__)
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
@@ -51,3 +62,34 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
     for name, g in generators.items():
         if name in state.get("generators", {}):
             g.set_state(state["generators"][name])
+
+
+def training_state(run: Run) -> dict[str, Any]:
+    """What `last.pt` stores under `training_state` after an epoch (rank 0 writes it)."""
+    return {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.schedule.state_dict(),
+        "rng": rng_state({"augment": run.augment_gen}),
+        "early_stopping": run.early.state_dict(),
+        "history": run.history,
+    }
+
+
+def restore(run: Run) -> None:
+    """Continue from `last.pt`: weights, optimizer, schedule, early stopping, history, RNG streams."""
+    state = ckpt.load_checkpoint(run.last_path)
+    if state.meta.config["model"] != run.cfg.to_dict()["model"]:
+        raise MuraError(
+            f"{run.last_path}: was trained with a different model config; cannot resume with this one"
+        )
+    if state.training_state is None:
+        raise MuraError(f"{run.last_path}: holds no training state to resume from")
+    saved = state.training_state
+    unwrap(run.model).load_state_dict(state.model_state)
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.schedule.load_state_dict(saved["scheduler"])
+    run.early.load_state_dict(saved["early_stopping"])
+    run.history = list(saved["history"])
+    set_rng_state(saved["rng"], {"augment": run.augment_gen})
+    run.start_epoch = int(state.meta.epoch) + 1
+    log.info("resuming %s after epoch %d", run.run_dir, run.start_epoch - 1)

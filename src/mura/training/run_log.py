@@ -1,7 +1,7 @@
 """Per-epoch metrics: `metrics.csv` and `metrics.jsonl` in the run directory, plus TensorBoard scalars.
 
-The CSV and JSONL are rewritten from the full history each epoch (atomically), so a resumed run never
-holds duplicate or half-written rows for epochs it repeats.
+The CSV and JSONL are rewritten from the full history each epoch (`mura.atomic`), so a resumed run never
+holds duplicate or half-written rows for epochs it repeats, and a crash leaves the previous epoch's files.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import io
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from mura.atomic import write_text
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,6 @@ COLUMNS = (
     "data_wait_fraction",
     "feature_cache",
 )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _cell(value: Any) -> Any:
@@ -69,14 +64,14 @@ class RunLog:
         writer.writeheader()
         for row in history:
             writer.writerow({k: _cell(row.get(k, "")) for k in COLUMNS})
-        _atomic_write(self.run_dir / "metrics.csv", buffer.getvalue())
+        write_text(self.run_dir / "metrics.csv", buffer.getvalue())
         lines = [
             json.dumps(
                 {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
             )
             for row in history
         ]
-        _atomic_write(self.run_dir / "metrics.jsonl", "\n".join(lines) + "\n")
+        write_text(self.run_dir / "metrics.jsonl", "\n".join(lines) + "\n")
         if self.writer is not None and history:
             row = history[-1]
             for key, value in row.items():

@@ -1,7 +1,8 @@
 """One epoch of training and one pass of evaluation, shared by the image path and the feature-cache path.
 
-Both paths feed `module(inputs, body_part)`; what differs is how a batch becomes `inputs` (`BatchInput`):
-uint8 pixels -> resize/augment/normalise on the device, or cached backbone features as they are.
+Both paths feed `module(inputs, body_part) -> ModelOutput`, read by field name; what differs is how a
+batch becomes `inputs` (`BatchInput`): uint8 pixels -> resize/augment/normalise on the device, or
+cached (pooled) backbone features as they are.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from tqdm import tqdm
 
 from mura.data.transforms import augment_batch
 from mura.decision import auc_or_nan, kappa_or_nan
+from mura.outputs import ModelOutput
 from mura.preprocessing import Preprocessing
-from mura.training.distributed import DistInfo, all_reduce_sum, gather_by_row
+from mura.training.distributed import DistInfo, all_reduce_sum, gather_columns_by_row
 from mura.training.schedule import LrSchedule
 
 BatchInput = Callable[[Any, bool], torch.Tensor]
+# The model outputs `predict` keeps for the validation metrics, by `ModelOutput` field name.
+PREDICTED = ("fracture_logits", "body_part_logits")
 
 
 class ImageInput:
@@ -91,8 +95,8 @@ def train_one_epoch(
         label = batch.label.to(info.device, non_blocking=True)
         x = batch_input(batch, True)
         with autocast():
-            fracture_logits, body_part_logits = module(x, body_part)
-        parts = loss_fn(fracture_logits.float(), body_part_logits.float(), label, body_part)
+            output = module(x, body_part)
+        parts = loss_fn(output, label, body_part)
         total = parts.total
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -127,35 +131,33 @@ def predict(
     autocast: Callable[[], Any],
     desc: str = "val",
 ) -> dict[str, np.ndarray]:
-    """Logits for every image of the (sharded) loader, gathered from all ranks, each row once."""
+    """Named arrays for every image of the (sharded) loader, gathered from all ranks, each row once:
+    `rows`, the `PREDICTED` logits (float64) and `labels`, `body_parts` (int64)."""
     module.eval()
-    rows, values = [], []
+    rows: list[torch.Tensor] = []
+    logits: dict[str, list[torch.Tensor]] = {name: [] for name in PREDICTED}
+    labels: list[torch.Tensor] = []
+    body_parts: list[torch.Tensor] = []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not info.is_main):
         body_part = batch.body_part.to(info.device, non_blocking=True)
         with autocast():
-            fracture_logits, body_part_logits = module(batch_input(batch, False), body_part)
-        values.append(
-            torch.cat(
-                [
-                    fracture_logits.float().cpu(),
-                    body_part_logits.float().cpu(),
-                    batch.label[:, None].double(),
-                    batch.body_part[:, None].double(),
-                ],
-                dim=1,
-            )
-        )
+            output = module(batch_input(batch, False), body_part)
+        for name, chunks in logits.items():
+            chunks.append(getattr(output, name).float().cpu())
+        labels.append(batch.label.long())
+        body_parts.append(batch.body_part.long())
         rows.append(batch.row)
-    local_rows = torch.cat(rows) if rows else torch.empty(0, dtype=torch.int64)
-    local = torch.cat([v.double() for v in values]) if values else torch.empty(0, 11, dtype=torch.float64)
-    all_rows, gathered = gather_by_row(local_rows, local, info)
-    return {
-        "rows": all_rows.numpy(),
-        "fracture_logits": gathered[:, 0:2].numpy(),
-        "body_part_logits": gathered[:, 2:9].numpy(),
-        "labels": gathered[:, 9].round().long().numpy(),
-        "body_parts": gathered[:, 10].round().long().numpy(),
-    }
+    no_ids = torch.empty(0, dtype=torch.int64)
+    columns = {name: _joined(chunks, torch.empty(0, 0)) for name, chunks in logits.items()}
+    columns["labels"] = _joined(labels, no_ids)
+    columns["body_parts"] = _joined(body_parts, no_ids)
+    all_rows, gathered = gather_columns_by_row(_joined(rows, no_ids), columns, info)
+    return {"rows": all_rows.numpy(), **{name: values.numpy() for name, values in gathered.items()}}
+
+
+def _joined(chunks: list[torch.Tensor], empty: torch.Tensor) -> torch.Tensor:
+    """The batches' chunks concatenated; `empty` for a rank whose shard had no batch."""
+    return torch.cat(chunks) if chunks else empty
 
 
 def validation_metrics(arrays: dict[str, np.ndarray], loss_fn: torch.nn.Module) -> dict[str, float]:
@@ -164,12 +166,8 @@ def validation_metrics(arrays: dict[str, np.ndarray], loss_fn: torch.nn.Module) 
     fracture = torch.from_numpy(arrays["fracture_logits"]).float()
     body = torch.from_numpy(arrays["body_part_logits"]).float()
     device = next((b.device for b in loss_fn.buffers()), torch.device("cpu"))
-    total = loss_fn(
-        fracture.to(device),
-        body.to(device),
-        torch.from_numpy(labels).to(device),
-        torch.from_numpy(parts).to(device),
-    ).total
+    output = ModelOutput(fracture_logits=fracture.to(device), body_part_logits=body.to(device))
+    total = loss_fn(output, torch.from_numpy(labels).to(device), torch.from_numpy(parts).to(device)).total
     probs = torch.softmax(fracture, dim=1)[:, 1].numpy()
     auc = auc_or_nan(labels, probs)
     kappa = kappa_or_nan(labels, (probs >= 0.5).astype(int))

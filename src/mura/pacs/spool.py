@@ -7,8 +7,9 @@ study wholly in one place):
     work/<StudyInstanceUID>.<stamp>/                   a quiet study, claimed for analysis
     failed/<StudyInstanceUID>.<stamp>/                 a study whose analysis raised an unexpected error
 
-A C-STORE is answered "success" only after `store` returns: the bytes are written to a temp file,
-fsynced, renamed into place and the folder fsynced, so an acknowledged instance survives a power cut.
+A C-STORE is answered "success" only after `store` returns: the bytes are written through
+`mura.atomic` (temp file, fsync, rename, folder fsynced), so an acknowledged instance survives a power
+cut.
 A study is claimed once no instance has arrived for it for the quiet period; instances of the same
 study arriving later start a new incoming folder (and a second analysis) instead of racing the first.
 """
@@ -20,32 +21,11 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from mura import atomic
+from mura.atomic import fsync_dir, write_bytes
 
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-TEMP_PREFIX = ".tmp-"
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or a new file in `folder` durable (no-op where directories cannot be opened)."""
-    with suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_durably(path: Path, data: bytes) -> Path:
-    """`mura.atomic.write_bytes` (temp file, fsync, rename) plus an fsync of the folder: the new name
-    itself survives a power cut, which an acknowledged C-STORE needs."""
-    atomic.write_bytes(path, data)
-    fsync_dir(path.parent)
-    return path
 
 
 def short_uid(uid: str, keep: int = 6) -> str:
@@ -87,7 +67,7 @@ class Spool:
             if not folder.is_dir():
                 folder.mkdir()
                 fsync_dir(self.incoming)
-            path = write_durably(folder / f"{sop_instance_uid}.dcm", data)
+            path = write_bytes(folder / f"{sop_instance_uid}.dcm", data)
             self._last_received[study_uid] = time.monotonic()
         return path
 
@@ -134,22 +114,3 @@ class Spool:
     def remove(claimed: Path) -> None:
         shutil.rmtree(claimed, ignore_errors=True)
         fsync_dir(claimed.parent)
-
-
-@contextmanager
-def building(final: Path) -> Iterator[Path]:
-    """A temp folder next to `final`, renamed to `final` when the block succeeds, removed if it fails."""
-    tmp = final.with_name(f"{TEMP_PREFIX}{final.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        for path in tmp.iterdir():
-            if path.is_file():
-                with open(path, "rb") as handle:
-                    os.fsync(handle.fileno())
-        os.rename(tmp, final)
-        fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

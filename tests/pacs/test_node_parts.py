@@ -15,15 +15,17 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydantic import ValidationError
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation, SecondaryCaptureImageStorage
 
 from mura.errors import MuraError
-from mura.service.dicom_delivery import CStoreDestination, Outbox, parse_forward
-from mura.service.dicom_node import DicomNode, NodeSettings
-from mura.service.dicom_spool import Spool
+from mura.pacs.delivery import CStoreDestination, Outbox, parse_forward
+from mura.pacs.node import DicomNode
+from mura.pacs.node_settings import NodeSettings
+from mura.pacs.spool import Spool
 
 
 def free_port() -> int:
@@ -149,11 +151,20 @@ def test_forward_must_be_aet_at_host_colon_port() -> None:
 
 @pytest.fixture
 def running_node(tiny_checkpoint: Path, tmp_path: Path) -> Iterator[DicomNode]:
-    from mura.inference.dicom_out import study_results
     from mura.inference.predictor import Predictor
+    from mura.pacs.study import study_results
 
     predictor = Predictor.from_checkpoints([tiny_checkpoint], device="cpu", runtime="torch")
-    settings = NodeSettings("MURANODE", free_port(), tmp_path / "spool", quiet_seconds=600, drain_seconds=5)
+    settings = NodeSettings(
+        ae_title="MURANODE",
+        port=free_port(),
+        spool_dir=tmp_path / "spool",
+        quiet_seconds=600,
+        drain_seconds=5,
+        acse_timeout=1,
+        network_timeout=2,
+        maximum_pdu_size=8192,
+    )
     node = DicomNode(
         settings, lambda paths: study_results(predictor, paths), [parse_forward("X@127.0.0.1:9", "N")]
     )
@@ -197,3 +208,36 @@ def test_node_answers_to_its_own_ae_title_only(running_node: DicomNode) -> None:
     right = ae.associate("127.0.0.1", running_node.settings.port, ae_title="MURANODE")
     assert right.is_established and right.send_c_echo().Status == 0x0000
     right.release()
+
+
+def test_node_announces_its_maximum_pdu_and_drops_a_peer_that_stays_silent(running_node: DicomNode) -> None:
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context("1.2.840.10008.1.1")  # Verification
+    assoc = ae.associate("127.0.0.1", running_node.settings.port, ae_title="MURANODE")
+    assert assoc.is_established and assoc.acceptor.maximum_length == 8192
+    deadline = time.monotonic() + 10
+    while assoc.is_established and time.monotonic() < deadline:  # idle longer than network_timeout (2 s)
+        time.sleep(0.1)
+    assert not assoc.is_established
+    with socket.create_connection(("127.0.0.1", running_node.settings.port), timeout=10) as mute:
+        started = time.monotonic()
+        assert mute.recv(1) == b""  # no association request within acse_timeout (1 s): closed
+        assert time.monotonic() - started < 8
+
+
+def test_node_settings_refuse_what_a_network_cannot_use(tmp_path: Path) -> None:
+    good = {"ae_title": " MURA ", "port": 104, "spool_dir": tmp_path}
+    assert NodeSettings(**good).ae_title == "MURA"  # leading/trailing spaces are not significant
+    for bad in (
+        {"port": 0},
+        {"ae_title": "WAY_TOO_LONG_TITLE"},
+        {"ae_title": "   "},
+        {"allowed_calling": ("OK", "BACK\\SLASH")},
+        {"acse_timeout": 0},
+        {"network_timeout": 1e6},
+        {"maximum_pdu_size": 0},
+        {"quiet_seconds": -1},
+        {"unknown": 1},
+    ):
+        with pytest.raises(ValidationError):
+            NodeSettings(**{**good, **bad})

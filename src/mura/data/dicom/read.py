@@ -8,7 +8,7 @@ Compressed pixel data goes through pydicom's decoder plugins: pylibjpeg-libjpeg 
 extended, lossless process 14, JPEG-LS), pylibjpeg-openjpeg (JPEG 2000) and pyjpegls (JPEG-LS, 2-4x faster
 than libjpeg there). GDCM was measured too: as fast on JPEG Lossless, but it refuses 12-bit JPEG Extended,
 the usual compression of CR/DX films, so it is not used. Files without the 128-byte preamble are read
-where their first bytes are a plausible data set (`mura.data.dicom_bytes`).
+where their first bytes are a plausible data set (`mura.data.dicom.sniff`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit
 
-from mura.data.dicom_bytes import SNIFF_BYTES, repair_sequential_scan, sniff_dataset_start
+from mura.data.dicom.sniff import SNIFF_BYTES, repair_sequential_scan, sniff_dataset_start
 from mura.errors import ImageDecodeError
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")

@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import pydicom
 
+from mura.atomic import fsync_dir, fsync_file, write_bytes
 from mura.errors import MuraError
-from mura.service.dicom_spool import TEMP_PREFIX, building, fsync_dir, short_uid, study_of, write_durably
+from mura.pacs.spool import short_uid, study_of
 
 log = logging.getLogger("mura.dicom_node")
 
 MANIFEST = "manifest.json"
+TEMP_PREFIX = ".tmp-"
 DELIVERED_PREFIX = ".delivered-"
 FORWARD_PATTERN = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>[0-9]{1,5})$")
 SUCCESS_OR_WARNING = {0x0000, 0x0001, 0x0107, 0x0116, 0xB000, 0xB006, 0xB007}
@@ -115,8 +119,26 @@ def parse_forward(text: str, calling_ae_title: str) -> CStoreDestination:
     """`AET@HOST:PORT` -> a C-STORE destination; MuraError naming the expected form otherwise."""
     match = FORWARD_PATTERN.match(text.strip())
     if not match or not 0 < int(match["port"]) < 65536:
-        raise MuraError(f"--forward {text!r}: expected AET@HOST:PORT, e.g. ORTHANC@127.0.0.1:4242")
+        raise MuraError(f"destination {text!r}: expected AET@HOST:PORT, e.g. ORTHANC@127.0.0.1:4242")
     return CStoreDestination(match["aet"], match["host"], int(match["port"]), calling_ae_title)
+
+
+@contextmanager
+def building(final: Path) -> Iterator[Path]:
+    """A temp folder next to `final`, renamed to `final` when the block succeeds, removed if it fails."""
+    tmp = final.with_name(f"{TEMP_PREFIX}{final.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        for path in tmp.iterdir():
+            if path.is_file():
+                fsync_file(path)
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @dataclass
@@ -152,7 +174,7 @@ class Outbox:
         with building(final) as tmp:
             files = [Path(p) for p in write(tmp)]
             manifest = {**summary, "files": [p.relative_to(tmp).as_posix() for p in files]}
-            write_durably(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
+            write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
         return final
 
     def entries(self) -> list[OutboxEntry]:
@@ -200,7 +222,7 @@ class Outbox:
                 study = short_uid(study_of(entry.folder))
                 log.warning("study %s: delivery failed (%s); retry %d in %.0f s", study, exc, attempts, wait)
                 return False
-            write_durably(marker, b"")
+            write_bytes(marker, b"")
         return True
 
 

@@ -11,7 +11,7 @@ from pydicom.uid import ExplicitVRLittleEndian as EXPLICIT_LE
 from pydicom.uid import JPEGLSLossless, RLELossless, generate_uid
 
 from mura.constants import BODY_PARTS
-from mura.data.dicom import body_part_from_text, read_dicom
+from mura.data.dicom.read import body_part_from_text, read_dicom
 from mura.errors import ImageDecodeError
 
 

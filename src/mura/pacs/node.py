@@ -1,7 +1,7 @@
 """`mura dicom-node`: a DICOM Storage SCP that analyses each study it receives and sends the results on.
 
 Flow: C-STORE -> spool (durable before "success") -> study quiet for `quiet_seconds` -> claimed ->
-analysed (`mura.inference.dicom_out.study_results`: SR + one SC per good view) -> outbox -> C-STORE
+analysed (`mura.pacs.study.study_results`: SR + one SC per good view) -> outbox -> C-STORE
 and/or STOW-RS to the destinations, retried with backoff -> spool and outbox entry removed.
 
 Threads: pynetdicom runs one thread per association (they only write to the spool); the main thread
@@ -17,15 +17,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pydicom import uid as uids
 
 from mura.errors import MuraError
-from mura.service.dicom_delivery import Destination, Outbox, OutboxEntry
-from mura.service.dicom_spool import Spool, short_uid, study_of
+from mura.pacs.delivery import Destination, Outbox, OutboxEntry
+from mura.pacs.node_settings import NodeSettings
+from mura.pacs.results import StudyResults
+from mura.pacs.spool import Spool, short_uid, study_of
 
 log = logging.getLogger("mura.dicom_node")
 
@@ -53,36 +54,23 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
 
 
-class StudyResultsLike(Protocol):
-    """What `mura.inference.dicom_out.study_results` returns (the part the node uses)."""
-
-    record: dict[str, Any]
-    skipped: Sequence[Any]
-
-    def write(self, directory: Path) -> list[Path]: ...
-
-
-Analyse = Callable[[list[Path]], StudyResultsLike]
-
-
-@dataclass
-class NodeSettings:
-    ae_title: str
-    port: int
-    spool_dir: Path
-    host: str = "127.0.0.1"
-    allowed_calling: Sequence[str] = ()  # empty: any calling AE title
-    quiet_seconds: float = 5.0
-    first_retry_seconds: float = 1.0
-    max_retry_seconds: float = 60.0
-    drain_seconds: float = 30.0
-    poll_seconds: float = 0.1
+Analyse = Callable[[list[Path]], StudyResults]
 
 
 class DicomNode:
+    """A Storage SCP that turns each received study into results for the PACS, and never loses one.
+
+    Built from validated `settings`, an `analyse` callable (instance paths of one study -> its
+    `StudyResults`; the caller loads the model once and closes over it, so the node itself holds no
+    model) and the destinations results go to. `serve` runs until `stop` is set; everything received
+    or analysed but not yet delivered is on disk under `settings.spool_dir` and picked up by the next
+    `serve`. The association timeouts and maximum PDU size come from the settings, so a peer that goes
+    silent releases its thread and a peer cannot push an unbounded PDU.
+    """
+
     def __init__(self, settings: NodeSettings, analyse: Analyse, destinations: Sequence[Destination]) -> None:
         if not destinations:
-            raise MuraError("give a destination: --forward AET@HOST:PORT and/or --stow URL")
+            raise MuraError("DicomNode: no destination; give at least one C-STORE or STOW-RS destination")
         self.settings = settings
         self.analyse = analyse
         self.destinations = list(destinations)
@@ -102,6 +90,10 @@ class DicomNode:
         from pynetdicom.sop_class import Verification
 
         ae = AE(ae_title=self.settings.ae_title)
+        ae.acse_timeout = self.settings.acse_timeout
+        ae.dimse_timeout = self.settings.dimse_timeout
+        ae.network_timeout = self.settings.network_timeout
+        ae.maximum_pdu_size = self.settings.maximum_pdu_size
         ae.require_called_aet = True
         ae.require_calling_aet = list(self.settings.allowed_calling)
         ae.add_supported_context(Verification)
@@ -153,13 +145,13 @@ class DicomNode:
             return
         for item in results.skipped:
             log.warning("study %s: skipped %s", study, _one_line(item))
-        record = results.record
+        prediction = results.prediction
         summary = {
             "study_instance_uid": study_of(folder),
-            "fracture_probability": record.get("fracture_probability"),
-            "decision": record.get("decision"),
-            "operating_point": record.get("operating_point"),
-            "views": record.get("views"),
+            "fracture_probability": prediction.fracture_probability,
+            "decision": prediction.decision,
+            "operating_point": prediction.operating_point,
+            "views": prediction.views,
             "instances": len(instances),
             "skipped": len(results.skipped),
             "claimed_at": started,

@@ -29,7 +29,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from mura.data.dicom import first_frame, read_dataset, read_dicom
+from mura.data.dicom.read import first_frame, read_dataset, read_dicom
 from mura.data.images import is_dicom, load_grayscale
 from mura.data.synth import render_image
 from mura.errors import ImageDecodeError
@@ -92,7 +92,7 @@ def test_source_dataset_is_not_changed_by_the_scan_repair() -> None:
     path = bundled("JPEG-lossy.dcm")
     ds = read_dataset(path)
     before = ds.PixelData
-    from mura.data.dicom import dataset_image
+    from mura.data.dicom.read import dataset_image
 
     dataset_image(ds, str(path))
     assert ds.PixelData == before

@@ -1,0 +1,173 @@
+"""`mura.load(...)`: a trained model (one checkpoint or an ensemble) as one Python object.
+
+Every answer is a typed `mura.prediction.Prediction`, made by the same code as `mura predict`,
+`mura serve` and the DICOM node, for a path, a decoded array or a batch of either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mura.constants import BODY_PARTS, given_body_part
+from mura.errors import MuraError
+from mura.inference.files import FileResult, expand_paths, iter_file_predictions, study_prediction
+from mura.inference.predictor import Predictor
+from mura.prediction import ModelIdentity, Prediction, StudyPrediction
+
+if TYPE_CHECKING:
+    import torch
+
+    from mura.pacs.results import StudyIdentity, StudyResults
+    from mura.preprocessing import Preprocessing
+
+ImageInput = str | Path | np.ndarray
+
+
+class Model:
+    """A loaded model: `predict`, `predict_batch`, `predict_files`, `predict_study`, `explain`,
+    `dicom_results`, and what it is (`identity`, `operating_points`, `preprocessing`, `body_parts`,
+    `provenance`, `modules`)."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self._predictor = predictor
+
+    # --- what it is ---------------------------------------------------------------------------------
+    @property
+    def identity(self) -> ModelIdentity:
+        """Architecture(s), mura version and one SHA-256 for the checkpoint file(s)."""
+        return self._predictor.identity
+
+    @property
+    def operating_point(self) -> str:
+        """The named operating point every decision is made at (see `operating_points`)."""
+        return self._predictor.threshold_name
+
+    @property
+    def operating_points(self) -> dict[str, float]:
+        """Each operating point every member stores, with the ensemble's threshold (the members' mean)."""
+        names = set.intersection(*(set(m.decision.thresholds) for m in self._predictor.members))
+        return {name: self._predictor.operating_point(name)[1] for name in sorted(names)}
+
+    @property
+    def preprocessing(self) -> list[Preprocessing]:
+        """Each member's input (size, resize mode, normalisation), in member order."""
+        return [m.preprocessing for m in self._predictor.members]
+
+    @property
+    def body_parts(self) -> tuple[str, ...]:
+        return BODY_PARTS
+
+    @property
+    def provenance(self) -> list[dict[str, Any]]:
+        """Per member: source file, epoch, validation/test figures, training provenance."""
+        return [{"source": str(m.source), "runtime": m.runtime, **m.info} for m in self._predictor.members]
+
+    @property
+    def modules(self) -> list[torch.nn.Module]:
+        """The members' PyTorch modules (eval mode, shared with prediction: do not train them in place)."""
+        from mura.inference.members import TorchMember
+
+        missing = [str(m.source) for m in self._predictor.members if not isinstance(m, TorchMember)]
+        if missing:
+            raise MuraError(f"{missing[0]}: runs on ONNX Runtime; load the .pt checkpoint for its nn.Module")
+        return [m.model for m in self._predictor.members]  # type: ignore[attr-defined]
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The `nn.Module` of a single checkpoint (an ensemble has `modules`)."""
+        modules = self.modules
+        if len(modules) != 1:
+            raise MuraError(f"this model is an ensemble of {len(modules)}: use model.modules")
+        return modules[0]
+
+    # --- predictions --------------------------------------------------------------------------------
+    def predict(self, image: ImageInput, body_part: str | None = None) -> Prediction:
+        """One file (PNG/JPEG/DICOM) or a decoded uint8 [H, W] array; MuraError names a bad file."""
+        (prediction,) = self.predict_batch([image], body_part)
+        return prediction
+
+    def predict_batch(self, images: Sequence[ImageInput], body_part: str | None = None) -> list[Prediction]:
+        """Paths and/or arrays, one `Prediction` each in order; the first unreadable file raises MuraError."""
+        part = _part(body_part)
+        arrays = [(i, x) for i, x in enumerate(images) if isinstance(x, np.ndarray)]
+        out: dict[int, Prediction] = {}
+        if arrays:
+            for array in (x for _, x in arrays):
+                if array.ndim != 2 or array.dtype != np.uint8:
+                    raise MuraError(f"an image array must be uint8 [H, W], got {array.dtype} {array.shape}")
+            batch = self._predictor.predict_images([x for _, x in arrays], [part] * len(arrays))
+            for j, (i, _) in enumerate(arrays):
+                out[i] = batch.prediction(j, self.identity)
+        paths = [(i, Path(x)) for i, x in enumerate(images) if not isinstance(x, np.ndarray)]
+        results = iter_file_predictions(self._predictor, [p for _, p in paths], body_part)
+        for (i, _), result in zip(paths, results, strict=True):
+            if result.prediction is None:
+                raise MuraError(str(result.error))
+            out[i] = result.prediction
+        return [out[i] for i in range(len(images))]
+
+    def predict_files(
+        self, paths: Sequence[str | Path], body_part: str | None = None
+    ) -> Iterator[FileResult]:
+        """Files and folders (recursive), streamed; an unreadable file gets a result with `error` set, so
+        one corrupt image in 40,000 is reported and skipped."""
+        return iter_file_predictions(self._predictor, expand_paths(paths), body_part)
+
+    def predict_study(self, paths: Sequence[str | Path], body_part: str | None = None) -> StudyPrediction:
+        """The views of one study: the mean of the assessed views' probabilities (the MURA paper's rule)."""
+        results = list(self.predict_files(paths, body_part))
+        if not any(r.ok for r in results):
+            raise MuraError("no view of the study could be read: " + "; ".join(str(r.error) for r in results))
+        folder = str(Path(paths[0]).parent) if len(paths) else None
+        return study_prediction(folder, results)
+
+    # --- explanations and DICOM results -------------------------------------------------------------
+    def explain(self, image: ImageInput, body_part: str | None = None) -> np.ndarray:
+        """Grad-CAM of the fracture output at the image's own size: float32 [H, W] in [0, 1]."""
+        from mura.data.images import read_image
+        from mura.inference.gradcam import GradCamExplainer
+
+        pixels = image if isinstance(image, np.ndarray) else read_image(Path(image)).pixels
+        explainer = GradCamExplainer.from_predictor(self._predictor)
+        return explainer.heatmap(pixels, _part(body_part))
+
+    def dicom_results(
+        self,
+        views: Sequence[ImageInput],
+        *,
+        identity: StudyIdentity | None = None,
+        body_part: str | None = None,
+        operating_point: str | float | None = None,
+    ) -> StudyResults:
+        """One study's SR and Secondary Captures (`.write(folder)` saves them). DICOM views carry their own
+        patient and study; arrays and other files need `identity`."""
+        from mura.pacs.study import study_results
+
+        return study_results(
+            self._predictor, views, identity=identity, body_part=body_part, operating_point=operating_point
+        )
+
+
+def _part(name: str | None) -> int:
+    try:
+        return given_body_part(name)
+    except ValueError as exc:
+        raise MuraError(str(exc)) from None
+
+
+def load(
+    checkpoints: str | Path | Sequence[str | Path],
+    *,
+    device: str = "auto",
+    runtime: str = "auto",
+    tta: bool = False,
+    threshold: str | float | None = None,
+) -> Model:
+    """Load checkpoint(s) (`.pt` or exported `.onnx`; several = an ensemble) for prediction."""
+    return Model(
+        Predictor.from_checkpoints(checkpoints, device=device, runtime=runtime, tta=tta, threshold=threshold)
+    )

@@ -1,0 +1,66 @@
+"""The pixel budget: how big an image may be, decided from its header before a single pixel is decoded.
+
+A few hundred bytes of RLE, PNG or JPEG can declare 40,000 x 40,000 pixels; a decoder allocates the
+whole frame before it finds the data missing, so a size check after decoding comes gigabytes too late.
+Every reader (`mura.data.images.read_image`, hence the CLI, the API, the DICOM node, evaluation and
+the service) asks this module first, with the size the header declares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mura.errors import ImageDecodeError
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from pydicom.dataset import Dataset
+
+# A 4,000 x 5,000 detector plate is 20 Mpx; five times that leaves room for any real radiograph, and
+# decoding it costs about 3 bytes a pixel (the decoded frame plus the 8-bit result), 300 MB at most.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+@dataclass(frozen=True)
+class DeclaredSize:
+    """What a header says: the side lengths of one frame and how many frames the file holds.
+
+    Only the first frame is ever decoded, so the budget is on `pixels`, one frame's worth.
+    """
+
+    width: int
+    height: int
+    frames: int = 1
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def pil_size(image: Image.Image) -> DeclaredSize:
+    """The size of a lazily opened PIL image (its header only; nothing is decoded)."""
+    width, height = image.size
+    return DeclaredSize(width, height, max(1, int(getattr(image, "n_frames", 1))))
+
+
+def dicom_size(ds: Dataset) -> DeclaredSize:
+    """The size a DICOM data set declares in Rows, Columns and NumberOfFrames (ValueError if no number)."""
+    return DeclaredSize(
+        int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0), max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    )
+
+
+def check_pixel_budget(size: DeclaredSize, label: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """ImageDecodeError naming the file, its declared size and the limit when one frame is over budget."""
+    if size.pixels > max_pixels:
+        raise ImageDecodeError(
+            label,
+            f"header declares {size.width}x{size.height} = {size.pixels:,} pixels, over the limit of "
+            f"{max_pixels:,} (decompression bomb?); raise max_pixels if such images are real",
+        )
+
+
+def frames_warning(size: DeclaredSize) -> tuple[str, ...]:
+    """The warning a multi-frame file gets: only its first frame is read (one image, one prediction)."""
+    return (f"multi-frame: {size.frames} frames, frame 1 used",) if size.frames > 1 else ()

@@ -1,0 +1,96 @@
+"""The results of one study as DICOM objects, and how they leave the process (files, bytes).
+
+The bottom of `mura.pacs`: plain types every other pacs module builds or reads, imported by all of
+them and importing none of them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from mura.atomic import fsync_dir, fsync_file, temporary_name
+from mura.errors import MuraError
+from mura.prediction import Prediction, StudyPrediction
+
+
+@dataclass(frozen=True)
+class StudyIdentity:
+    """Patient and study of results made from non-DICOM inputs (DICOM inputs carry their own)."""
+
+    patient_id: str
+    patient_name: str = ""
+    study_instance_uid: str | None = None  # None: a new study UID
+    accession_number: str = ""
+    study_id: str = ""
+
+
+@dataclass
+class ViewResult:
+    """One good view: its prediction, for DICOM inputs its parsed header, and its capture."""
+
+    name: str  # the file name, or "image N" for an array
+    prediction: Prediction
+    header: Dataset | None
+    pixels: Any = field(repr=False, default=None)
+    capture: Dataset | None = field(repr=False, default=None)  # its Grad-CAM Secondary Capture
+
+
+@dataclass
+class StudyResults:
+    """Everything one study's analysis produced, kept together so every surface sends the same thing.
+
+    `mura predict --dicom-out` writes `datasets` to a folder, the DICOM node puts them in its outbox,
+    the HTTP service answers with `sr` alone. `prediction` is the study's prediction (the probability the
+    SR carries), `skipped` says which received files were left out and why, so a caller can report
+    them without re-reading anything. `sr` is None only when there is no patient/study to attach the
+    objects to (non-DICOM inputs without a `StudyIdentity`); `note` then says so.
+    """
+
+    prediction: StudyPrediction
+    views: list[ViewResult]  # the good views, in input order
+    skipped: list[tuple[Path, str]]  # bad views and why
+    sr: Dataset | None = None
+    captures: list[Dataset] = field(default_factory=list)  # the views' captures, in view order
+    note: str | None = None
+
+    @property
+    def datasets(self) -> list[Dataset]:
+        return ([self.sr] if self.sr is not None else []) + list(self.captures)
+
+    def write(self, directory: str | Path) -> list[Path]:
+        """Write each object atomically as `<SOPInstanceUID>.dcm`; never overwrites an existing file."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        return [write_dataset(ds, directory / f"{ds.SOPInstanceUID}.dcm") for ds in self.datasets]
+
+
+def dataset_bytes(ds: Dataset) -> bytes:
+    """A result object as a DICOM file in memory (preamble, file meta), e.g. for an HTTP answer."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def write_dataset(ds: Dataset, target: Path) -> Path:
+    """Temp file in the same folder + fsync + link into place: atomic, and it fails rather than replace
+    a file (a result file name is its SOP Instance UID, so an existing one is never ours to overwrite)."""
+    if target.exists():
+        raise MuraError(f"{target}: already exists; not overwritten")
+    temp = temporary_name(target)
+    try:
+        ds.save_as(temp, enforce_file_format=True)
+        fsync_file(temp)
+        try:
+            os.link(temp, target)
+        except FileExistsError:
+            raise MuraError(f"{target}: already exists; not overwritten") from None
+        fsync_dir(target.parent)
+    finally:
+        temp.unlink(missing_ok=True)
+    return target

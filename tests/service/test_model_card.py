@@ -1,0 +1,53 @@
+"""`GET /v1/model` names the model, never the server's folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from mura.inference.predictor import Predictor
+from mura.service.model_card import model_card
+
+SERVER_FOLDERS = ("/srv/pacs-export", "/home/radiology", "C:\\Users\\rad", "D:/cv-runs")
+
+
+@pytest.fixture()
+def trained_predictor(tiny_checkpoint: Path) -> Predictor:
+    """The tiny model with the metadata a real run leaves: index, cache and CV folders, evaluation data."""
+    predictor = Predictor.from_checkpoints([tiny_checkpoint], device="cpu", runtime="torch")
+    member = predictor.members[0]
+    info = dict(member.info)
+    info["config"] = {
+        **info["config"],
+        "data": {
+            **info["config"]["data"],
+            "index": "/srv/pacs-export/mura/index.csv",
+            "cache": "/home/radiology/cache64",
+        },
+    }
+    info["test_metrics"] = {**info["test_metrics"], "data": "C:\\Users\\rad\\eval\\test_index.csv"}
+    info["provenance"] = {
+        "versions": {"mura": "0.1.0", "torch": "2.5"},
+        "created": "2025-01-01T00:00:00+0000",
+        "data": {"index": "/srv/pacs-export/mura/index.csv", "cache": "/home/radiology/cache64"},
+        "cross_validation": {"folds": 5, "fold": 2, "out": "D:/cv-runs/wrist"},
+    }
+    predictor.members[0] = dataclasses.replace(member, info=info)
+    return predictor
+
+
+def test_the_card_keeps_file_names_and_hashes_and_drops_every_server_path(trained_predictor) -> None:
+    card = model_card(trained_predictor)
+    text = json.dumps(card)
+    assert not [folder for folder in SERVER_FOLDERS if folder in text]
+    assert "cache64" not in text and "mura/index.csv" not in text
+    member = card["members"][0]
+    assert member["checkpoint"] == "best.pt"
+    assert member["test_metrics"]["data"] == "test_index.csv"
+    assert member["cross_validation"] == {"folds": 5, "fold": 2}
+    assert member["versions"]["mura"] == "0.1.0"
+    assert member["training_data"] == {"train_split": "train", "val_split": "val", "max_train_images": 0}
+    assert card["model"]["sha256"] == trained_predictor.identity.sha256 and len(card["model"]["sha256"]) == 64
