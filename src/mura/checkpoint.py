@@ -6,7 +6,8 @@ checkpoint is a dict that `torch.load(weights_only=True)` opens without running 
     format_version   2
     model_state      the weights
     meta             CheckpointMeta.to_dict(): config, body parts, preprocessing, decision
-                     (calibration + operating points), epoch, validation/test metrics, provenance
+                     (calibration + operating points + their validation counts), positive class
+                     (what label 1 meant), epoch, validation/test metrics, provenance
     training_state   only in last.pt: optimizer, scheduler, RNG, early stopping, history
                      (owned by `mura.training.resume`)
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,17 @@ from mura.config import Config, config_from_dict
 from mura.constants import BODY_PARTS
 from mura.decision import Calibration, Decision
 from mura.errors import MuraError
+from mura.prediction import POSITIVE_CLASSES, PositiveClass
 from mura.preprocessing import Preprocessing
 
 FORMAT_VERSION = 2
+SAVE_MODEL_FIX = "mura.checkpoint.save_model(path, model, config, preprocessing)"
+ZIP_START, ZIP_END = b"PK\x03\x04", b"PK\x05\x06"  # torch.save writes a zip archive
+ZIP_END_SEARCH = 65_536 + 22  # the end record sits in the last 64 KiB + its own 22 bytes
 _FORMAT1_THRESHOLD_NAMES = {"sensitivity_0.90": "suspicious"}
+# Index `source` values whose label 1 is a fracture; MURA (and the synthetic stand-in built like it)
+# labels abnormality: fractures, hardware, degenerative disease, lesions.
+FRACTURE_LABEL_SOURCES = frozenset({"fracatlas", "folders"})
 
 
 def versions() -> dict[str, str]:
@@ -42,6 +51,14 @@ def versions() -> dict[str, str]:
     from mura import __version__
 
     return {"mura": str(__version__), "torch": str(torch.__version__), "timm": str(timm.__version__)}
+
+
+def positive_class_of(sources: Iterable[str]) -> PositiveClass:
+    """What label 1 means for training data from these index `source`s: "fracture" only when every
+    source labels fractures; any abnormality-labelled (or unknown) source makes it "abnormality", the
+    wider claim that stays true of a fracture."""
+    found = set(sources)
+    return "fracture" if found and found <= FRACTURE_LABEL_SOURCES else "abnormality"
 
 
 def plain(value: Any) -> Any:
@@ -64,6 +81,7 @@ class CheckpointMeta:
     decision: Decision = field(default_factory=Decision)
     body_parts: tuple[str, ...] = BODY_PARTS
     epoch: int = -1
+    positive_class: PositiveClass = "abnormality"  # checkpoints from before it was recorded: the wider claim
     val_metrics: dict[str, Any] = field(default_factory=dict)
     test_metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)  # versions, created, data, run
@@ -83,6 +101,7 @@ class CheckpointMeta:
                 "decision": self.decision.to_dict(),
                 "body_parts": list(self.body_parts),
                 "epoch": int(self.epoch),
+                "positive_class": self.positive_class,
                 "val_metrics": self.val_metrics,
                 "test_metrics": self.test_metrics,
                 "provenance": self.provenance,
@@ -97,6 +116,7 @@ class CheckpointMeta:
             decision=Decision.from_dict(data["decision"]),
             body_parts=tuple(data.get("body_parts") or BODY_PARTS),
             epoch=int(data.get("epoch", -1)),
+            positive_class=_positive_class(data.get("positive_class")),
             val_metrics=dict(data.get("val_metrics") or {}),
             test_metrics=dict(data.get("test_metrics") or {}),
             provenance=dict(data.get("provenance") or {}),
@@ -104,6 +124,14 @@ class CheckpointMeta:
 
     def replace(self, **changes: Any) -> CheckpointMeta:
         return replace(self, **changes)
+
+
+def _positive_class(value: Any) -> PositiveClass:
+    if value is None:
+        return "abnormality"
+    if value not in POSITIVE_CLASSES:
+        raise ValueError(f"positive_class {value!r} is not one of {POSITIVE_CLASSES}")
+    return value
 
 
 @dataclass
@@ -176,26 +204,72 @@ def _upgrade_format1(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Open a checkpoint safely (weights_only=True); one-line MuraError when missing or unreadable."""
+    """Open a checkpoint safely (weights_only=True); a one-line MuraError naming the fix when it is
+    missing, truncated, foreign, from a newer mura, or lacks metadata."""
     path = Path(path)
     if not path.is_file():
         raise MuraError(f"{path}: checkpoint not found")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/corrupt/foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MuraError(f"{path}: not a readable mura checkpoint ({reason[:200]})") from None
+        raise MuraError(_unreadable(path, exc)) from None
     if not isinstance(raw, dict) or "model_state" not in raw:
-        raise MuraError(f"{path}: not a mura checkpoint (no model_state)")
+        raise MuraError(
+            f"{path}: not a mura checkpoint (no model_state): a plain state_dict or another tool's file; "
+            f"wrap its weights with {SAVE_MODEL_FIX}"
+        )
     version = int(raw.get("format_version", 0))
     if version > FORMAT_VERSION:
-        raise MuraError(f"{path}: checkpoint format {version} is newer than this mura ({FORMAT_VERSION})")
+        writer = _writer(raw.get("meta"))
+        raise MuraError(
+            f"{path}: checkpoint format {version} is newer than this mura ({_this_mura()} reads format "
+            f"{FORMAT_VERSION}; written by {writer}): upgrade mura (pip install -U mura)"
+        )
     try:
         meta_dict = raw["meta"] if version >= 2 else _upgrade_format1(raw)
         meta = CheckpointMeta.from_dict(meta_dict)
-    except (KeyError, TypeError, ValueError, MuraError) as exc:
-        raise MuraError(f"{path}: checkpoint metadata incomplete ({exc})") from None
+    except KeyError as exc:
+        raise MuraError(
+            f"{path}: checkpoint metadata incomplete (no {exc}): not written by mura's save_checkpoint; "
+            f"re-export it with {SAVE_MODEL_FIX}"
+        ) from None
+    except (TypeError, ValueError, MuraError) as exc:
+        raise MuraError(
+            f"{path}: checkpoint metadata invalid ({exc}): re-export it with {SAVE_MODEL_FIX}"
+        ) from None
     return Checkpoint(path, meta, raw["model_state"], raw.get("training_state"))
+
+
+def _this_mura() -> str:
+    from mura import __version__
+
+    return f"mura {__version__}"
+
+
+def _writer(meta: Any) -> str:
+    """Who wrote a checkpoint, from its provenance: `mura 0.2.0`, or `an unknown version`."""
+    provenance = meta.get("provenance") if isinstance(meta, dict) else None
+    found = (provenance or {}).get("versions", {}).get("mura") if isinstance(provenance, dict) else None
+    return f"mura {found}" if found else "an unknown mura version"
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why torch could not open `path`, with the fix: a truncated copy (a zip without its end record) is
+    told apart from a file that is not a PyTorch checkpoint at all."""
+    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        handle.seek(max(0, path.stat().st_size - ZIP_END_SEARCH))
+        tail = handle.read()
+    if head == ZIP_START and ZIP_END not in tail:
+        return (
+            f"{path}: truncated checkpoint ({path.stat().st_size} bytes, the end of the file is missing; "
+            f"{reason}): copy it again and compare its SHA-256 (sha256sum) with the original's"
+        )
+    return (
+        f"{path}: not a readable mura checkpoint ({reason}): a damaged copy or not a PyTorch file; copy it "
+        f"again, or re-export the model with {SAVE_MODEL_FIX}"
+    )
 
 
 def build_model(cfg: Config, load_pretrained: bool = True) -> torch.nn.Module:
@@ -208,7 +282,14 @@ def build_model(cfg: Config, load_pretrained: bool = True) -> torch.nn.Module:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Checkpoint]:
     """Rebuild the model from the stored config (no hub download), load its weights, eval mode."""
     checkpoint = load_checkpoint(path)
-    cfg = checkpoint.meta.typed_config()
+    try:
+        cfg = checkpoint.meta.typed_config()
+    except MuraError as exc:
+        raise MuraError(
+            f"{path}: {exc}: written by {_writer(checkpoint.meta.to_dict())} with settings "
+            f"{_this_mura()} does not know; upgrade mura (pip install -U mura), or load it with the "
+            "version that wrote it"
+        ) from None
     model = build_model(cfg, load_pretrained=False)
     try:
         model.load_state_dict(checkpoint.model_state)

@@ -174,14 +174,91 @@ def operating_points(
     return points
 
 
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+@dataclass(frozen=True)
+class PointFigures:
+    """Confusion counts at one operating point on the images its decision was fitted on.
+
+    Stored as counts, not rates, so what a point promises (sensitivity, specificity, and PPV / NPV at
+    that data's prevalence) can be restated, and given a confidence interval, without the predictions.
+    """
+
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    @property
+    def images(self) -> int:
+        return self.tp + self.fp + self.tn + self.fn
+
+    @property
+    def prevalence(self) -> float | None:
+        return _ratio(self.tp + self.fn, self.images)
+
+    @property
+    def sensitivity(self) -> float | None:
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def specificity(self) -> float | None:
+        return _ratio(self.tn, self.tn + self.fp)
+
+    @property
+    def ppv(self) -> float | None:
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def npv(self) -> float | None:
+        return _ratio(self.tn, self.tn + self.fn)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"tp": self.tp, "fp": self.fp, "tn": self.tn, "fn": self.fn}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PointFigures:
+        return cls(int(data["tp"]), int(data["fp"]), int(data["tn"]), int(data["fn"]))
+
+
+def point_figures(
+    labels: np.ndarray, probs: np.ndarray, thresholds: dict[str, float]
+) -> dict[str, PointFigures]:
+    """The counts each threshold gives on (labels, probs): what a stored operating point was validated at."""
+    labels = np.asarray(labels, dtype=int).reshape(-1)
+    probs = np.asarray(probs, dtype=float).reshape(-1)
+    if len(labels) == 0:
+        return {}
+    figures = {}
+    for name, threshold in thresholds.items():
+        flagged = probs >= threshold
+        figures[name] = PointFigures(
+            tp=int((flagged & (labels == 1)).sum()),
+            fp=int((flagged & (labels == 0)).sum()),
+            tn=int((~flagged & (labels == 0)).sum()),
+            fn=int((~flagged & (labels == 1)).sum()),
+        )
+    return figures
+
+
 @dataclass(frozen=True)
 class Decision:
-    """What turns margins into a decision; stored in every checkpoint (`decision`)."""
+    """What turns margins into a decision; stored in every checkpoint (`decision`).
+
+    `figures` are the counts at each threshold on the data it was fitted on (`fitted_on`); empty for
+    checkpoints written before they were recorded (their predictions are gone, so nothing is claimed).
+    """
 
     calibration: Calibration = field(default_factory=Calibration)
     thresholds: dict[str, float] = field(default_factory=lambda: {"default": DEFAULT_THRESHOLD})
     targets: dict[str, float] = field(default_factory=dict)  # {"sensitivity": 0.9, "specificity": 0.9}
     fitted_on: str = "not fitted"
+    figures: dict[str, PointFigures] = field(default_factory=dict)
+    # Where a site refitted it (`mura calibrate`): site, index and its SHA-256, images, positives, date.
+    # Empty when it was fitted where the model was trained; `fitted_on` is the one-line summary of either.
+    origin: dict[str, Any] = field(default_factory=dict)
 
     def probabilities(self, margins: np.ndarray) -> np.ndarray:
         return self.calibration.probabilities(margins)
@@ -202,6 +279,8 @@ class Decision:
             "thresholds": {k: float(v) for k, v in self.thresholds.items()},
             "targets": {k: float(v) for k, v in self.targets.items()},
             "fitted_on": self.fitted_on,
+            "figures": {k: v.to_dict() for k, v in self.figures.items()},
+            "origin": dict(self.origin),
         }
 
     @classmethod
@@ -211,6 +290,8 @@ class Decision:
             thresholds={str(k): float(v) for k, v in dict(data.get("thresholds") or {}).items()},
             targets={str(k): float(v) for k, v in dict(data.get("targets") or {}).items()},
             fitted_on=str(data.get("fitted_on", "")),
+            figures={str(k): PointFigures.from_dict(v) for k, v in dict(data.get("figures") or {}).items()},
+            origin=dict(data.get("origin") or {}),
         )
 
 
@@ -226,9 +307,11 @@ def fit_decision(
     """Calibrate on (margins, labels), then choose the operating points on the calibrated probabilities."""
     calibration = fit_calibration(margins, labels, method)
     probs = calibration.probabilities(margins)
+    thresholds = operating_points(labels, probs, target_sensitivity, target_specificity)
     return Decision(
         calibration=calibration,
-        thresholds=operating_points(labels, probs, target_sensitivity, target_specificity),
+        thresholds=thresholds,
         targets={"sensitivity": float(target_sensitivity), "specificity": float(target_specificity)},
         fitted_on=fitted_on,
+        figures=point_figures(labels, probs, thresholds),
     )

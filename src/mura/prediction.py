@@ -8,7 +8,12 @@ same thing everywhere and a new one (a finding, a refusal reason) is added once.
   outside what the model can judge (`reasons` says why) and it carries no probability and no finding.
 - `body_part_origin` is one vocabulary for where the body part came from: `given` by the caller (an
   argument, a form field, an index column), read from `dicom` tags, or `predicted` by the model.
-- `model` names what answered: architecture(s), mura version and one SHA-256 for the whole ensemble.
+- `tier` restates the probability in the words a reader acts on: `fracture_likely` (at or above the
+  `definite` point), `possible_fracture` (at or above `suspicious`), `no_fracture_seen`; `tier_text`
+  says it in plain words ("Abnormality likely" ... when the model's labels were abnormality labels)
+  and `tier_figures` what the tier's operating point was validated at. The rule is `mura.tiers`.
+- `model` names what answered: architecture(s), mura version, one SHA-256 for the whole ensemble and
+  the decision origin (where its calibration and operating points were fitted: training or a site).
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ DECISIONS: tuple[str, ...] = ("abnormal", "normal", "not_assessed")
 NOT_ASSESSED = "not_assessed"
 BodyPartOrigin = Literal["given", "dicom", "predicted"]
 BodyPart = Literal[BODY_PARTS]  # type: ignore[valid-type]
+# What label 1 meant in the data a model was trained on: fracture labels (FracAtlas, folder data sets)
+# or abnormality labels (MURA: fractures, hardware, degenerative disease, ...).
+PositiveClass = Literal["fracture", "abnormality"]
+POSITIVE_CLASSES: tuple[str, ...] = ("fracture", "abnormality")
+Tier = Literal["fracture_likely", "possible_fracture", "no_fracture_seen"]
+TIERS: tuple[str, ...] = ("fracture_likely", "possible_fracture", "no_fracture_seen")
 
 
 def decide(probability: float, threshold: float) -> Decision:
@@ -42,13 +53,24 @@ class ModelIdentity(BaseModel):
     version: str = Field(description="the mura version that answered")
     sha256: str = Field(description="SHA-256 of the checkpoint, or of the members' hashes for an ensemble")
     members: int = Field(ge=1, description="checkpoints in the ensemble")
+    decision_origin: str | None = Field(
+        None, description="where the calibration and operating points were fitted (training data or a site)"
+    )
 
     @classmethod
-    def of(cls, names: Sequence[str], hashes: Sequence[str], version: str) -> ModelIdentity:
+    def of(
+        cls, names: Sequence[str], hashes: Sequence[str], version: str, decision_origin: str | None = None
+    ) -> ModelIdentity:
         """One identity for checkpoints `names` with file hashes `hashes` (order-independent)."""
         ordered = sorted(hashes)
         digest = ordered[0] if len(ordered) == 1 else hashlib.sha256("\n".join(ordered).encode()).hexdigest()
-        return cls(name=" + ".join(dict.fromkeys(names)), version=version, sha256=digest, members=len(hashes))
+        return cls(
+            name=" + ".join(dict.fromkeys(names)),
+            version=version,
+            sha256=digest,
+            members=len(hashes),
+            decision_origin=decision_origin,
+        )
 
 
 class Finding(BaseModel):
@@ -57,6 +79,24 @@ class Finding(BaseModel):
     box: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 in original pixels")
     score: float = Field(ge=0, le=1)
     operating_point: str = Field(description="the strictest named operating point the finding passes")
+
+
+class TierFigures(BaseModel):
+    """What a tier's operating point was validated at: the figures a reader weighs the tier with."""
+
+    model_config = ConfigDict(frozen=True)
+
+    operating_point: str = Field(description="the stored point bounding the tier, e.g. definite")
+    threshold: float = Field(ge=0, le=1, description="its threshold on the probability")
+    sensitivity: float | None = Field(ge=0, le=1, description="null where the model does not record it")
+    specificity: float | None = Field(ge=0, le=1)
+    ppv: float | None = Field(ge=0, le=1, description="positive predictive value at `prevalence`")
+    npv: float | None = Field(ge=0, le=1, description="negative predictive value at `prevalence`")
+    prevalence: float | None = Field(ge=0, le=1, description="share of positives in the validation images")
+    images: int | None = Field(ge=0, description="how many images the figures were measured on")
+    validated_on: str | None = Field(
+        description="where, e.g. out-of-fold predictions of 5-fold cross-validation (2826 images)"
+    )
 
 
 class Prediction(BaseModel):
@@ -80,6 +120,9 @@ class Prediction(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="decoded, but not cleanly (one line each)")
     reasons: list[str] = Field(default_factory=list, description="why the input was not assessed")
     findings: list[Finding] = Field(default_factory=list, description="localised suspicions (boxes)")
+    tier: Tier | None = Field(None, description="the probability in three tiers; null when not assessed")
+    tier_text: str | None = Field(None, description='the tier in plain words, e.g. "Possible fracture"')
+    tier_figures: TierFigures | None = Field(None, description="what the tier's point was validated at")
     model: ModelIdentity
 
     @model_validator(mode="after")
@@ -87,10 +130,14 @@ class Prediction(BaseModel):
         if self.decision == NOT_ASSESSED:
             if not self.reasons:
                 raise ValueError("a not_assessed prediction needs at least one reason")
-            if self.fracture_probability is not None or self.findings:
-                raise ValueError("a not_assessed prediction carries no probability and no finding")
+            if self.fracture_probability is not None or self.findings or self.tier is not None:
+                raise ValueError("a not_assessed prediction carries no probability, finding or tier")
+            if self.tier_text is not None or self.tier_figures is not None:
+                raise ValueError("a not_assessed prediction carries no tier text or figures")
         elif self.fracture_probability is None or self.body_part is None:
             raise ValueError(f"a {self.decision} prediction needs a probability and a body part")
+        elif self.tier is None or self.tier_text is None or self.tier_figures is None:
+            raise ValueError(f"a {self.decision} prediction needs a tier, its text and its figures")
         return self
 
     @property
@@ -98,12 +145,18 @@ class Prediction(BaseModel):
         return self.decision != NOT_ASSESSED
 
     def flat(self) -> dict[str, object]:
-        """One CSV row: lists joined with "; ", body-part probabilities as prob_<PART>, model_* columns."""
-        row: dict[str, object] = self.model_dump(exclude={"body_part_probabilities", "model", "findings"})
+        """One CSV row: lists joined with "; ", body-part probabilities as prob_<PART>, tier figures as
+        tier_<figure>, model_* columns."""
+        nested = {"body_part_probabilities", "model", "findings", "tier_figures"}
+        row: dict[str, object] = self.model_dump(exclude=nested)
         row["warnings"] = "; ".join(self.warnings)
         row["reasons"] = "; ".join(self.reasons)
         row["findings"] = len(self.findings)
         row.update({f"prob_{k}": v for k, v in self.body_part_probabilities.items()})
+        figures = (
+            self.tier_figures.model_dump() if self.tier_figures else dict.fromkeys(TierFigures.model_fields)
+        )
+        row.update({f"tier_{k}": v for k, v in figures.items()})
         row.update({f"model_{k}": v for k, v in self.model.model_dump().items()})
         return row
 
@@ -119,6 +172,8 @@ class StudyPrediction(Prediction):
 
 def csv_fields() -> list[str]:
     """The columns of `Prediction.flat` / a study's, in a fixed order (CSV header)."""
-    names = [n for n in StudyPrediction.model_fields if n not in ("body_part_probabilities", "model")]
+    nested = ("body_part_probabilities", "model", "tier_figures")
+    names = [n for n in StudyPrediction.model_fields if n not in nested]
     names += [f"prob_{p}" for p in BODY_PARTS]
+    names += [f"tier_{k}" for k in TierFigures.model_fields]
     return names + [f"model_{k}" for k in ModelIdentity.model_fields]

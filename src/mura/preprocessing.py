@@ -5,6 +5,8 @@ Two steps, each written once, here:
    exactly this in the cache, and predict/serve/explain compute exactly this from the original file,
    so a cache row and a freshly decoded file give the model the same pixels.
 2. `normalize`: uint8 -> float32 `(x / 255 - mean) / std`, for numpy arrays or torch tensors.
+Boxes follow the pixels: `boxes_to_input` / `boxes_from_input` map `[x0, y0, x1, y1]` between a film's
+original (EXIF-upright) pixels and the resized input, by the same scale and padding `resize` applies.
 
 A `Preprocessing` travels in every checkpoint. Pixels whose side differs from `size` are refused,
 never silently interpolated: resizing a cache row again (64 px cache, 224 px model) gives other
@@ -102,6 +104,27 @@ class Preprocessing:
                 f"{self.resize_mode}; prepare a matching cache with `mura prepare INDEX --size {self.size} "
                 f"--resize {self.resize_mode} --out DIR`"
             )
+
+    def _box_transform(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-coordinate scale and offset of `resize` for a `width` x `height` film: input = x * a + b."""
+        if self.resize_mode == "stretch":
+            scale_x, scale_y, left, top = self.size / width, self.size / height, 0, 0
+        else:  # letterbox: the side lengths `resize_image` rounds to, centred with the same padding
+            scale = self.size / max(height, width)
+            new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+            scale_x, scale_y = new_w / width, new_h / height
+            left, top = (self.size - new_w) // 2, (self.size - new_h) // 2
+        return np.array([scale_x, scale_y] * 2), np.array([left, top] * 2, dtype=float)
+
+    def boxes_to_input(self, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Boxes [K, 4] (x0, y0, x1, y1) in a film's original pixels -> the same in input pixels."""
+        scale, shift = self._box_transform(width, height)
+        return np.asarray(boxes, dtype=float).reshape(-1, 4) * scale + shift
+
+    def boxes_from_input(self, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Boxes [K, 4] in input pixels -> the film's original pixels (a model's finding, for output)."""
+        scale, shift = self._box_transform(width, height)
+        return (np.asarray(boxes, dtype=float).reshape(-1, 4) - shift) / scale
 
     def normalize(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """uint8 (or float in 0..255) pixels of side `size` -> float32 model input, numpy or torch."""

@@ -25,21 +25,8 @@ from mura.training.loop import train
 
 
 @pytest.fixture(scope="module")
-def trained_run(synthetic_mura, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ckpt") / "run"
-    cfg = load_config(
-        overrides={
-            "data.cache": str(synthetic_mura.small_cache_dir),
-            "data.workers": 0,
-            "model.name": "custom_cnn",
-            "model.freeze": "full",
-            "model.size": 32,
-            "train.epochs": 1,
-            "train.batch_size": 16,
-            "out": str(out),
-        }
-    )
-    return train(cfg)
+def trained_run(make_cfg):
+    return train(make_cfg("ckpt", **{"train.epochs": 1}))
 
 
 def test_best_and_last_hold_the_contract_and_load_with_weights_only(trained_run) -> None:

@@ -160,11 +160,11 @@ def test_bad_inputs_raise_decode_error_naming_the_file(tmp_path: Path) -> None:
         load_grayscale(b"\x89PNG\r\n\x1a\n garbage")
 
 
-def test_decompression_bomb_guard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pixel_budget_is_configurable_per_call(tmp_path: Path) -> None:
     Image.fromarray(_gradient(100, 100)).save(tmp_path / "big.png")
-    monkeypatch.setattr(images, "MAX_PIXELS", 5_000)
-    with pytest.raises(ImageDecodeError, match="decompression bomb"):
-        load_grayscale(tmp_path / "big.png")
+    with pytest.raises(ImageDecodeError, match=r"big.png: header declares 100x100 = 10,000 pixels.*5,000"):
+        images.read_image(tmp_path / "big.png", max_pixels=5_000)
+    assert images.read_image(tmp_path / "big.png", max_pixels=10_000).pixels.shape == (100, 100)
 
 
 def test_dicom_bytes_are_sent_to_the_dicom_reader(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,10 +173,10 @@ def test_dicom_bytes_are_sent_to_the_dicom_reader(monkeypatch: pytest.MonkeyPatc
 
     class Result:
         def __init__(self) -> None:
-            self.pixels, self.body_part = pixels, "WRIST"
+            self.pixels, self.body_part, self.warnings = pixels, "WRIST", ()
 
     seen = []
-    monkeypatch.setattr(dicom, "read_dicom", lambda source, name=None: seen.append(source) or Result())
+    monkeypatch.setattr(dicom, "read_dicom", lambda source, name, max_pixels: seen.append(source) or Result())
     fake = b"\x00" * 128 + b"DICM" + b"\x00" * 16
     assert np.array_equal(load_grayscale(fake), pixels) and seen == [fake]
 

@@ -6,25 +6,16 @@ import pandas as pd
 import pytest
 
 from mura.cli import main
-from mura.config import load_config
 from mura.training.loop import train
 
 
 @pytest.fixture(scope="module")
-def checkpoint(synthetic_mura, tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval_run") / "custom_cnn"
-    cfg = load_config(
-        overrides={
-            "data.index": str(synthetic_mura.index_csv),
-            "data.cache": str(synthetic_mura.cache_dir),
-            "data.workers": 0,
-            "model.name": "custom_cnn",
-            "model.size": 64,
-            "train.epochs": 1,
-            "train.batch_size": 32,
-            "train.device": "cpu",
-            "out": str(out),
-        }
+def checkpoint(make_cfg, synthetic_mura):
+    """custom_cnn at 64 px trained one epoch on the 64 px cache."""
+    cfg = make_cfg(
+        "eval_run",
+        **{"data.cache": str(synthetic_mura.cache_dir), "model.size": 64, "train.epochs": 1},
+        **{"train.batch_size": 32, "train.device": "cpu"},
     )
     return train(cfg).best_checkpoint
 

@@ -14,32 +14,14 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from pydicom.uid import SecondaryCaptureImageStorage
 
 from mura.cli import main
 from mura.data.cache import build_cache
 from mura.errors import MuraError
 from mura.evaluation.runner import evaluate_checkpoints
 from mura.service.loading import app_from_checkpoints
-
-
-def _dicom_from(jpeg, path):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    pixels = np.asarray(Image.open(jpeg).convert("L"), dtype=np.uint16) * 16  # 12-bit stored values
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PhotometricInterpretation, ds.SamplesPerPixel = "DX", "MONOCHROME2", 1
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+from tests.factories.dicom import dicom_dataset, twelve_bit, write_dicom
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +29,11 @@ def real_files(fracatlas_dir, tmp_path_factory):
     base = tmp_path_factory.mktemp("agreement")
     jpegs = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[:5]
     jpegs += sorted((fracatlas_dir / "images" / "Non_fractured").glob("*.jpg"))[:5]
-    files = [*jpegs, _dicom_from(jpegs[0], base / "from_jpeg.dcm")]
+    pixels = twelve_bit(np.asarray(Image.open(jpegs[0]).convert("L")))
+    files = [
+        *jpegs,
+        write_dicom(dicom_dataset(pixels, sop_class=SecondaryCaptureImageStorage), base / "from_jpeg.dcm"),
+    ]
     index = pd.DataFrame(
         {
             "path": [str(p) for p in files],

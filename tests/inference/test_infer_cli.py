@@ -10,28 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mura.cli import main
 from mura.constants import BODY_PARTS
 from mura.prediction import Prediction, StudyPrediction, csv_fields
-
-
-def write_dicom(path: Path, pixels: np.ndarray, body_part: str) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = (pixels.astype(np.uint16) * 16).tobytes()
-    ds.BodyPartExamined = body_part
-    ds.save_as(path, enforce_file_format=True)
+from tests.factories.dicom import dicom_dataset, twelve_bit, write_dicom
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +27,7 @@ def studies(tmp_path_factory, smooth_images) -> Path:
     imgs = smooth_images(4, seed=5)
     Image.fromarray(imgs[0]).save(first / "view1.png")
     Image.fromarray(imgs[1]).save(first / "view2.png")
-    write_dicom(first / "view3.dcm", imgs[2], "WRIST")
+    write_dicom(dicom_dataset(twelve_bit(imgs[2]), body_part="WRIST"), first / "view3.dcm")
     Image.fromarray(imgs[3]).convert("RGB").save(second / "view1.jpg", quality=90)
     (second / "view2.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
     (second / "notes.txt").write_text("ignored: not an image suffix")

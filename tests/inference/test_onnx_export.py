@@ -93,7 +93,7 @@ def test_export_replaces_its_own_file_but_never_a_foreign_one(exported, tmp_path
     assert again.path == report.path and onnx.load(str(report.path)).producer_name == "mura"
     foreign = tmp_path / "model.onnx"
     foreign.write_bytes(b"somebody else's model")
-    with pytest.raises(MuraError, match="not an ONNX file exported by mura.*--overwrite"):
+    with pytest.raises(MuraError, match="not an ONNX file exported by mura.*overwrite=True"):
         export_onnx(checkpoint, foreign)
     assert foreign.read_bytes() == b"somebody else's model"
     assert export_onnx(checkpoint, foreign, overwrite=True).path == foreign

@@ -1,5 +1,5 @@
-"""Fixtures for the DICOM exchange tests: checkpoints and radiographs from the inference and service
-fixtures, a synthetic DX study with bad instances, and dicom3tools' validator."""
+"""Fixtures for the DICOM exchange tests: a synthetic DX study with bad instances, a PNG study, and
+dicom3tools' validator (checkpoints, radiographs and DICOM files come from the root conftest)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,16 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import BasicTextSRStorage, generate_uid
 
 from mura.data.synth import render_image
 from mura.inference.predictor import Predictor
-from tests.inference.conftest import make_checkpoint
-from tests.service.conftest import make_dicom, make_radiograph, tiny_checkpoint
+from tests.factories.dicom import dicom_dataset, twelve_bit, write_dicom
 
-__all__ = ["make_checkpoint", "make_dicom", "make_radiograph", "tiny_checkpoint"]  # shared fixtures
-
-DX = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
-BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 THRESHOLDS = {"default": 0.5, "youden": 0.45, "suspicious": 0.3}
 # Warnings dciodvfy gives that we cannot avoid: our private codes' scheme (declared in the SR's Coding
 # Scheme Identification Sequence, still not one dciodvfy knows) and an empty Laterality where the source
@@ -32,28 +26,15 @@ ACCEPTED_WARNINGS = ("Unrecognized defined term <99MURA>", "attribute <Lateralit
 
 
 def write_dx(path: Path, study: Dataset, view: int, photometric: str, **tags: object) -> Path:
-    """A DX instance of a synthetic wrist radiograph (12-bit), in the patient and study of `study`."""
-    grey = render_image("WRIST", view % 2 == 0, [7, view], view).astype(np.float64)[::4, ::4]
-    stored = np.clip(grey * 16, 0, 4095).astype(np.uint16)
+    """A DX instance of a synthetic wrist radiograph (12-bit), in the patient and study of `study`;
+    MONOCHROME1 stores the inverted values, so both show the same picture."""
+    stored = twelve_bit(render_image("WRIST", view % 2 == 0, [7, view], view)[::4, ::4])
     if photometric == "MONOCHROME1":
         stored = 4095 - stored
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = DX, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
+    ds = dicom_dataset(stored, photometric=photometric, SeriesNumber=1, InstanceNumber=view, **tags)
+    ds.ImageType, ds.PatientOrientation = ["ORIGINAL", "PRIMARY"], ["L", "F"]
     ds.update(study)
-    ds.SOPClassUID, ds.SOPInstanceUID = DX, meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = generate_uid(), 1, view
-    ds.Modality, ds.ImageType, ds.PatientOrientation = "DX", ["ORIGINAL", "PRIMARY"], ["L", "F"]
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = stored.tobytes()
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dicom(ds, path)
 
 
 @pytest.fixture(scope="session")
@@ -86,16 +67,9 @@ def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     broken = pydicom.dcmread(write_dx(folder / "4.dcm", study, 4, "MONOCHROME2"))
     broken.PixelData = broken.PixelData[:100]  # truncated: cannot be decoded
     broken.save_as(folder / "4.dcm")
-    report = Dataset()
-    report.file_meta = FileMetaDataset()
-    report.file_meta.MediaStorageSOPClassUID, report.file_meta.MediaStorageSOPInstanceUID = (
-        BASIC_TEXT_SR,
-        "1.2.3",
-    )
-    report.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    report = dicom_dataset(None, modality="SR", sop_class=BasicTextSRStorage, sop_uid="1.2.3")
     report.update(study)
-    report.SOPClassUID, report.SOPInstanceUID, report.Modality = BASIC_TEXT_SR, "1.2.3", "SR"
-    report.save_as(folder / "5.dcm", enforce_file_format=True)
+    write_dicom(report, folder / "5.dcm")
     return folder
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import io
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation, SecondaryCaptureImageStorage
 
 from mura.errors import MuraError
@@ -59,14 +60,18 @@ def capture(path: Path, study_uid: str, rows: int = 8) -> Path:
 
 
 class StorageSCP:
-    """A real Storage SCP on loopback that records the SOP Instance UIDs it was sent."""
+    """A real Storage SCP on loopback that records the SOP Instance UIDs it was sent (over TLS when
+    given an `ssl_context`)."""
 
-    def __init__(self, port: int, ae_title: str = "PACS") -> None:
+    def __init__(self, port: int, ae_title: str = "PACS", ssl_context: ssl.SSLContext | None = None) -> None:
         self.received: list[str] = []
         ae = AE(ae_title=ae_title)
-        ae.add_supported_context(SecondaryCaptureImageStorage, ExplicitVRLittleEndian)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         handlers = [(evt.EVT_C_STORE, self._store)]
-        self.server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+        self.server = ae.start_server(
+            ("127.0.0.1", port), block=False, evt_handlers=handlers, ssl_context=ssl_context
+        )
 
     def _store(self, event) -> int:
         self.received.append(str(event.dataset.SOPInstanceUID))
@@ -77,7 +82,7 @@ class StorageSCP:
 
 
 def test_spool_stores_durably_byte_for_byte_and_claims_only_quiet_studies(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
+    spool = Spool(tmp_path, quota_bytes=1 << 20)
     study, first, second = generate_uid(), generate_uid(), generate_uid()
     path = spool.store(study, first, b"DICM-bytes-1")
     assert path.read_bytes() == b"DICM-bytes-1" and path.name == f"{first}.dcm"
@@ -93,14 +98,14 @@ def test_spool_stores_durably_byte_for_byte_and_claims_only_quiet_studies(tmp_pa
 
 
 def test_spool_after_a_crash_drops_unacknowledged_temp_files_and_requeues_everything(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
+    spool = Spool(tmp_path, quota_bytes=1 << 20)
     receiving, analysing = generate_uid(), generate_uid()
     spool.store(receiving, generate_uid(), b"acknowledged")
     (tmp_path / "incoming" / receiving / f".{generate_uid()}.tmp-4242.dcm").write_bytes(b"cut short")
     spool.store(analysing, generate_uid(), b"claimed")
     claimed = spool.claim(analysing)
 
-    restarted = Spool(tmp_path)
+    restarted = Spool(tmp_path, quota_bytes=1 << 20)
     assert [p.read_bytes() for p in (tmp_path / "incoming" / receiving).iterdir()] == [b"acknowledged"]
     assert restarted.quiet_studies(0) == [receiving]
     assert restarted.claimed() == [claimed]

@@ -48,6 +48,7 @@ def test_sr_names_the_model_its_sha256_and_the_operating_point(predictor, pacs_c
     assert algorithm["parameters"] == [
         f"sha256={file_sha256(pacs_checkpoint)} checkpoints=1",
         "operating point suspicious threshold=0.300000",
+        "decision origin: not fitted",  # where calibration and thresholds were fitted (the factory's: nowhere)
     ]
 
 

@@ -22,6 +22,7 @@ from mura.prediction import Prediction, StudyPrediction
 from mura.service.app import create_app
 from mura.service.loading import make_explainer
 from mura.service.model_card import model_card
+from tests.factories.dicom import dicom_bytes, dicom_dataset, twelve_bit
 
 MAX_UPLOAD = 3 * 1024 * 1024
 MAX_PIXELS = 2_000_000
@@ -50,16 +51,6 @@ def wrist(make_radiograph) -> np.ndarray:
     return make_radiograph("WRIST", abnormal=True)
 
 
-@pytest.fixture(scope="module")
-def encode(encode_image):
-    return encode_image
-
-
-@pytest.fixture(scope="module")
-def dicom_bytes(make_dicom):
-    return make_dicom
-
-
 def post_one(client: TestClient, name: str, data: bytes, **fields: str) -> httpx.Response:
     return client.post("/v1/predict", files={"file": (name, data, "application/octet-stream")}, data=fields)
 
@@ -81,9 +72,9 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict:
 
 
 def test_predict_png_matches_the_predictor_and_mura_predict_fields(
-    client, predictor, wrist, encode, tiny_thresholds
+    client, predictor, wrist, encode_image
 ) -> None:
-    response = post_one(client, "wrist.png", encode(wrist))
+    response = post_one(client, "wrist.png", encode_image(wrist))
     assert response.status_code == 200
     body = response.json()
     batch = predictor.predict_images([wrist], [-1])
@@ -92,35 +83,37 @@ def test_predict_png_matches_the_predictor_and_mura_predict_fields(
         assert body[key] == (pytest.approx(value) if isinstance(value, float | dict) else value), key
     assert body["body_part_origin"] == "predicted" and body["body_part"] in BODY_PARTS
     assert Prediction.model_validate({k: v for k, v in body.items() if k not in ("image_png", "cam_png")})
-    assert body["threshold"] == pytest.approx(tiny_thresholds["youden"])
+    assert body["threshold"] == pytest.approx(0.47)  # tiny_checkpoint's "youden"
     assert body["decision"] == ("abnormal" if body["fracture_probability"] >= body["threshold"] else "normal")
     assert sum(body["body_part_probabilities"].values()) == pytest.approx(1.0)
     assert "cam_png" not in body and body["path"] == "wrist.png"
 
 
-def test_given_body_part_feeds_the_fracture_head(client, predictor, wrist, encode) -> None:
-    body = post_one(client, "wrist.jpg", encode(wrist, "JPEG"), body_part="elbow").json()
+def test_given_body_part_feeds_the_fracture_head(client, predictor, wrist, encode_image) -> None:
+    body = post_one(client, "wrist.jpg", encode_image(wrist, "JPEG"), body_part="elbow").json()
     assert body["body_part"] == "ELBOW" and body["body_part_origin"] == "given"
-    decoded = np.asarray(Image.open(io.BytesIO(encode(wrist, "JPEG"))).convert("L"))
+    decoded = np.asarray(Image.open(io.BytesIO(encode_image(wrist, "JPEG"))).convert("L"))
     expected = predictor.predict_images([decoded], [body_part_index("ELBOW")]).fracture_prob[0]
     assert body["fracture_probability"] == pytest.approx(expected, abs=1e-6)
 
 
-def test_dicom_body_part_comes_from_its_tags(client, wrist, dicom_bytes) -> None:
-    body = post_one(client, "image.dcm", dicom_bytes(wrist, body_part="HAND")).json()
+def test_dicom_body_part_comes_from_its_tags(client, wrist, make_dicom) -> None:
+    body = post_one(client, "image.dcm", make_dicom(wrist, body_part="HAND")).json()
     assert body["body_part"] == "HAND" and body["body_part_origin"] == "dicom"
 
 
-def test_a_dicom_without_its_preamble_is_read_like_the_cli_reads_it(client, wrist, dicom_bytes) -> None:
-    bare = dicom_bytes(wrist, body_part="ELBOW")[132:]  # no 128-byte preamble, no DICM marker
+def test_a_dicom_without_its_preamble_is_read_like_the_cli_reads_it(client, wrist) -> None:
+    bare = dicom_bytes(dicom_dataset(twelve_bit(wrist), body_part="ELBOW"), preamble=False)
     response = post_one(client, "bare.dcm", bare)
     assert response.status_code == 200, response.text
     assert response.json()["body_part"] == "ELBOW" and response.json()["body_part_origin"] == "dicom"
 
 
-def test_cam_returns_the_image_and_a_heatmap_overlay(client, wrist, encode) -> None:
+def test_cam_returns_the_image_and_a_heatmap_overlay(client, wrist, encode_image) -> None:
     response = client.post(
-        "/v1/predict?cam=true", files={"file": ("wrist.png", encode(wrist))}, data={"body_part": "WRIST"}
+        "/v1/predict?cam=true",
+        files={"file": ("wrist.png", encode_image(wrist))},
+        data={"body_part": "WRIST"},
     )
     assert response.status_code == 200
     body = response.json()
@@ -132,9 +125,9 @@ def test_cam_returns_the_image_and_a_heatmap_overlay(client, wrist, encode) -> N
     assert overlay[..., :3].std() > 1.0  # a real picture, not a blank
 
 
-def test_study_probability_is_the_mean_of_its_views(client, encode, make_radiograph) -> None:
+def test_study_probability_is_the_mean_of_its_views(client, encode_image, make_radiograph) -> None:
     views = [make_radiograph("ELBOW", abnormal=False, seed=3, view=v) for v in range(3)]
-    files = [("files", (f"view{v}.png", encode(img))) for v, img in enumerate(views)]
+    files = [("files", (f"view{v}.png", encode_image(img))) for v, img in enumerate(views)]
     response = client.post("/v1/predict/study", files=files)
     assert response.status_code == 200
     study = response.json()
@@ -148,14 +141,14 @@ def test_study_probability_is_the_mean_of_its_views(client, encode, make_radiogr
     assert StudyPrediction.model_validate(summary).kind == "study"  # the one typed record, as the CLI writes
 
 
-def test_study_skips_bad_views_and_lists_them(client, encode, make_radiograph) -> None:
+def test_study_skips_bad_views_and_lists_them(client, encode_image, make_radiograph) -> None:
     """As `mura predict --study` does: the study is the mean of the views that could be used."""
     views = [make_radiograph("HAND", abnormal=True, seed=5, view=v) for v in range(2)]
     files = [
-        ("files", ("view0.png", encode(views[0]))),
+        ("files", ("view0.png", encode_image(views[0]))),
         ("files", ("notes.txt", b"not an image at all, whatever the name says")),
-        ("files", ("view1.jpg", encode(views[1], "JPEG"))),
-        ("files", ("tiny.png", encode(np.full((8, 8), 99, np.uint8)))),
+        ("files", ("view1.jpg", encode_image(views[1], "JPEG"))),
+        ("files", ("tiny.png", encode_image(np.full((8, 8), 99, np.uint8)))),
     ]
     response = client.post("/v1/predict/study", files=files)
     assert response.status_code == 200, response.text
@@ -170,7 +163,7 @@ def test_study_skips_bad_views_and_lists_them(client, encode, make_radiograph) -
     assert skipped["tiny.png"]["error"] == "undecodable_image" and "8x8 px" in skipped["tiny.png"]["detail"]
 
 
-def test_study_of_only_bad_views_is_422_with_the_list(client, encode) -> None:
+def test_study_of_only_bad_views_is_422_with_the_list(client, encode_image) -> None:
     files = [
         ("files", ("a.txt", b"plain text" * 20)),
         ("files", ("b.png", b"\x89PNG\r\n\x1a\n" + bytes(300))),
@@ -182,8 +175,8 @@ def test_study_of_only_bad_views_is_422_with_the_list(client, encode) -> None:
     ]
 
 
-def test_a_cut_jpeg_is_answered_with_its_warning(client, wrist, encode) -> None:
-    whole = encode(wrist, "JPEG")
+def test_a_cut_jpeg_is_answered_with_its_warning(client, wrist, encode_image) -> None:
+    whole = encode_image(wrist, "JPEG")
     good = post_one(client, "whole.jpg", whole).json()
     assert good["warnings"] == []
     response = post_one(client, "half.jpg", whole[: len(whole) // 2])
@@ -194,9 +187,9 @@ def test_a_cut_jpeg_is_answered_with_its_warning(client, wrist, encode) -> None:
     assert study["images"][0]["warnings"] == [warning]
 
 
-def test_an_image_too_small_to_judge_is_refused(client, encode) -> None:
+def test_an_image_too_small_to_judge_is_refused(client, encode_image) -> None:
     body = assert_error(
-        post_one(client, "dot.png", encode(np.full((1, 1), 200, np.uint8))), 422, "undecodable_image"
+        post_one(client, "dot.png", encode_image(np.full((1, 1), 200, np.uint8))), 422, "undecodable_image"
     )
     assert body["detail"] == "dot.png: image is 1x1 px, smaller than the minimum 32x32"
 
@@ -215,10 +208,10 @@ def test_every_refusal_is_documented_with_its_body(client) -> None:
     assert "files" in study_files["schema"]["required"]
 
 
-def test_model_description_comes_from_the_checkpoint(client, tiny_checkpoint, tiny_thresholds) -> None:
+def test_model_description_comes_from_the_checkpoint(client, tiny_checkpoint) -> None:
     info = client.get("/v1/model").json()
     assert info["architecture"] == "custom_cnn" and info["ensemble_size"] == 1
-    assert info["threshold"] == pytest.approx(tiny_thresholds["youden"])
+    assert info["threshold"] == pytest.approx(0.47)
     member = info["members"][0]
     assert member["checkpoint"] == tiny_checkpoint.name and str(tiny_checkpoint.parent) not in str(info)
     assert member["val_metrics"]["auc"] == pytest.approx(0.61) and member["epochs_trained"] == 3
@@ -246,7 +239,7 @@ def test_413_when_content_length_announces_too_much(client) -> None:
     )
 
 
-def test_413_enforced_while_reading_a_chunked_body(client, encode) -> None:
+def test_413_enforced_while_reading_a_chunked_body(client, encode_image) -> None:
     """No Content-Length to trust: the limit must still stop the read."""
     boundary = "xyzzy"
     head = (
@@ -283,25 +276,25 @@ def test_415_when_not_multipart(client) -> None:
     assert_error(response, 415, "unsupported_media_type")
 
 
-def test_422_undecodable_image(client, wrist, encode, dicom_bytes) -> None:
+def test_422_undecodable_image(client, wrist, encode_image, make_dicom) -> None:
     assert_error(post_one(client, "broken.png", b"\x89PNG\r\n\x1a\n" + bytes(300)), 422, "undecodable_image")
-    assert_error(post_one(client, "cut.jpg", encode(wrist, "JPEG")[:40]), 422, "undecodable_image")
-    no_pixels = dicom_bytes(wrist)
+    assert_error(post_one(client, "cut.jpg", encode_image(wrist, "JPEG")[:40]), 422, "undecodable_image")
+    no_pixels = make_dicom(wrist)
     body = post_one(client, "empty.dcm", no_pixels[: len(no_pixels) - wrist.size * 2 - 12])
     assert_error(body, 422, "undecodable_image")
 
 
-def test_422_decompression_bomb_is_refused_before_decoding(client, encode, dicom_bytes) -> None:
-    bomb = encode(np.zeros((3000, 3000), np.uint8))  # 9 MP of zeros: a few kB on the wire
+def test_422_decompression_bomb_is_refused_before_decoding(client, encode_image, make_dicom) -> None:
+    bomb = encode_image(np.zeros((3000, 3000), np.uint8))  # 9 MP of zeros: a few kB on the wire
     assert len(bomb) < 100_000
     detail = assert_error(post_one(client, "bomb.png", bomb), 422, "image_too_large")["detail"]
     assert "bomb.png" in detail and "9000000" in detail
-    liar = dicom_bytes(np.zeros((8, 8), np.uint8), rows_cols=(40_000, 40_000))
+    liar = make_dicom(np.zeros((8, 8), np.uint8), rows_cols=(40_000, 40_000))
     assert_error(post_one(client, "liar.dcm", liar), 422, "image_too_large")
 
 
-def test_400_for_bad_parameters(client, wrist, encode) -> None:
-    data = encode(wrist)
+def test_400_for_bad_parameters(client, wrist, encode_image) -> None:
+    data = encode_image(wrist)
     assert_error(post_one(client, "a.png", data, body_part="knee"), 400, "bad_request")
     assert_error(post_one(client, "a.png", data, cam="maybe"), 400, "bad_request")
     assert_error(client.post("/v1/predict", files={"body_part": (None, "WRIST")}), 400, "bad_request")
@@ -309,10 +302,10 @@ def test_400_for_bad_parameters(client, wrist, encode) -> None:
     assert_error(client.post("/v1/predict", files=two), 400, "bad_request")
 
 
-def test_server_keeps_serving_after_bad_requests(client, wrist, encode) -> None:
+def test_server_keeps_serving_after_bad_requests(client, wrist, encode_image) -> None:
     for name, data in [("x.png", b"junk"), ("y.png", b"\x89PNG\r\n\x1a\n"), ("z.dcm", bytes(132))]:
         assert post_one(client, name, data).status_code in (415, 422)
-    assert post_one(client, "ok.png", encode(wrist)).status_code == 200
+    assert post_one(client, "ok.png", encode_image(wrist)).status_code == 200
     assert client.get("/healthz").json()["in_flight"] == 0
 
 
@@ -331,11 +324,11 @@ class HeldPredictor:
         return self.inner.predict_images(images, body_parts)
 
 
-def test_503_with_retry_after_when_every_slot_is_taken(predictor, wrist, encode) -> None:
+def test_503_with_retry_after_when_every_slot_is_taken(predictor, wrist, encode_image) -> None:
     held = HeldPredictor(predictor)
     app = create_app(held, workers=1, max_queue=1)
     engine = app.state.engine
-    data = encode(wrist)
+    data = encode_image(wrist)
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
@@ -362,11 +355,11 @@ def test_503_with_retry_after_when_every_slot_is_taken(predictor, wrist, encode)
 
 
 def test_uploads_are_neither_written_to_disk_nor_logged(
-    client, wrist, tmp_path, monkeypatch, caplog, encode
+    client, wrist, tmp_path, monkeypatch, caplog, encode_image
 ) -> None:
     """Bigger than Starlette's 1 MB spooling threshold, so a spooled temp file would be made if any."""
     noisy = np.random.default_rng(0).integers(0, 256, (1100, 1100), dtype=np.uint8)
-    data = encode(noisy)
+    data = encode_image(noisy)
     assert 1024 * 1024 < len(data) < MAX_UPLOAD
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -395,10 +388,12 @@ class FailingPredictor:
         raise RuntimeError("failed on patient-jane-doe-1234")
 
 
-def test_a_failure_in_model_work_is_500_and_one_log_line_without_its_message(wrist, encode, caplog) -> None:
+def test_a_failure_in_model_work_is_500_and_one_log_line_without_its_message(
+    wrist, encode_image, caplog
+) -> None:
     caplog.set_level(logging.INFO)
     with TestClient(create_app(FailingPredictor())) as http:  # re-raised exceptions would raise here
-        assert_error(post_one(http, "a.png", encode(wrist)), 500, "internal_error")
+        assert_error(post_one(http, "a.png", encode_image(wrist)), 500, "internal_error")
         assert http.get("/healthz").json()["in_flight"] == 0
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert len(errors) == 1 and not errors[0].exc_info

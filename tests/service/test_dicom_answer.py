@@ -14,6 +14,7 @@ from mura.inference.predictor import Predictor
 from mura.pacs.sr import sr_summary
 from mura.service.app import create_app
 from mura.service.loading import make_explainer
+from tests.factories.dicom import dicom_bytes, dicom_dataset, twelve_bit
 
 
 @pytest.fixture(scope="module")
@@ -24,20 +25,27 @@ def client(tiny_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def study(make_radiograph, make_dicom):
+def study(make_radiograph):
     """Two DX views of one study (patient and study modules set) and one undecodable view."""
     study_uid, views = generate_uid(), []
     for view in range(2):
-        ds = pydicom.dcmread(io.BytesIO(make_dicom(make_radiograph("WRIST", True, seed=4, view=view))))
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid()
-        ds.PatientID, ds.PatientName, ds.StudyID, ds.AccessionNumber = "P1", "Test^Patient", "1", "A1"
-        ds.StudyDate, ds.StudyTime, ds.ReferringPhysicianName, ds.PatientBirthDate, ds.PatientSex = (
-            "20260101", "120000", "", "", "O"
-        )  # fmt: skip
-        ds.SeriesNumber, ds.InstanceNumber = 1, view + 1
-        buffer = io.BytesIO()
-        ds.save_as(buffer, enforce_file_format=True)
-        views.append((f"view{view}.dcm", buffer.getvalue(), str(ds.SOPInstanceUID)))
+        ds = dicom_dataset(
+            twelve_bit(make_radiograph("WRIST", True, seed=4, view=view)),
+            body_part="WRIST",
+            patient_id="P1",
+            study_uid=study_uid,
+            PatientName="Test^Patient",
+            StudyID="1",
+            AccessionNumber="A1",
+            StudyDate="20260101",
+            StudyTime="120000",
+            ReferringPhysicianName="",
+            PatientBirthDate="",
+            PatientSex="O",
+            SeriesNumber=1,
+            InstanceNumber=view + 1,
+        )
+        views.append((f"view{view}.dcm", dicom_bytes(ds), str(ds.SOPInstanceUID)))
     broken = views[0][1][: len(views[0][1]) // 3]
     return views, broken
 

@@ -18,22 +18,8 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(synthetic_mura, tmp_path_factory):
-    from mura.config import load_config
-
-    out = tmp_path_factory.mktemp("finished") / "run"
-    cfg = load_config(
-        overrides={
-            "data.cache": str(synthetic_mura.small_cache_dir),
-            "data.index": str(synthetic_mura.index_csv),
-            "data.workers": 0,
-            "model.name": "custom_cnn",
-            "model.size": 32,
-            "train.epochs": 1,
-            "train.batch_size": 16,
-            "out": str(out),
-        }
-    )
+def finished_run(make_cfg):
+    cfg = make_cfg("finished", **{"train.epochs": 1})
     train(cfg)
     return cfg
 

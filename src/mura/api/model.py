@@ -123,7 +123,7 @@ class Model:
         if not any(r.ok for r in results):
             raise MuraError("no view of the study could be read: " + "; ".join(str(r.error) for r in results))
         folder = str(Path(paths[0]).parent) if len(paths) else None
-        return study_prediction(folder, results)
+        return study_prediction(folder, results, self._predictor.tiers)
 
     # --- explanations and DICOM results -------------------------------------------------------------
     def explain(self, image: ImageInput, body_part: str | None = None) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 # How `evaluate_checkpoints()`'s errors name its parameters, and the flags of `mura evaluate` that set them.
-EVALUATE_FLAGS = {"record=True": "--record", "split='test'": "--split test"}
+EVALUATE_FLAGS = {"record=True": "--record", "split='test'": "--split test", "by: no column": "--by: no column"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

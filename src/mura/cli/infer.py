@@ -31,7 +31,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="body part of every image (default: DICOM tags, else predicted)",
     )
-    parser.set_defaults(parameter_flags={"body_part=...": "--body-part"})  # the Predictor's errors
+    parser.set_defaults(
+        parameter_flags={"body_part=...": "--body-part", "runtime='torch'": "--runtime torch"}
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 
@@ -83,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--overwrite", action="store_true", help="replace --out even if mura did not write it"
     )
-    export.set_defaults(func=run_export)
+    export.set_defaults(func=run_export, parameter_flags={"out=": "--out", "overwrite=True": "--overwrite"})
 
 
 def _threshold(text: str | None) -> str | float | None:
@@ -138,14 +140,24 @@ def _write_cam(explainer: Any, result: Any, directory: Path) -> Path:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from mura.data.images import is_dicom
     from mura.inference.files import expand_paths, iter_file_predictions, study_prediction
     from mura.inference.predictor import Predictor
+    from mura.pacs.study import split_radiographs
 
     if not args.patient_id and (args.patient_name or args.study_uid or args.accession_number):
         raise MuraError("--patient-name, --study-uid and --accession-number need --patient-id")
-    files = expand_paths(args.paths)
+
+    files, set_aside = split_radiographs(expand_paths(args.paths))
+    for path, reason in set_aside:
+        print(f"mura predict: skipped {path}: {reason}", file=sys.stderr)
     if not files:
-        raise MuraError("no image or DICOM files found in " + ", ".join(args.paths))
+        raise MuraError("no image or DICOM radiograph found in " + ", ".join(args.paths))
+    if args.dicom_out and not args.patient_id and not any(is_dicom(f) for f in files):
+        raise MuraError(
+            f"--dicom-out: none of the {len(files)} file(s) is DICOM, so no patient or study to attach "
+            "results to: give --patient-id (and --patient-name, --accession-number)"
+        )
     predictor = Predictor.from_checkpoints(
         args.checkpoint,
         device=args.device,
@@ -179,17 +191,19 @@ def run_predict(args: argparse.Namespace) -> int:
                 _write_cam(explainer, result, Path(args.cam))
         for folder, results in studies.items():
             if any(r.ok for r in results):
-                writer.write(study_prediction(str(folder), results))
+                writer.write(study_prediction(str(folder), results, predictor.tiers))
     if predicted == 0:
         print(f"mura predict: none of the {len(files)} file(s) could be predicted", file=sys.stderr)
         return 2
-    if args.dicom_out:
-        _write_dicom_results(args, predictor, files, explainer)
+    if args.dicom_out and _write_dicom_results(args, predictor, files, explainer) == 0:
+        print(f"mura predict: --dicom-out: no DICOM result written to {args.dicom_out}", file=sys.stderr)
+        return 2
     return 0
 
 
-def _write_dicom_results(args: argparse.Namespace, predictor: Any, files: list[Path], explainer: Any) -> None:
-    """One SR + Secondary Captures per study (DICOM: by StudyInstanceUID; other files: by folder)."""
+def _write_dicom_results(args: argparse.Namespace, predictor: Any, files: list[Path], explainer: Any) -> int:
+    """One SR + Secondary Captures per study (DICOM: by StudyInstanceUID; other files: by folder);
+    returns how many objects were written (the lines above say why a study got none)."""
     from mura.pacs.results import StudyIdentity
     from mura.pacs.study import group_studies, study_results
 
@@ -202,6 +216,7 @@ def _write_dicom_results(args: argparse.Namespace, predictor: Any, files: list[P
         from mura.inference.gradcam import GradCamExplainer
 
         explainer = GradCamExplainer.from_predictor(predictor)
+    total = 0
     for paths in group_studies(files, one_non_dicom_study=args.study_uid is not None):
         try:
             study = study_results(
@@ -216,11 +231,13 @@ def _write_dicom_results(args: argparse.Namespace, predictor: Any, files: list[P
         for path, reason in study.skipped:
             print(f"mura predict: DICOM results leave out {path}: {reason}", file=sys.stderr)
         written = study.write(args.dicom_out)
+        total += len(written)
         print(
             f"mura predict: {study.prediction.path}: wrote {len(written)} DICOM object(s) (1 SR, "
             f"{len(study.captures)} Secondary Capture(s)) to {args.dicom_out}",
             file=sys.stderr,
         )
+    return total
 
 
 def run_explain(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from mura.atomic import atomic_path, temporary_name, write_text
+from mura.data.boxes import boxes_beside, read_cache_boxes, write_cache_boxes
 from mura.data.cache_folder import (
     CACHE_FORMAT,
     IMAGES_FILE,
@@ -48,7 +49,7 @@ from mura.data.images import read_image
 from mura.data.index import read_index, write_index
 from mura.errors import ImageDecodeError, MuraError
 from mura.interrupts import deferred, raise_if_interrupted, signals_raise, worker_ignores_interrupts
-from mura.preprocessing import RESIZE_MODES, resize_image
+from mura.preprocessing import RESIZE_MODES, Preprocessing, resize_image
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,14 @@ class CacheInfo:
 
 @dataclass
 class ImageCache:
-    """An opened cache: `images[i]` is the row `index.iloc[i]` (uint8 [size, size], read-only memmap)."""
+    """An opened cache: `images[i]` is the row `index.iloc[i]` (uint8 [size, size], read-only memmap);
+    `boxes[i]` the boxes of that row in its input pixels (float [K, 4]; no entry: no box)."""
 
     directory: Path
     images: np.ndarray
     index: pd.DataFrame
     settings: CacheSettings
+    boxes: dict[int, np.ndarray] = field(default_factory=dict)
 
     def rows(self, split: str) -> np.ndarray:
         """Cache rows of one split (train / val / test)."""
@@ -231,14 +234,18 @@ def build_cache(
     workers: int | None = None,
     progress: bool = True,
     force: bool = False,
+    boxes: pd.DataFrame | None = None,
 ) -> CacheInfo:
-    """Decode, resize and store every image of the index; reuse an intact up-to-date cache (no decoding)."""
+    """Decode, resize and store every image of the index; reuse an intact up-to-date cache (no decoding).
+    `boxes` (else the `index.boxes.csv` beside an index file) go to `boxes.csv` in input pixels, each run."""
     started = time.perf_counter()
     if resize not in RESIZE_MODES:
         raise MuraError(f"resize mode must be one of {RESIZE_MODES}, got {resize!r}")
     if size < 8:
         raise MuraError(f"cache size must be at least 8 pixels, got {size}")
     frame = read_index(index) if not isinstance(index, pd.DataFrame) else index.reset_index(drop=True)
+    boxes = boxes_beside(index) if boxes is None and not isinstance(index, pd.DataFrame) else boxes
+    preprocessing = Preprocessing(size=size, resize_mode=resize)
     if frame.empty:
         raise MuraError("the index has no rows: nothing to cache")
     with claimed_folder(Path(out_dir)) as folder:
@@ -248,6 +255,7 @@ def build_cache(
         if not force and old and old.fingerprint == print_key:
             damage = find_damage(folder, old, checksums=True)
             if not damage:
+                write_cache_boxes(folder, boxes, read_index(folder / INDEX_FILE), preprocessing)
                 counts = old.counts
                 seconds = time.perf_counter() - started
                 return CacheInfo(folder, counts.cached, counts.failed, True, seconds, "", counts.warned)
@@ -260,6 +268,7 @@ def build_cache(
         created = time.strftime("%Y-%m-%dT%H:%M:%S")
         settings = CacheSettings(CACHE_FORMAT, size, resize, print_key, created=created, **contents)
         write_text(folder / SETTINGS_FILE, json.dumps(settings.to_dict(), indent=1) + "\n")
+        write_cache_boxes(folder, boxes, read_index(folder / INDEX_FILE), preprocessing)
     counts = settings.counts
     seconds = time.perf_counter() - started
     return CacheInfo(folder, counts.cached, counts.failed, False, seconds, damage, counts.warned)
@@ -296,4 +305,4 @@ def open_cache(directory: str | Path) -> ImageCache:
     if damage:
         raise MuraError(f"{directory}: the cache is damaged: {damage}; {REBUILD_HINT}")
     images = np.load(directory / IMAGES_FILE, mmap_mode="r")
-    return ImageCache(directory, images, index, settings)
+    return ImageCache(directory, images, index, settings, read_cache_boxes(directory))

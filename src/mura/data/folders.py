@@ -13,6 +13,8 @@ conservative because a wrong body part misleads a body-part-conditioned model mo
   humerus, and a mixed film could be anything).
 - `leg`, `hip` -> unknown (no MURA counterpart).
 All other CSV columns stay in the index (hardware, views, multiscan, fracture_count, region flags).
+FracAtlas's `Annotations/` (YOLO and COCO, checked against each other) give the films' fracture boxes;
+any other folder data set takes boxes from a COCO JSON file or a YOLO folder the caller names.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from mura.constants import BODY_PARTS, body_part_index
+from mura.data.annotations import FilmMatcher, fracatlas_boxes, load_boxes
 from mura.data.index import IndexReport, is_junk
 from mura.data.splits import split_blocks
 from mura.errors import MuraError
@@ -107,7 +110,14 @@ def _check_root(root: str | Path) -> Path:
 
 
 def build_fracatlas_index(
-    root: Path, val_fraction: float, test_fraction: float, seed: int, block_size: int, classes: dict[str, int]
+    root: Path,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    block_size: int,
+    classes: dict[str, int],
+    coco_json: str | Path | None = None,
+    yolo_dir: str | Path | None = None,
 ) -> tuple[pd.DataFrame, IndexReport]:
     report = IndexReport()
     try:
@@ -163,6 +173,14 @@ def build_fracatlas_index(
             f"(first: {', '.join(report.missing[:3])})"
         )
     frame = _with_splits(_frame(rows, report, root), val_fraction, test_fraction, seed, block_size, True)
+    films = FilmMatcher(frame["path"].tolist())
+    given = coco_json is not None or yolo_dir is not None
+    boxes = (
+        load_boxes(films, report.warn, coco_json, yolo_dir)
+        if given
+        else fracatlas_boxes(root, films, report.warn)
+    )
+    report.keep_boxes(frame, boxes)
     return frame, report
 
 
@@ -174,12 +192,18 @@ def build_folder_index(
     test_fraction: float = 0.2,
     seed: int = 0,
     block_size: int = 20,
+    coco_json: str | Path | None = None,
+    yolo_dir: str | Path | None = None,
 ) -> tuple[pd.DataFrame, IndexReport]:
-    """Index a class-folder data set (or FracAtlas, detected by its dataset.csv + images/)."""
+    """Index a class-folder data set (or FracAtlas, detected by its dataset.csv + images/).
+
+    Boxes come from `coco_json` / `yolo_dir` when given (checked against each other when both are),
+    else, for FracAtlas, from its own `Annotations/`."""
     root = _check_root(root)
     classes = _class_map(positive_classes, negative_classes)
     if (root / "dataset.csv").is_file() and (root / "images").is_dir():
-        return build_fracatlas_index(root, val_fraction, test_fraction, seed, block_size, classes)
+        splits = (val_fraction, test_fraction, seed, block_size)
+        return build_fracatlas_index(root, *splits, classes, coco_json, yolo_dir)
     report = IndexReport()
     rows, unlabelled = [], []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -217,4 +241,6 @@ def build_folder_index(
             f"(first: {unlabelled[0]}; see --positive-classes / --negative-classes)"
         )
     frame = _with_splits(_frame(rows, report, root), val_fraction, test_fraction, seed, block_size, False)
+    films = FilmMatcher(frame["path"].tolist())
+    report.keep_boxes(frame, load_boxes(films, report.warn, coco_json, yolo_dir))
     return frame, report

@@ -1,7 +1,9 @@
 """Decode any radiograph file we meet (PNG/JPEG/DICOM, 8/16-bit, RGB/palette, EXIF-rotated) to 8-bit grey.
 
 One function is used by the cache builder, the predictor and the web service, so a model sees the same
-pixels at training and at serving time.
+pixels at training and at serving time. The pixel budget (`mura.data.budget`) is checked on the size the
+header declares before anything is decoded, and colour becomes grey in 8 bits (PIL's own conversion), so
+the memory an image costs is bounded by its header: a few bytes a pixel, never a float copy of it.
 """
 
 from __future__ import annotations
@@ -9,15 +11,24 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
+from mura.data.budget import (
+    DEFAULT_MAX_PIXELS,
+    DeclaredSize,
+    PixelBudgetError,
+    check_pixel_budget,
+    dicom_size,
+    frames_warning,
+    pil_guard_error,
+    pil_size,
+    return_freed_memory,
+)
 from mura.errors import ImageDecodeError
 
-# Largest image we agree to decode. A 4,000 x 5,000 DICOM detector image is 20 Mpx; anything far beyond
-# that is almost surely a decompression bomb (a tiny file that expands to gigabytes).
-MAX_PIXELS = 100_000_000
 DICOM_SUFFIXES = (".dcm", ".dicom")
 # Smallest side we agree to judge. Models take 224-320 px (32 px for the tiniest test model); a
 # radiograph under 32 px a side is an icon that would be blown up 7x or more, so any decision on it
@@ -49,26 +60,57 @@ def _label(source: str | Path | bytes) -> str:
 
 
 def _scale_to_uint8(array: np.ndarray) -> np.ndarray:
-    """Map the values actually present onto 0..255 (a 12-bit image in a 16-bit file is not 257x dim)."""
-    array = array.astype(np.float32)
+    """Map the values actually present onto 0..255 (a 12-bit image in a 16-bit file is not 257x dim).
+
+    Row by row in float32, so no float copy of the whole image is ever made.
+    """
     low, high = float(array.min()), float(array.max())
-    if high <= low:
-        return np.zeros(array.shape, dtype=np.uint8)
-    return np.round((array - low) * (255.0 / (high - low))).astype(np.uint8)
+    pixels = np.zeros(array.shape, dtype=np.uint8)
+    if high > low:
+        scale = np.float32(255.0 / (high - low))
+        for row, values in enumerate(array):
+            pixels[row] = np.round((values.astype(np.float32) - np.float32(low)) * scale)
+    return pixels
 
 
 def _to_grayscale(image: Image.Image) -> np.ndarray:
+    """8-bit grey through PIL's own conversions (uint8, the ITU-R 601 luma weights).
+
+    Transparent pixels become black, the background colour of a radiograph: grey x alpha / 255.
+    """
     mode = image.mode
-    if mode == "L":
-        return np.asarray(image, dtype=np.uint8)
     if mode.startswith("I") or mode == "F":
         return _scale_to_uint8(np.asarray(image))
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-        # Transparent pixels become black, the background colour of a radiograph.
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
-        grey = rgba[..., 0] * 0.299 + rgba[..., 1] * 0.587 + rgba[..., 2] * 0.114
-        return np.round(grey * rgba[..., 3] / 255.0).astype(np.uint8)
-    return np.asarray(image.convert("L"), dtype=np.uint8)
+        if mode != "LA":
+            image = image.convert("RGBA")
+        image = ImageChops.multiply(image.convert("L"), image.getchannel("A"))
+    elif mode != "L":
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.uint8)
+
+
+# A pixel "departs from the tint" when its chroma (Cb, Cr; 0..255, 128 neutral) lies further than this from
+# the image's median chroma. JPEG's chroma noise on RGB-encoded grey stays within a few units.
+CHROMA_DEPARTURE = 12
+COLOUR_SAMPLE_SIDE = 128  # the colour share is measured on a nearest-neighbour sample this big
+
+
+def colour_fraction(image: Image.Image) -> float:
+    """Share of the pixels whose chroma departs from the image's median chroma (0.0 for grey modes).
+
+    Measured on a small nearest-neighbour sample, so it costs microseconds whatever the image size.
+    """
+    if image.mode in ("1", "L", "LA", "F") or image.mode.startswith("I"):
+        return 0.0
+    scale = COLOUR_SAMPLE_SIDE / max(image.size)
+    sample = image
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        sample = image.resize(size, Image.NEAREST)
+    chroma = np.asarray(sample.convert("RGB").convert("YCbCr"), dtype=np.int16)[..., 1:].reshape(-1, 2)
+    departure = np.abs(chroma - np.median(chroma, axis=0)).sum(axis=1)
+    return float(np.mean(departure > CHROMA_DEPARTURE))
 
 
 @dataclass(frozen=True)
@@ -78,6 +120,12 @@ class DecodedImage:
     pixels: np.ndarray  # uint8 [H, W]
     warnings: tuple[str, ...] = ()  # one line each, without the file name (the caller knows it)
     body_part: str | None = None  # from DICOM tags; None for PNG/JPEG
+    # Share of a colour source's pixels whose colour departs from its overall tint (0 for grey, for
+    # RGB-encoded grey and for a uniformly tinted film; a photograph is far above): the grey pixels
+    # alone cannot tell the scope gate that the source was a colour picture. DICOM colour is judged by
+    # its PhotometricInterpretation instead (in `dicom`).
+    colour_fraction: float = 0.0
+    dicom: dict[str, Any] | None = None  # DICOM header tags (`read_dicom`'s metadata); None for PNG/JPEG
 
 
 def _open(source: str | Path | bytes) -> Image.Image:
@@ -85,9 +133,7 @@ def _open(source: str | Path | bytes) -> Image.Image:
     return Image.open(handle)
 
 
-def _check_size(width: int, height: int, label: str) -> None:
-    if width * height > MAX_PIXELS:
-        raise ImageDecodeError(label, f"{width}x{height} px exceeds {MAX_PIXELS:,} (decompression bomb?)")
+def _check_min_side(width: int, height: int, label: str) -> None:
     if min(width, height) < MIN_SIDE:
         raise ImageDecodeError(
             label, f"image is {width}x{height} px, smaller than the minimum {MIN_SIDE}x{MIN_SIDE}"
@@ -178,17 +224,23 @@ def _after_truncation(source: str | Path | bytes, image: Image.Image, label: str
     return image, f"truncated {kind}: {rows} of {height} rows decoded, the rest is black filler"
 
 
-def _decode_pil(source: str | Path | bytes, label: str) -> DecodedImage:
+def _decode_pil(source: str | Path | bytes, label: str, max_pixels: int) -> DecodedImage:
     try:
         with _open(source) as image:
-            _check_size(*image.size, label)
-            decoded, warnings = image, ()
+            size = pil_size(image)
+            check_pixel_budget(size, label, max_pixels)
+            _check_min_side(size.width, size.height, label)
+            decoded, warnings = image, frames_warning(size)
             if _load_strict(image):
                 decoded, warning = _after_truncation(source, image, label)
-                warnings = (warning,)
+                warnings = (*warnings, warning)
             with decoded:
-                return DecodedImage(_to_grayscale(ImageOps.exif_transpose(decoded)), warnings)
-    except ImageDecodeError as exc:
+                ImageOps.exif_transpose(decoded, in_place=True)  # no copy of an upright image
+                colour = colour_fraction(decoded)
+                return DecodedImage(_to_grayscale(decoded), warnings, colour_fraction=colour)
+    except PixelBudgetError:
+        raise
+    except ImageDecodeError as exc:  # raised without the file's name (the JPEG repair)
         raise ImageDecodeError(label, exc.reason) from None
     except FileNotFoundError:
         raise ImageDecodeError(label, "file not found") from None
@@ -197,29 +249,58 @@ def _decode_pil(source: str | Path | bytes, label: str) -> DecodedImage:
     except UnidentifiedImageError:
         raise ImageDecodeError(label, "not an image format PIL can read") from None
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(label, f"decompression bomb guard: {exc}") from None
+        raise pil_guard_error(label, exc) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(label, f"cannot decode: {exc}") from None
 
 
-def read_image(source: str | Path | bytes, name: str | None = None) -> DecodedImage:
+def declared_size(source: str | Path | bytes, name: str | None = None) -> DeclaredSize:
+    """The size the header declares (DICOM tags, or PIL's lazy open), decoding no pixel; ImageDecodeError.
+
+    For a caller that must budget several files before decoding any (a study upload).
+    """
+    label = name or _label(source)
+    if is_dicom(source):
+        from mura.data.dicom.read import read_dataset
+
+        try:
+            return dicom_size(read_dataset(source, label, stop_before_pixels=True))
+        except (TypeError, ValueError):
+            raise ImageDecodeError(label, "DICOM Rows, Columns or NumberOfFrames is not a number") from None
+    try:
+        with _open(source) as image:
+            return pil_size(image)
+    except Image.DecompressionBombError as exc:
+        raise pil_guard_error(label, exc) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
+        raise ImageDecodeError(label, f"unreadable image header: {exc}") from None
+
+
+def read_image(
+    source: str | Path | bytes, name: str | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> DecodedImage:
     """Decode a path or in-memory bytes (PNG/JPEG/... or DICOM) to grey pixels plus warnings.
 
-    `name` labels errors (an upload's filename); ImageDecodeError when no usable image comes out.
+    `name` labels errors (an upload's filename); ImageDecodeError when no usable image comes out, or
+    when the header declares a frame of more than `max_pixels` (refused before any pixel is decoded).
+    A multi-frame file gives its first frame, with a warning.
     """
     label = name or _label(source)
     if not is_dicom(source):
-        return _decode_pil(source, label)
+        decoded = _decode_pil(source, label, max_pixels)
+        return_freed_memory(decoded.pixels.size)
+        return decoded
     try:
         from mura.data.dicom.read import read_dicom
     except ImportError as exc:
         raise ImageDecodeError(label, f"DICOM support unavailable: {exc}") from None
-    dicom = read_dicom(source, name=label)
+    dicom = read_dicom(source, name=label, max_pixels=max_pixels)
     pixels = np.asarray(dicom.pixels)
     if pixels.ndim != 2 or pixels.dtype != np.uint8:
         raise ImageDecodeError(label, f"DICOM reader returned {pixels.dtype} {pixels.shape}")
-    _check_size(pixels.shape[1], pixels.shape[0], label)
-    return DecodedImage(pixels, body_part=dicom.body_part)
+    _check_min_side(pixels.shape[1], pixels.shape[0], label)
+    return_freed_memory(pixels.size)
+    return DecodedImage(pixels, dicom.warnings, dicom.body_part, dicom=dicom.metadata)
 
 
 def load_grayscale(source: str | Path | bytes) -> np.ndarray:

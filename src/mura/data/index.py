@@ -19,6 +19,8 @@ import pandas as pd
 
 from mura.atomic import atomic_path
 from mura.constants import BODY_PARTS, INDEX_COLUMNS, SPLITS
+from mura.data.annotations import SYNTH_BOXES, FilmMatcher, load_boxes, read_boxes_csv
+from mura.data.boxes import check_boxes
 from mura.data.splits import split_train_val
 from mura.errors import MuraError
 
@@ -36,15 +38,22 @@ STRING_COLUMNS = ("path", "split", "body_part", "patient_id", "study_id", "sourc
 
 @dataclass
 class IndexReport:
-    """What indexing found besides the rows: skipped junk, missing files, warnings for the user."""
+    """What indexing found besides the rows: skipped junk, missing files, warnings for the user, and the
+    films' boxes (`mura.data.annotations.BOX_COLUMNS`) when the data set carries localisation."""
 
     junk_skipped: int = 0
     missing: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    boxes: pd.DataFrame | None = None
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         log.warning(message)
+
+    def keep_boxes(self, frame: pd.DataFrame, boxes: pd.DataFrame | None) -> None:
+        """Check boxes against the rows (each inconsistency one warning) and keep what is consistent."""
+        if boxes is not None:
+            self.boxes = check_boxes(frame, boxes, self.warn)
 
 
 def is_junk(name: str) -> bool:
@@ -144,9 +153,17 @@ def _cross_check(rows: list[dict], labeled: dict[str, int], csv_path: Path, repo
 
 
 def build_mura_index(
-    root: str | Path, split_unit: str = "patient", val_fraction: float = 0.2, seed: int = 0
+    root: str | Path,
+    split_unit: str = "patient",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    coco_json: str | Path | None = None,
+    yolo_dir: str | Path | None = None,
 ) -> tuple[pd.DataFrame, IndexReport]:
-    """Index a MURA-v1.1 tree (real or synthetic); returns the rows and what was skipped."""
+    """Index a MURA-v1.1 tree (real or synthetic); returns the rows and what was skipped.
+
+    Boxes come from `coco_json` / `yolo_dir` when given, else from the `boxes.csv` that `mura synth`
+    writes beside its tree (the findings it planted)."""
     mura_dir = locate_mura(root)
     source = "synthetic" if (mura_dir / "synthetic.json").exists() else "mura"
     report = IndexReport()
@@ -196,6 +213,11 @@ def build_mura_index(
     frame = pd.DataFrame(rows)
     train = frame["split"] == "train"
     frame.loc[train, "split"] = split_train_val(frame[train], split_unit, val_fraction, seed)
+    films = FilmMatcher(frame["path"].tolist())
+    boxes = load_boxes(films, report.warn, coco_json, yolo_dir)
+    if boxes is None and (mura_dir / SYNTH_BOXES).is_file():
+        boxes = read_boxes_csv(mura_dir / SYNTH_BOXES, films, report.warn)
+    report.keep_boxes(frame, boxes)
     return frame, report
 
 

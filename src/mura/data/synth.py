@@ -21,7 +21,9 @@ from PIL import Image, ImageDraw
 
 from mura.atomic import atomic_path, write_bytes, write_text
 from mura.constants import BODY_PARTS
-from mura.data.synth_anatomy import draw_anatomy
+from mura.data.annotations import SYNTH_BOXES
+from mura.data.boxes import BOX_COLUMNS
+from mura.data.synth_anatomy import DrawnView, draw_anatomy
 from mura.errors import MuraError
 
 # MURA-v1.1 train studies per body part (relative frequency) and abnormal rate per body part.
@@ -159,12 +161,18 @@ def _finish(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(out)
 
 
-def render_image(part: str, abnormal: bool, study_rng_seed: list[int], view: int) -> np.ndarray:
-    """One view of one study as uint8 [H, W]; the study's anatomy is shared by its views."""
+def render_view(part: str, abnormal: bool, study_rng_seed: list[int], view: int) -> DrawnView:
+    """One view of one study (uint8 [H, W] pixels) with its finding's box; the study's anatomy is
+    shared by its views. Contrast, noise and markers change no geometry, so the box stays true."""
     rng = np.random.default_rng([*study_rng_seed, view])
     w, h = _image_size(rng)
-    image = draw_anatomy(part, abnormal, w, h, np.random.default_rng(study_rng_seed), rng)
-    return _finish(image, rng)
+    drawn = draw_anatomy(part, abnormal, w, h, np.random.default_rng(study_rng_seed), rng)
+    return drawn._replace(pixels=_finish(drawn.pixels, rng))
+
+
+def render_image(part: str, abnormal: bool, study_rng_seed: list[int], view: int) -> np.ndarray:
+    """The pixels of `render_view` alone (radiographs for tests and benchmarks)."""
+    return render_view(part, abnormal, study_rng_seed, view).pixels
 
 
 def _save(image: np.ndarray, path: Path, rng: np.random.Generator) -> None:
@@ -181,7 +189,8 @@ def _save(image: np.ndarray, path: Path, rng: np.random.Generator) -> None:
         picture.save(tmp, format="PNG", compress_level=1)
 
 
-def _render_study(out: str, plan: StudyPlan, seed: int) -> tuple[list[str], int]:
+def _render_study(out: str, plan: StudyPlan, seed: int) -> tuple[list[str], int, list[str]]:
+    """Write one study's views; returns their paths, the junk files planted and the boxes' CSV lines."""
     study_seed = [seed, plan.patient, plan.study]
     rng = np.random.default_rng([*study_seed, 0xFEED])
     # The abnormality shows in most views and at least one; a few stay silent (as on real films).
@@ -190,21 +199,25 @@ def _render_study(out: str, plan: StudyPlan, seed: int) -> tuple[list[str], int]
         abnormal_views[rng.integers(plan.views)] = True
     study_dir = Path(out) / plan.rel_dir
     study_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths, boxes = [], []
     for view in range(plan.views):
-        image = render_image(plan.part, bool(abnormal_views[view]), study_seed, view)
+        drawn = render_view(plan.part, bool(abnormal_views[view]), study_seed, view)
         name = f"image{view + 1}.png"
-        _save(image, study_dir / name, np.random.default_rng([*study_seed, view, 0x5AFE]))
+        _save(drawn.pixels, study_dir / name, np.random.default_rng([*study_seed, view, 0x5AFE]))
         paths.append(plan.rel_dir + name)
+        if drawn.box is not None:
+            height, width = drawn.pixels.shape
+            corners = ",".join(f"{v:.2f}" for v in drawn.box)
+            boxes.append(f"{plan.rel_dir}{name},{corners},{width},{height},synth-{drawn.kind},")
     junk = 0
     if rng.random() < 0.03:  # macOS AppleDouble litter, as found in real zip extractions
         header = b"\x00\x05\x16\x07"  # AppleDouble magic
         write_bytes(study_dir / "._image1.png", header + bytes(rng.integers(0, 256, 60, np.uint8)))
         junk = 1
-    return paths, junk
+    return paths, junk, boxes
 
 
-def _render_chunk(out: str, plans: list[StudyPlan], seed: int) -> list[tuple[list[str], int]]:
+def _render_chunk(out: str, plans: list[StudyPlan], seed: int) -> list[tuple[list[str], int, list[str]]]:
     return [_render_study(out, plan, seed) for plan in plans]
 
 
@@ -219,7 +232,8 @@ def generate_synthetic_mura(
     workers: int | None = None,
     valid_fraction: float = 0.1,
 ) -> SynthInfo:
-    """Write OUT/MURA-v1.1/{train,valid}/XR_<PART>/patientNNNNN/studyK_<label>/imageN.png and its 4 CSVs."""
+    """Write OUT/MURA-v1.1/{train,valid}/XR_<PART>/patientNNNNN/studyK_<label>/imageN.png, its 4 CSVs
+    and `boxes.csv` (one row per view that shows its finding: the box around it, in film pixels)."""
     out = Path(out)
     plans = plan_studies(patients, seed, valid_fraction)
     (out / "MURA-v1.1").mkdir(parents=True, exist_ok=True)
@@ -239,6 +253,8 @@ def generate_synthetic_mura(
             out / "MURA-v1.1" / f"{split}_labeled_studies.csv",
             [f"{p.rel_dir},{p.label}" for p, _ in split_items],
         )
+    box_lines = [line for r in results for line in r[2]]
+    _write_csv(out / "MURA-v1.1" / SYNTH_BOXES, [",".join(BOX_COLUMNS), *box_lines])
     write_bytes(out / "MURA-v1.1" / "train" / ".DS_Store", b"\x00\x00\x00\x01Bud1")
     n_images = sum(len(r[0]) for r in results)
     n_junk = sum(r[1] for r in results) + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 from PIL import ImageFilter
@@ -129,10 +130,18 @@ def _distractors(cv: Canvas, bone: Bone, ex: Exposure, rng: np.random.Generator)
         cv.d_bone.ellipse([x - r, y - r, x + r, y + r], fill=int(ex.cortex * 1.05))
 
 
+class DrawnView(NamedTuple):
+    """One painted view and where its finding is (the localisation ground truth `mura synth` writes)."""
+
+    pixels: np.ndarray  # float32 [h, w] in roughly 0..255, before contrast and noise
+    box: tuple[float, float, float, float] | None  # the finding's x0, y0, x1, y1 px; None: nothing shows
+    kind: str  # the finding's kind (`synth_findings.KINDS`), "" on a normal view
+
+
 def draw_anatomy(
     part: str, abnormal: bool, w: int, h: int, study_rng: np.random.Generator, view_rng: np.random.Generator
-) -> np.ndarray:
-    """Paint one view; returns float32 [h, w] in roughly 0..255 before contrast and noise."""
+) -> DrawnView:
+    """Paint one view, and mark where its finding is when it is abnormal."""
     shapes = _part_shapes(part, study_rng)
     flip = bool(study_rng.random() < 0.5)
     finding = plan_finding(shapes, study_rng)
@@ -170,4 +179,6 @@ def draw_anatomy(
     blur_b = ImageFilter.GaussianBlur(view_rng.uniform(0.4, 1.2) * max(w, h) / 400)
     image = np.asarray(cv.tissue.filter(blur_t), dtype=np.float32) + ex.background
     image += np.asarray(cv.bone.filter(blur_b), dtype=np.float32)
-    return np.maximum(image, np.asarray(cv.metal.filter(blur_b), dtype=np.float32))
+    pixels = np.maximum(image, np.asarray(cv.metal.filter(blur_b), dtype=np.float32))
+    box = cv.finding_box()
+    return DrawnView(pixels, box, finding.kind if box is not None else "")

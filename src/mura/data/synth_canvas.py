@@ -3,6 +3,7 @@
 Shapes live in a unit square (y down); `Canvas.px` maps them to pixels with the view's rotation, scale,
 squash and shift. `Canvas.scale` is about the image side, so a length given in unit coordinates is a
 fixed fraction of the image: that is what keeps an abnormality visible after resizing to 64 px.
+`Canvas.mark` records the extent of what a finding draws, so a film knows its finding's box.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 Point = tuple[float, float]
+MIN_SHOWN = 0.25  # a finding has a box when at least this share of its extent lies on the film
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,29 @@ class Canvas:
         self.metal = Image.new("L", (w, h), 0)
         self.d_tissue, self.d_bone = ImageDraw.Draw(self.tissue), ImageDraw.Draw(self.bone)
         self.d_metal = ImageDraw.Draw(self.metal)
+        self.marked: list[float] = []  # x0, y0, x1, y1 of everything `mark` was given, once any was
+
+    def mark(self, points: list[Point], pad: float = 0.0) -> None:
+        """Grow the finding's extent by `points`, each widened by `pad` px (a line's half width)."""
+        xs, ys = [x for x, _ in points], [y for _, y in points]
+        extent = [min(xs) - pad, min(ys) - pad, max(xs) + pad, max(ys) + pad]
+        if self.marked:
+            extent = [min(extent[0], self.marked[0]), min(extent[1], self.marked[1])] + [
+                max(extent[2], self.marked[2]),
+                max(extent[3], self.marked[3]),
+            ]
+        self.marked = extent
+
+    def finding_box(self) -> tuple[float, float, float, float] | None:
+        """The marked extent clipped to the film; None when under `MIN_SHOWN` of it is on the film (a
+        finding drawn off the edge is not one a reader could box)."""
+        if not self.marked:
+            return None
+        x0, y0 = max(0.0, self.marked[0]), max(0.0, self.marked[1])
+        x1, y1 = min(float(self.w), self.marked[2]), min(float(self.h), self.marked[3])
+        whole = (self.marked[2] - self.marked[0]) * (self.marked[3] - self.marked[1])
+        shown = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+        return (x0, y0, x1, y1) if shown > 0 and shown >= MIN_SHOWN * whole else None
 
     def px(self, p: Point) -> Point:
         x, y = (p[0] - 0.5) * self.flip * self.squash, p[1] - 0.5

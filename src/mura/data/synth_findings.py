@@ -5,6 +5,10 @@ A study draws one `Finding` (so all of its views agree); each view re-projects i
 jitter. Every size has a floor given as a fraction of the image (`Canvas.length` of a unit length)
 besides its size relative to the bone, so the finding still spans a few pixels when a 512 px film is
 resized to 64 px: thin hand bones get a fracture a 64 px CNN can see, thick bones a proportionate one.
+Each finding marks on the canvas the extent of what it draws (`Canvas.mark`): the fracture gap with
+the fragment ends beside it, loose fragments, the callus, the fixation metal and its fracture line.
+That is the film's localisation ground truth. Soft-tissue swelling is left out of it, as a reader
+boxes the bony finding, not the swelling around it.
 """
 
 from __future__ import annotations
@@ -88,11 +92,11 @@ def _break(cv: Canvas, bone: Bone, f: Finding, ex: Exposure, rng: np.random.Gene
     gap = max(f.gap * w, cv.length(MIN_GAP)) * rng.uniform(0.85, 1.15)
     shift = f.shift * w * rng.uniform(0.6, 1.0)  # the projection changes how displaced it looks
     u2 = _rotate(u, math.radians(f.angle * cv.flip * rng.uniform(0.6, 1.0)))
-    paint_bone_px(cv, a, offset(c, (u, -gap / 2)), w, ex, bone.density, (bone.bulge0, 1.0))
+    end = offset(c, (u, -gap / 2))
+    paint_bone_px(cv, a, end, w, ex, bone.density, (bone.bulge0, 1.0))
     d0 = offset(c, (u2, gap / 2), (n, shift))
-    paint_bone_px(
-        cv, d0, offset(d0, (u2, math.dist(c, b) - gap / 2)), w, ex, bone.density, (1.0, bone.bulge1)
-    )
+    d1 = offset(d0, (u2, math.dist(c, b) - gap / 2))
+    paint_bone_px(cv, d0, d1, w, ex, bone.density, (1.0, bone.bulge1))
     half = w * 0.6 + abs(shift)
     edge = [
         offset(c, (n, k), (u, -gap / 2 + rng.uniform(-0.25, 0.25) * gap)) for k in np.linspace(-half, half, 6)
@@ -101,6 +105,14 @@ def _break(cv: Canvas, bone: Bone, f: Finding, ex: Exposure, rng: np.random.Gene
         offset(c, (n, k), (u, gap / 2 + rng.uniform(-0.25, 0.25) * gap)) for k in np.linspace(half, -half, 6)
     ]
     cv.d_bone.polygon(edge + far, fill=0)  # jagged, flat fracture ends (joints have round ones)
+    n2 = (-u2[1], u2[0])
+    cv.mark(edge + far)
+    # each fragment end: from where its medulla stops to the tip of its rounded cap, the full width
+    for inner, tip, normal in (
+        (lerp(a, end, 0.92), offset(end, (u, w / 2)), n),
+        (lerp(d0, d1, 0.08), offset(d0, (u2, -w / 2)), n2),
+    ):
+        cv.mark([offset(p, (normal, k)) for p in (inner, tip) for k in (-w / 2, w / 2)])
     return c, gap
 
 
@@ -118,6 +130,7 @@ def _fragments(
             for phi in np.sort(rng.uniform(0, 2 * math.pi, int(rng.integers(3, 5))))
         ]
         cv.d_bone.polygon(corners, fill=int(ex.cortex * bone.density * rng.uniform(0.9, 1.05)))
+        cv.mark(corners)
 
 
 def _callus(cv: Canvas, bone: Bone, f: Finding, ex: Exposure, rng: np.random.Generator) -> None:
@@ -128,12 +141,13 @@ def _callus(cv: Canvas, bone: Bone, f: Finding, ex: Exposure, rng: np.random.Gen
     w, c = cv.length(bone.width), lerp(a, b, f.t)
     half_width = max(w * rng.uniform(1.0, 1.3), w / 2 + cv.length(MIN_PIECE))
     bulge_c = offset(c, (n, f.side * w * 0.15))
-    cv.d_bone.polygon(
-        spindle(bulge_c, u, n, half_width * rng.uniform(1.6, 2.2), half_width),
-        fill=int(ex.cortex * bone.density * 0.92),
-    )
+    bulge = spindle(bulge_c, u, n, half_width * rng.uniform(1.6, 2.2), half_width)
+    cv.d_bone.polygon(bulge, fill=int(ex.cortex * bone.density * 0.92))
     line = across(cv, bone, f.t, rng, 1.0)
-    cv.d_bone.line(line, fill=int(ex.medulla * 0.45), width=max(1, round(max(0.15 * w, cv.length(0.01)))))
+    line_width = max(1, round(max(0.15 * w, cv.length(0.01))))
+    cv.d_bone.line(line, fill=int(ex.medulla * 0.45), width=line_width)
+    cv.mark(bulge)
+    cv.mark(line, line_width / 2)
 
 
 def _hardware(cv: Canvas, bone: Bone, f: Finding, ex: Exposure, rng: np.random.Generator) -> None:
@@ -144,38 +158,43 @@ def _hardware(cv: Canvas, bone: Bone, f: Finding, ex: Exposure, rng: np.random.G
     w, c = cv.length(bone.width), lerp(a, b, f.t)
     if rng.random() < 0.6:
         line = across(cv, bone, f.t, rng, 0.7)
-        cv.d_bone.line(line, fill=0, width=max(1, round(max(0.12 * w, cv.length(0.008)))))
+        line_width = max(1, round(max(0.12 * w, cv.length(0.008))))
+        cv.d_bone.line(line, fill=0, width=line_width)
+        cv.mark(line, line_width / 2)
     metal = int(rng.uniform(245, 256))
     screw_w = max(1, round(max(0.18 * w, cv.length(0.018))))
     if f.hardware == "plate":
         half = math.dist(a, b) * rng.uniform(0.15, 0.25)
         side = f.side * w * 0.55
         p, q = offset(c, (u, -half), (n, side)), offset(c, (u, half), (n, side))
-        capsule(cv.d_metal, p, q, max(0.45 * w, cv.length(MIN_PIECE)), metal)
+        plate_w = max(0.45 * w, cv.length(MIN_PIECE))
+        capsule(cv.d_metal, p, q, plate_w, metal)
+        cv.mark([p, q], plate_w / 2)
         for s in np.linspace(0.08, 0.92, int(rng.integers(3, 7))):
             head = lerp(p, q, s)
-            cv.d_metal.line(
-                [offset(head, (n, f.side * w * 0.3)), offset(head, (n, -f.side * w * 1.4))],
-                fill=metal - 8,
-                width=screw_w,
-            )
+            screw = [offset(head, (n, f.side * w * 0.3)), offset(head, (n, -f.side * w * 1.4))]
+            cv.d_metal.line(screw, fill=metal - 8, width=screw_w)
+            cv.mark(screw, screw_w / 2)
     elif f.hardware == "nail":
         p, q = lerp(a, b, rng.uniform(0.05, 0.2)), lerp(a, b, rng.uniform(0.8, 0.95))
-        capsule(cv.d_metal, p, q, max(0.4 * w, cv.length(MIN_PIECE * 0.9)), metal)
+        nail_w = max(0.4 * w, cv.length(MIN_PIECE * 0.9))
+        capsule(cv.d_metal, p, q, nail_w, metal)
+        cv.mark([p, q], nail_w / 2)
         for end in (lerp(p, q, 0.06), lerp(p, q, 0.94)):
-            cv.d_metal.line(
-                [offset(end, (n, w * 0.75)), offset(end, (n, -w * 0.75))], fill=metal, width=screw_w
-            )
+            bolt = [offset(end, (n, w * 0.75)), offset(end, (n, -w * 0.75))]
+            cv.d_metal.line(bolt, fill=metal, width=screw_w)
+            cv.mark(bolt, screw_w / 2)
     else:  # crossed K-wires through the site
         for k in range(int(rng.integers(2, 4))):
             d = _rotate(u, math.radians((1 if k % 2 else -1) * rng.uniform(20, 40)))
             reach = w * rng.uniform(1.4, 2.2)
             start = offset(c, (u, rng.uniform(-0.4, 0.4) * w))
-            cv.d_metal.line(
+            wire, wire_w = (
                 [offset(start, (d, -reach)), offset(start, (d, reach))],
-                fill=metal,
-                width=max(1, round(max(0.12 * w, cv.length(0.014)))),
+                max(1, round(max(0.12 * w, cv.length(0.014)))),
             )
+            cv.d_metal.line(wire, fill=metal, width=wire_w)
+            cv.mark(wire, wire_w / 2)
 
 
 def _swelling(cv: Canvas, bone: Bone, f: Finding, ex: Exposure) -> None:

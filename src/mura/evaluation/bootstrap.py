@@ -1,4 +1,6 @@
-"""95% confidence intervals by bootstrap over studies (images of one study are not independent).
+"""95% confidence intervals of AUC and kappa by bootstrap over studies (images of one study are not
+independent). Proportions (sensitivity, specificity, PPV, NPV) get Wilson intervals instead
+(`summary.py`): a percentile bootstrap of a proportion from a few cases collapses to a point.
 
 A resample draws studies with replacement; every image then counts as many times as its study was
 drawn. Each metric is a function of per-study sums, so a whole batch of resamples is one matrix
@@ -16,7 +18,7 @@ from scipy import sparse
 from mura.decision import apply_threshold
 from mura.evaluation.study import study_level_scores
 
-METRICS = ("roc_auc", "kappa", "accuracy", "sensitivity", "specificity", "ppv", "npv")
+METRICS = ("roc_auc", "kappa")
 _CHUNK = 256  # resamples per matrix product: bounds memory at chunk x unique scores
 
 
@@ -46,8 +48,7 @@ def _metrics_for_draws(counts: np.ndarray, per_study: dict, pos, neg) -> dict[st
     tp, fp, fn, tn = (counts @ per_study[k] for k in ("tp", "fp", "fn", "tn"))
     n = tp + fp + fn + tn
     with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = (tp + tn) / n
-        p_o = accuracy
+        p_o = (tp + tn) / n
         p_e = ((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn)) / n**2
         kappa = np.where(np.isclose(p_e, 1.0), np.nan, (p_o - p_e) / (1 - p_e))
         w_pos = np.asarray((pos.T @ counts.T).T)  # [B, U] positive weight at each score, ascending
@@ -56,13 +57,7 @@ def _metrics_for_draws(counts: np.ndarray, per_study: dict, pos, neg) -> dict[st
         concordant = (w_pos * (neg_below + 0.5 * w_neg)).sum(axis=1)
         total = w_pos.sum(axis=1) * w_neg.sum(axis=1)
         auc = np.where(total > 0, concordant / np.where(total > 0, total, 1), np.nan)
-        rates = {
-            "sensitivity": tp / (tp + fn),
-            "specificity": tn / (tn + fp),
-            "ppv": tp / (tp + fp),
-            "npv": tn / (tn + fn),
-        }
-    return {"roc_auc": auc, "kappa": kappa, "accuracy": accuracy, **rates}
+    return {"roc_auc": auc, "kappa": kappa}
 
 
 def _point(per_study: dict, pos, neg, n_studies: int) -> dict[str, float]:
@@ -79,7 +74,7 @@ def bootstrap_over_studies(
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, dict[str, Any]]:
-    """{metric: {estimate, low, high, n_valid}} for AUC, kappa and accuracy of these rows."""
+    """{metric: {estimate, low, high, n_valid}} for AUC and kappa of these rows."""
     labels = np.asarray(labels, dtype=int)
     probs = np.asarray(probs, dtype=float)
     codes, _ = pd.factorize(pd.Series(study_ids).astype(str), sort=True)

@@ -31,6 +31,7 @@ from mura.evaluation.metrics import (
 from mura.evaluation.report_folder import PLOTS_FOLDER, REPORT_FILES, claim_report_folder
 from mura.evaluation.sections import build_sections
 from mura.evaluation.study import study_level_scores, study_metrics, write_mura_scorer_csv
+from mura.evaluation.summary import deployed_point, headline, point_summary
 from mura.evaluation.tables import to_html, to_markdown
 
 __all__ = [
@@ -128,6 +129,7 @@ def evaluate_predictions(
             "n_images": int(len(df)),
             "n_positive": int(labels.sum()),
             "n_studies": int(df["study_id"].nunique()),
+            "deployed_point": deployed_point(thresholds, (meta or {}).get("default_operating_point")),
             "n_unlabelled_dropped": dropped,
             "sources": sources,
             "synthetic": "synthetic" in sources,
@@ -136,13 +138,16 @@ def evaluate_predictions(
             "per_body_part_grouping": "predicted body part" if external else "given body part",
         },
         "thresholds": thresholds,
+        "summary": {},
         "image": {},
         "per_body_part": {},
         "study": {},
         "bootstrap": {},
         "subgroups": {column: {} for column in by},
     }
+    result["meta"]["several_films_per_study"] = result["meta"]["n_studies"] < result["meta"]["n_images"]
     for name, value in thresholds.items():
+        result["summary"][name] = point_summary(labels, probs, value)
         result["image"][name] = fracture_metrics(labels, probs, value)
         result["per_body_part"][name] = per_group_fracture_metrics(df, group_column, value, groups=BODY_PARTS)
         result["study"][name] = study_metrics(df, value)
@@ -152,6 +157,7 @@ def evaluate_predictions(
     result["body_part"] = body_part_metrics(body_part_codes(df["body_part"]), df["body_part_pred"].to_numpy())
     uncalibrated = df["uncalibrated_prob"].to_numpy() if "uncalibrated_prob" in df else probs
     result["calibration"] = calibration_summary(labels, uncalibrated, probs, calibration_method)
+    result["headline"] = headline(result)
     return result
 
 
@@ -171,6 +177,8 @@ def _draw_plots(
     result: Mapping[str, Any], df: pd.DataFrame, out: Path, index: pd.DataFrame | None
 ) -> dict[str, Path | None]:
     figs = out / PLOTS_FOLDER
+    point = result["meta"]["deployed_point"]
+    at = f"{point}, threshold {result['thresholds'][point]:.3f}"
     group_column = PREDICTED_PART if result["meta"]["external"] else "body_part"
     curves = {"overall": (df["label"].to_numpy(), df["fracture_prob"].to_numpy())}
     studies = study_level_scores(df)
@@ -190,19 +198,19 @@ def _draw_plots(
         "roc": plots.plot_curves(curves, figs / "roc.png", "roc"),
         "pr": plots.plot_curves(curves, figs / "pr.png", "pr"),
         "confusion_fracture": plots.plot_confusion(
-            result["image"]["default"]["confusion_matrix"],
+            result["image"][point]["confusion_matrix"],
             ("0", "1"),
             figs / "confusion_fracture.png",
-            "Fracture (threshold 0.5)",
+            f"Fracture ({at})",
         ),
         "confusion_body_part": plots.plot_confusion(
             body["confusion_matrix"], BODY_PARTS, figs / "confusion_body_part.png", "Body part"
         ),
         "reliability": plots.plot_reliability(result["calibration"], figs / "reliability.png"),
         "per_body_part": plots.plot_group_bars(
-            result["per_body_part"]["default"],
+            result["per_body_part"][point],
             figs / "per_body_part.png",
-            "Fracture figures per body part (threshold 0.5)",
+            f"Fracture figures per body part ({at})",
         ),
     }
 

@@ -22,9 +22,32 @@ from mura.data.cache import ImageCache, open_cache
 from mura.data.index import read_index
 from mura.decision import operating_points
 from mura.errors import MuraError
-from mura.evaluation.report import evaluate_predictions, write_report
+from mura.evaluation.report import PREDICTED_PART, evaluate_predictions, write_report
+from mura.evaluation.report_folder import check_report_folder
 
 log = logging.getLogger(__name__)
+
+# Columns the predictions gain besides the index's (`Predictor.predict_cache`, `prepare_predictions`).
+PREDICTION_COLUMNS = (
+    "fracture_prob",
+    "uncalibrated_prob",
+    "decision",
+    "body_part_pred",
+    "body_part_used",
+    PREDICTED_PART,
+)
+
+
+def check_by_columns(by: Sequence[str], cache_index: pd.DataFrame, index: pd.DataFrame) -> None:
+    """Refuse subgroup columns no table has before any prediction is made (not after minutes of it)."""
+    extra = index.columns if "path" in index else []
+    available = {*cache_index.columns, *extra, *PREDICTION_COLUMNS} - {"cache_row"}
+    unknown = [c for c in by if c not in available]
+    if unknown:
+        raise MuraError(
+            f"by: no column {', '.join(map(repr, unknown))} in the cache's index or the index "
+            f"given (available: {', '.join(sorted(available))}); give the index that has it, or drop it"
+        )
 
 
 def stored_thresholds(members: Sequence[Any]) -> dict[str, float]:
@@ -105,6 +128,7 @@ def evaluate_checkpoints(
     """
     from mura.inference.predictor import Predictor
 
+    check_report_folder(Path(out_dir))  # before any work: a folder of the user's own files is refused
     if record and (len(checkpoints) != 1 or Path(checkpoints[0]).suffix != ".pt" or split != "test"):
         raise MuraError(
             "record=True writes test figures into one .pt checkpoint: give one, with split='test'"
@@ -116,6 +140,7 @@ def evaluate_checkpoints(
     if split not in splits:
         raise MuraError(f"{dirs[0]}: no images in split {split!r} (the cache has: {', '.join(splits)})")
     index = read_index(index_path) if index_path else cache.index
+    check_by_columns(by, cache.index, index)
     predictor = Predictor.from_checkpoints([Path(c) for c in checkpoints], device=device, tta=tta)
     predictions = predictor.predict_cache(caches, split, body_part_source, progress=True)
     if not any(m.has_body_part_head for m in predictor.members):

@@ -26,7 +26,7 @@ import pandas as pd
 
 from mura import checkpoint as ckpt
 from mura.atomic import write_text
-from mura.decision import operating_points
+from mura.decision import operating_points, point_figures
 from mura.errors import MuraError
 from mura.evaluation.calibration import expected_calibration_error
 from mura.evaluation.report import evaluate_predictions, write_report
@@ -142,8 +142,9 @@ def ensemble_runs(
     )
     written = [out / "final" / f"{run.name}_{path.name}" for run, path, _ in members]
     summary = _summary(result, thresholds, labels, probs, written) | {"runs": record}
+    figures = point_figures(labels, probs, thresholds)
     for (_, _, member), target in zip(members, written, strict=True):
-        decision = replace(member.meta.decision, thresholds=thresholds, fitted_on=fitted_on)
+        decision = replace(member.meta.decision, thresholds=thresholds, fitted_on=fitted_on, figures=figures)
         ckpt.save_checkpoint(target, member.model_state, member.meta.replace(decision=decision))
     _remove_previous_members(out, keep={p.name for p in written})
     write_text(out / "oof_predictions.csv", oof.to_csv(index=False))

@@ -23,6 +23,7 @@ from mura.prediction import NOT_ASSESSED, BodyPartOrigin, Prediction, StudyPredi
 
 if TYPE_CHECKING:
     from mura.inference.predictor import InputSpec, Predictor
+    from mura.tiers import TierScale
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 
@@ -161,9 +162,11 @@ def _predict_batch(
         yield FileResult(path, prediction=record, pixels=item.pixels if keep_pixels else None)
 
 
-def study_prediction(path: str | None, results: Sequence[FileResult]) -> StudyPrediction:
+def study_prediction(path: str | None, results: Sequence[FileResult], tiers: TierScale) -> StudyPrediction:
     """MURA's study rule over the views that were read: the mean probability of the assessed ones, decided
-    at the views' (shared) threshold. A study whose views were all refused is `not_assessed`."""
+    at the views' (shared) threshold and restated in the model's `tiers` (`Predictor.tiers`; their
+    figures are the image-level ones the points were validated at). A study whose views were all refused
+    is `not_assessed`."""
     views = [r.prediction for r in results if r.prediction is not None]
     if not views:
         raise MuraError(f"{path or 'study'}: no view could be read")
@@ -203,5 +206,6 @@ def study_prediction(path: str | None, results: Sequence[FileResult]) -> StudyPr
         body_part=part,
         body_part_origin=origin,
         body_part_probabilities=part_probs,
+        **tiers.assign(probability)._asdict(),
         **common,
     )

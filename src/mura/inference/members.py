@@ -20,6 +20,7 @@ from mura.checkpoint import CheckpointMeta, load_model
 from mura.decision import Decision
 from mura.errors import MuraError
 from mura.outputs import ONNX_OUTPUTS
+from mura.prediction import PositiveClass
 from mura.preprocessing import Preprocessing
 
 RUNTIMES = ("auto", "torch", "onnx")
@@ -51,6 +52,7 @@ class Member:
     decision: Decision
     has_body_part_head: bool
     model_name: str
+    positive_class: PositiveClass  # what label 1 meant in its training data (the tiers' words)
     info: dict[str, Any] = field(default_factory=dict)  # val_metrics, test_metrics, epoch, config, ...
 
     def run(self, image: np.ndarray, body_part: np.ndarray) -> MemberOutput:
@@ -105,6 +107,7 @@ def load_torch_member(path: Path, device: torch.device) -> TorchMember:
         decision=checkpoint.meta.decision,
         has_body_part_head=bool(getattr(model, "has_body_part_head", True)),
         model_name=checkpoint.meta.model_name,
+        positive_class=checkpoint.meta.positive_class,
         info=member_info(checkpoint.meta),
         model=model,
         device=device,
@@ -150,6 +153,7 @@ def load_onnx_member(path: Path, device: torch.device, threads: int = 0) -> Onnx
         decision=meta.decision,
         has_body_part_head=bool(raw.get("has_body_part_head", True)),
         model_name=meta.model_name,
+        positive_class=meta.positive_class,
         info={**member_info(meta), "checkpoint": raw.get("checkpoint")},
         session=session,
     )
@@ -165,7 +169,7 @@ def load_member(path: str | Path, device: torch.device, runtime: str = "auto") -
     if path.suffix.lower() == ".onnx":
         if runtime == "torch":
             raise MuraError(
-                f"{path}: an ONNX model cannot run with --runtime torch (pass the .pt checkpoint)"
+                f"{path}: an ONNX model cannot run with runtime='torch' (give the .pt checkpoint)"
             )
         return load_onnx_member(path, device)
     if runtime == "onnx":

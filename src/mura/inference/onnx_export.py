@@ -137,7 +137,7 @@ def export_onnx(
     if out.exists() and not overwrite and not _is_mura_export(out):
         raise MuraError(
             f"{out}: exists and is not an ONNX file exported by mura; "
-            "choose another --out or pass --overwrite"
+            "choose another out= or pass overwrite=True"
         )
     model, payload = load_model(source, "cpu")
     model = model.float().eval()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,53 +28,14 @@ from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index
 from mura.decision import POINT_PREFERENCE
 from mura.devices import resolve_device
 from mura.errors import MuraError
+from mura.inference.batch import PredictionBatch
 from mura.inference.members import Member, load_member
-from mura.prediction import BodyPartOrigin, ModelIdentity, Prediction, decide
+from mura.prediction import ModelIdentity
+from mura.tiers import TierScale
 
 BODY_PART_MODES = ("given", "predicted")
 
 InputSpec = tuple[int, str]  # (size, resize mode)
-
-
-@dataclass
-class PredictionBatch:
-    fracture_prob: np.ndarray  # [N] deployed (calibrated) probability of fracture/abnormality
-    uncalibrated_prob: np.ndarray  # [N] sigmoid of the margin before calibration (for reports)
-    decision: np.ndarray  # [N] bool, fracture_prob >= threshold
-    threshold: float
-    operating_point: str
-    body_part_probs: np.ndarray  # [N, 7] in BODY_PARTS order
-    body_part: np.ndarray  # [N] index of the body part the fracture head used
-    body_part_used: list[str]  # "given" | "predicted"
-    runtime: str  # torch | onnx | torch+onnx
-
-    def __len__(self) -> int:
-        return len(self.fracture_prob)
-
-    def prediction(
-        self,
-        i: int,
-        model: ModelIdentity,
-        *,
-        path: str | None = None,
-        given_origin: BodyPartOrigin = "given",
-        warnings: Sequence[str] = (),
-    ) -> Prediction:
-        """Image `i` as the typed record every surface returns; `given_origin` says where a given part came
-        from (`given` by the caller, or read from `dicom` tags)."""
-        used = self.body_part_used[i]
-        return Prediction(
-            path=path,
-            fracture_probability=float(self.fracture_prob[i]),
-            decision=decide(float(self.fracture_prob[i]), self.threshold),
-            operating_point=self.operating_point,
-            threshold=float(self.threshold),
-            body_part=BODY_PARTS[int(self.body_part[i])],
-            body_part_origin=given_origin if used == "given" else "predicted",
-            body_part_probabilities=dict(zip(BODY_PARTS, map(float, self.body_part_probs[i]), strict=True)),
-            warnings=list(warnings),
-            model=model,
-        )
 
 
 class Predictor:
@@ -122,10 +82,25 @@ class Predictor:
 
     @functools.cached_property
     def identity(self) -> ModelIdentity:
-        """Names, mura version and one SHA-256 over the member files: what every answer says produced it."""
+        """Names, mura version, one SHA-256 over the member files and the decision origin: what every
+        answer says produced it."""
         return ModelIdentity.of(
-            [m.model_name for m in self.members], [file_sha256(m.source) for m in self.members], __version__
+            [m.model_name for m in self.members],
+            [file_sha256(m.source) for m in self.members],
+            __version__,
+            decision_origin=self.decision_origin,
         )
+
+    @property
+    def decision_origin(self) -> str:
+        """Where the members' calibration and operating points were fitted (one line; `; ` between
+        members fitted in different places)."""
+        return "; ".join(dict.fromkeys(m.decision.fitted_on for m in self.members))
+
+    @functools.cached_property
+    def tiers(self) -> TierScale:
+        """The three tiers every answer is restated in, from the members' stored operating points."""
+        return TierScale.of([m.decision for m in self.members], [m.positive_class for m in self.members])
 
     @property
     def input_specs(self) -> list[InputSpec]:
@@ -209,6 +184,7 @@ class Predictor:
             body_part=used_index,
             body_part_used=["given" if p >= 0 else "predicted" for p in parts],
             runtime=self.runtime,
+            tiers=self.tiers,
         )
 
     def _member_probs(

@@ -1,25 +1,34 @@
-"""Secondary Capture per view: the Grad-CAM overlay under a banner that states the result.
+"""Secondary Capture per view: the grey radiograph, the region that drove the score outlined, and a
+banner that states the result.
 
-The banner carries the probability, decision, operating point and a burned-in "NOT FOR DIAGNOSTIC
-USE" line, so a viewer that shows only pixels still shows what the picture is. Each capture goes into
-one new series of the source study (patient and study copied) and references its source image.
-Built with highdicom, which checks the object as it builds.
+A reader looks at the film, not at a colour wash: the capture stays grey (MONOCHROME2) and shows where
+the model looked as one outline, the contour of the Grad-CAM map at half its maximum, drawn only where
+the view was called positive (a "no fracture seen" view has nothing to point at). The banner carries the
+tier in words, the probability, the operating point and a burned-in "NOT FOR DIAGNOSTIC USE" line, so a
+viewer that shows only pixels still shows what the picture is.
+
+It is stored JPEG baseline (quality 95, via highdicom and Pillow): every PACS that takes compressed
+images takes it, and a film of FracAtlas's size (454 x 373) is ~60 KB instead of 0.5 MB as
+uncompressed RGB; a 2,500 x 3,000 CR view ~1 MB instead of 21.7 MB. The lossy compression is declared
+(Lossy Image Compression 01, its ratio and method). Each capture goes into one series of the source
+study (patient and study copied; a re-analysis after a late view continues that series) and references
+its source image. Built with highdicom, which checks the object as it builds.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import cv2
 import highdicom as hd
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.uid import JPEGBaseline8Bit, generate_uid
 
 from mura.constants import BODY_PARTS
-from mura.inference.gradcam import overlay
 from mura.pacs.identity import MANUFACTURER, NOT_FOR_DIAGNOSIS, copy_study_modules, model_label
-from mura.pacs.results import ViewResult
+from mura.pacs.results import PriorResults, ViewResult
 from mura.prediction import ModelIdentity, Prediction
 
 if TYPE_CHECKING:
@@ -27,11 +36,28 @@ if TYPE_CHECKING:
 
 SC_SERIES_NUMBER = 9902
 MIN_CAPTURE_WIDTH = 512  # small images are enlarged so the banner text stays legible
+HIGH_REGION = 0.5  # the outline: where the Grad-CAM map reaches half its maximum
+JPEG_METHOD = "ISO_10918_1"
 
 
-def _banner(rgb: np.ndarray, lines: list[str]) -> np.ndarray:
-    """The overlay enlarged to a legible width, with a black banner of text lines above it."""
-    image = Image.fromarray(rgb)
+def outline(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """The grey image with the contour of the heatmap's high region drawn white on a black edge (seen
+    on bright bone and on dark background alike); uint8 [H, W]."""
+    mask = (heatmap >= HIGH_REGION * float(heatmap.max())).astype(np.uint8) if heatmap.max() > 0 else None
+    out = image.copy()
+    if mask is None:
+        return out
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    width = max(2, round(max(image.shape) / 250))
+    cv2.drawContours(out, contours, -1, 0, width * 2 + 1)
+    cv2.drawContours(out, contours, -1, 255, width)
+    return out
+
+
+def banner(grey: np.ndarray, lines: list[str]) -> np.ndarray:
+    """The image enlarged to a legible width, with a black banner of text lines above it; the last line
+    (NOT FOR DIAGNOSTIC USE) black on white so it stands out."""
+    image = Image.fromarray(grey)
     if image.width < MIN_CAPTURE_WIDTH:
         scale = MIN_CAPTURE_WIDTH / image.width
         image = image.resize((MIN_CAPTURE_WIDTH, max(1, round(image.height * scale))), Image.BILINEAR)
@@ -41,46 +67,63 @@ def _banner(rgb: np.ndarray, lines: list[str]) -> np.ndarray:
         size -= 1
         font = ImageFont.load_default(size=size)
     line_height = round(size * 1.3)
-    out = Image.new("RGB", (image.width, image.height + line_height * len(lines) + 8), (0, 0, 0))
-    out.paste(image, (0, line_height * len(lines) + 8))
+    top = line_height * len(lines) + 8
+    out = Image.new("L", (image.width, image.height + top), 0)
+    out.paste(image, (0, top))
     draw = ImageDraw.Draw(out)
     for i, line in enumerate(lines):
-        colour = (255, 220, 0) if line == NOT_FOR_DIAGNOSIS else (255, 255, 255)
-        draw.text((4, 4 + i * line_height), line, fill=colour, font=font)
+        y = 4 + i * line_height
+        if line == NOT_FOR_DIAGNOSIS:
+            draw.rectangle((0, y - 2, round(font.getlength(line)) + 8, y + line_height - 2), fill=255)
+        draw.text((4, y), line, fill=0 if line == NOT_FOR_DIAGNOSIS else 255, font=font)
     return np.asarray(out, dtype=np.uint8)
 
 
-def _view_lines(prediction: Prediction, identity: ModelIdentity) -> list[str]:
+def view_lines(prediction: Prediction, identity: ModelIdentity) -> list[str]:
+    """The banner: the tier in words with the probability and operating point, the body part and where
+    it came from, the model, NOT FOR DIAGNOSTIC USE."""
     if not prediction.assessed:
-        return [
-            "not assessed: " + "; ".join(prediction.reasons),
-            f"mura {identity.version}",
-            NOT_FOR_DIAGNOSIS,
-        ]
+        reasons = "Not assessed: " + "; ".join(prediction.reasons)
+        return [reasons, f"{model_label(identity)} {identity.version}", NOT_FOR_DIAGNOSIS]
+    shown = "outlined: where the model looked" if prediction.decision == "abnormal" else "no outline"
     return [
-        f"abnormality p = {prediction.fracture_probability:.3f}: {prediction.decision} at the "
-        f"{prediction.operating_point} operating point ({prediction.threshold:.3f})",
-        f"body part {prediction.body_part} ({prediction.body_part_origin}), mura {identity.version}",
+        f"{prediction.tier_text or prediction.decision}: p = {prediction.fracture_probability:.2f} "
+        f"({prediction.operating_point} operating point {prediction.threshold:.3f}; {shown})",
+        f"body part {prediction.body_part} ({prediction.body_part_origin}), {model_label(identity)} "
+        f"{identity.version}",
         NOT_FOR_DIAGNOSIS,
     ]
 
 
-def make_captures(
-    views: list[ViewResult], reference: Dataset, explainer: GradCamExplainer, identity: ModelIdentity
-) -> list[Dataset]:
-    """One RGB Secondary Capture per view, all in one new series of the reference's study."""
-    series_uid = generate_uid()
-    captures = []
-    for number, view in enumerate(views, start=1):
-        prediction = view.prediction
+def _pixels(view: ViewResult, explainer: GradCamExplainer | None, identity: ModelIdentity) -> np.ndarray:
+    prediction = view.prediction
+    grey = view.pixels
+    if explainer is not None and prediction.decision == "abnormal":
         given = prediction.body_part is not None and prediction.body_part_origin != "predicted"
         part = BODY_PARTS.index(prediction.body_part) if given else -1
-        lines = _view_lines(prediction, identity)
-        pixels = _banner(overlay(view.pixels, explainer.heatmap(view.pixels, part)), lines)
+        grey = outline(view.pixels, explainer.heatmap(view.pixels, part))
+    return banner(grey, view_lines(prediction, identity))
+
+
+def make_captures(
+    views: list[ViewResult],
+    reference: Dataset,
+    explainer: GradCamExplainer | None,
+    identity: ModelIdentity,
+    prior: PriorResults | None = None,
+) -> list[Dataset]:
+    """One grey JPEG Secondary Capture per view, in one series of the reference's study (the prior
+    results' series, numbered on from them, when a re-analysis adds views). `explainer` is needed only
+    for views called positive (the others get no outline)."""
+    series_uid = (prior.capture_series_uid if prior else None) or generate_uid()
+    first = (prior.captures if prior else 0) + 1
+    captures = []
+    for number, view in enumerate(views, start=first):
+        pixels = _pixels(view, explainer, identity)
         source = view.header if view.header is not None else reference
         capture = hd.sc.SCImage(
             pixel_array=pixels,
-            photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
+            photometric_interpretation=hd.PhotometricInterpretationValues.MONOCHROME2,
             bits_allocated=8,
             coordinate_system=hd.CoordinateSystemNames.PATIENT,
             patient_orientation=("L", "F"),  # replaced below by the source's own (possibly empty)
@@ -99,15 +142,21 @@ def make_captures(
             study_date=reference.get("StudyDate") or None,
             study_time=reference.get("StudyTime") or None,
             referring_physician_name=reference.get("ReferringPhysicianName"),
+            transfer_syntax_uid=JPEGBaseline8Bit,
         )
         copy_study_modules(reference, capture)
-        # The overlay keeps the source's orientation (enlarged, banner on top), so its value still holds.
+        # The capture keeps the source's orientation (enlarged, banner on top), so its value still holds.
         capture.PatientOrientation = source.get("PatientOrientation", "")
         capture.Laterality = source.get("Laterality", source.get("ImageLaterality", ""))
         capture.BurnedInAnnotation = "YES"
         capture.ImageType = ["DERIVED", "SECONDARY"]
-        capture.SeriesDescription = f"mura Grad-CAM overlays ({NOT_FOR_DIAGNOSIS.lower()})"
-        capture.DerivationDescription = "Grad-CAM heatmap of the abnormality output over the radiograph"
+        capture.LossyImageCompression = "01"
+        capture.LossyImageCompressionRatio = f"{pixels.size / len(capture.PixelData):.2f}"[:16]
+        capture.LossyImageCompressionMethod = JPEG_METHOD
+        capture.SeriesDescription = f"mura result overlays ({NOT_FOR_DIAGNOSIS.lower()})"
+        capture.DerivationDescription = (
+            "Radiograph with the Grad-CAM region of the fracture output outlined (half maximum)"
+        )
         capture.ManufacturerModelName = model_label(identity)
         capture.SoftwareVersions = identity.version
         if view.header is not None:

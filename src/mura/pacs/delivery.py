@@ -3,7 +3,13 @@
 Results are written to `outbox/<study>.<stamp>/` (files + `manifest.json`) before anything is sent, so a
 destination that is down, or a restart, loses nothing: each entry is retried with exponential backoff
 until every destination has taken it, then removed. A destination that took an entry gets a marker
-file, so a retry after a partial success sends only to the others.
+file, so a retry after a partial success sends only to the others. An entry no destination took
+within the node's maximum age is handed to `failed/` (`Outbox.expire`); the outbox keeps a running
+total of its bytes so the node can stop taking new studies while it is over its quota.
+
+Destinations are named in logs by `name`, which never carries a secret: C-STORE can go over DICOM TLS
+(`mura.pacs.tls`), STOW-RS credentials travel only in the Authorization header, and every error text
+is passed through `mura.pacs.credentials.redact` before it is logged.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import logging
 import os
 import re
 import shutil
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,9 +30,11 @@ from typing import Any, Protocol
 
 import pydicom
 
-from mura.atomic import fsync_dir, fsync_file, write_bytes
+from mura.atomic import fsync_dir, fsync_file
 from mura.errors import MuraError
-from mura.pacs.spool import short_uid, study_of
+from mura.pacs.credentials import BasicCredentials, check_url_has_no_credentials, redact
+from mura.pacs.private_files import FOLDER_MODE, make_private, private_folder, write_private
+from mura.pacs.spool import folder_bytes, short_uid, study_of
 
 log = logging.getLogger("mura.dicom_node")
 
@@ -47,13 +57,15 @@ class Destination(Protocol):
 
 @dataclass
 class CStoreDestination:
-    """A DICOM Storage SCP (the PACS) reached by C-STORE."""
+    """A DICOM Storage SCP (the PACS) reached by C-STORE; over DICOM TLS when given a `tls` context
+    (`mura.pacs.tls.forward_context`), which checks the peer's certificate against `host`."""
 
     ae_title: str
     host: str
     port: int
     calling_ae_title: str = "MURA"
     timeout: float = 30.0
+    tls: ssl.SSLContext | None = None
 
     @property
     def name(self) -> str:
@@ -71,9 +83,11 @@ class CStoreDestination:
                 str(ds.file_meta.TransferSyntaxUID) for ds in datasets if str(ds.SOPClassUID) == sop_class
             }
             ae.add_requested_context(sop_class, sorted(syntaxes))
-        assoc = ae.associate(self.host, self.port, ae_title=self.ae_title)
+        tls_args = (self.tls, self.host) if self.tls is not None else None
+        assoc = ae.associate(self.host, self.port, ae_title=self.ae_title, tls_args=tls_args)
         if not assoc.is_established:
-            raise DeliveryError(f"{self.name}: association not accepted (peer down or refused)")
+            why = "peer down, refused, or TLS handshake failed" if tls_args else "peer down or refused"
+            raise DeliveryError(f"{self.name}: association not accepted ({why})")
         try:
             for path, ds in zip(files, datasets, strict=True):
                 status = assoc.send_c_store(ds)
@@ -91,48 +105,59 @@ class CStoreDestination:
 
 @dataclass
 class StowDestination:
-    """A DICOMweb server's STOW-RS endpoint (e.g. Orthanc's `/dicom-web`)."""
+    """A DICOMweb server's STOW-RS endpoint (e.g. Orthanc's `/dicom-web`), with HTTP Basic
+    `credentials` when it needs them; a URL carrying a user name or password is refused."""
 
     url: str
+    credentials: BasicCredentials | None = None
     timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        check_url_has_no_credentials(self.url)
 
     @property
     def name(self) -> str:
-        return self.url
+        return redact(self.url)
 
     def send(self, files: Sequence[Path]) -> None:
         import requests
         from dicomweb_client.api import DICOMwebClient
 
         session = requests.Session()
+        if self.credentials is not None:
+            session.auth = (self.credentials.user, self.credentials.password)
         client = DICOMwebClient(url=self.url, session=session, timeout=self.timeout)
         client.set_http_retry_params(retry=False)  # the outbox retries, with backoff
         try:
             client.store_instances([pydicom.dcmread(path) for path in files])
         except (requests.RequestException, OSError) as exc:
-            raise DeliveryError(f"{self.url}: STOW-RS failed: {str(exc).splitlines()[0][:200]}") from None
+            secrets = (self.credentials.password,) if self.credentials else ()
+            reason = redact(str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__, secrets)
+            raise DeliveryError(f"{self.name}: STOW-RS failed: {reason}") from None
         finally:
             session.close()
 
 
-def parse_forward(text: str, calling_ae_title: str) -> CStoreDestination:
+def parse_forward(text: str, calling_ae_title: str, tls: ssl.SSLContext | None = None) -> CStoreDestination:
     """`AET@HOST:PORT` -> a C-STORE destination; MuraError naming the expected form otherwise."""
     match = FORWARD_PATTERN.match(text.strip())
     if not match or not 0 < int(match["port"]) < 65536:
         raise MuraError(f"destination {text!r}: expected AET@HOST:PORT, e.g. ORTHANC@127.0.0.1:4242")
-    return CStoreDestination(match["aet"], match["host"], int(match["port"]), calling_ae_title)
+    return CStoreDestination(match["aet"], match["host"], int(match["port"]), calling_ae_title, tls=tls)
 
 
 @contextmanager
 def building(final: Path) -> Iterator[Path]:
-    """A temp folder next to `final`, renamed to `final` when the block succeeds, removed if it fails."""
+    """A private temp folder next to `final`, renamed to `final` when the block succeeds, removed if it
+    fails; every file written into it is made 0600 (whoever wrote it)."""
     tmp = final.with_name(f"{TEMP_PREFIX}{final.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir(mode=FOLDER_MODE)
     try:
         yield tmp
         for path in tmp.iterdir():
             if path.is_file():
+                make_private(path)
                 fsync_file(path)
         os.rename(tmp, final)
         fsync_dir(final.parent)
@@ -151,7 +176,8 @@ class OutboxEntry:
 
 @dataclass
 class Outbox:
-    """Results waiting for delivery, one folder per analysed study; one thread calls `deliver_due`."""
+    """Results waiting for delivery, one folder per analysed study; one thread calls `deliver_due`
+    and `expire`, another `add`."""
 
     folder: Path
     destinations: Sequence[Destination]
@@ -159,11 +185,24 @@ class Outbox:
     max_retry_seconds: float = 60.0
     on_delivered: Callable[[OutboxEntry], None] = lambda entry: None
     _retry_state: dict[str, tuple[int, float]] = field(default_factory=dict)
+    _bytes: int = field(default=0, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.folder)
         for leftover in self.folder.glob(f"{TEMP_PREFIX}*"):  # a write cut short: re-made from work/
             shutil.rmtree(leftover, ignore_errors=True)
+        self._bytes = folder_bytes(self.folder)
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the results waiting for delivery (what the node's outbox quota bounds)."""
+        with self._lock:
+            return self._bytes
+
+    def _count(self, delta: int) -> None:
+        with self._lock:
+            self._bytes += delta
 
     def has(self, name: str) -> bool:
         return (self.folder / name).is_dir()
@@ -174,7 +213,8 @@ class Outbox:
         with building(final) as tmp:
             files = [Path(p) for p in write(tmp)]
             manifest = {**summary, "files": [p.relative_to(tmp).as_posix() for p in files]}
-            write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
+            write_private(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
+        self._count(folder_bytes(final))
         return final
 
     def entries(self) -> list[OutboxEntry]:
@@ -201,11 +241,28 @@ class Outbox:
                 continue
             if self._deliver(entry):
                 self._retry_state.pop(entry.folder.name, None)
+                size = folder_bytes(entry.folder)
                 shutil.rmtree(entry.folder, ignore_errors=True)
                 fsync_dir(self.folder)
+                self._count(-size)
                 self.on_delivered(entry)
                 delivered.append(entry)
         return delivered
+
+    def expire(
+        self, max_age_seconds: float, set_aside: Callable[[Path], Path]
+    ) -> list[tuple[OutboxEntry, Path]]:
+        """Hand every entry analysed more than `max_age_seconds` ago (and still not delivered) to
+        `set_aside` (which moves it out of the outbox); return each with where it went."""
+        now, expired = time.time(), []
+        for entry in self.entries():
+            if now - float(entry.manifest.get("claimed_at", now)) <= max_age_seconds:
+                continue
+            size = folder_bytes(entry.folder)
+            expired.append((entry, set_aside(entry.folder)))
+            self._retry_state.pop(entry.folder.name, None)
+            self._count(-size)
+        return expired
 
     def _deliver(self, entry: OutboxEntry) -> bool:
         files = [entry.folder / name for name in entry.manifest["files"]]
@@ -220,9 +277,12 @@ class Outbox:
                 wait = min(self.max_retry_seconds, self.first_retry_seconds * 2 ** (attempts - 1))
                 self._retry_state[entry.folder.name] = (attempts, time.monotonic() + wait)
                 study = short_uid(study_of(entry.folder))
-                log.warning("study %s: delivery failed (%s); retry %d in %.0f s", study, exc, attempts, wait)
+                reason = redact(str(exc))
+                log.warning(
+                    "study %s: delivery failed (%s); retry %d in %.0f s", study, reason, attempts, wait
+                )
                 return False
-            write_bytes(marker, b"")
+            write_private(marker, b"")
         return True
 
 

@@ -89,15 +89,16 @@ def device_uid(identity: ModelIdentity) -> UID:
 def algorithm_identification(
     identity: ModelIdentity, prediction: Prediction
 ) -> hd.sr.AlgorithmIdentification:
-    """The model (one item: its SHA-256 and member count) and the operating point `prediction` was decided
-    at."""
+    """The model (one item: its SHA-256 and member count), the operating point `prediction` was decided
+    at, and where that decision was fitted (training data or a site's own sample)."""
+    parameters = [
+        f"sha256={identity.sha256} checkpoints={identity.members}",
+        f"operating point {prediction.operating_point} threshold={prediction.threshold:.6f}",
+    ]
+    if identity.decision_origin:
+        parameters.append(f"decision origin: {identity.decision_origin}")
     return hd.sr.AlgorithmIdentification(
-        name=model_label(identity),
-        version=identity.version[:LONG_STRING],
-        parameters=[
-            f"sha256={identity.sha256} checkpoints={identity.members}",
-            f"operating point {prediction.operating_point} threshold={prediction.threshold:.6f}",
-        ],
+        name=model_label(identity), version=identity.version[:LONG_STRING], parameters=parameters
     )
 
 

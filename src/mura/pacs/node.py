@@ -9,6 +9,11 @@ analyses quiet studies one at a time (one model, no contention); a delivery thre
 so a PACS that is down never holds up receiving or analysing. On SIGTERM the listening socket closes
 (no new associations), open associations get `drain_seconds` to finish, and whatever is spooled stays
 on disk for the next start, which also re-analyses claimed studies and re-sends the outbox.
+
+Safety: the spool is private to the node's user (`mura.pacs.private_files`), every folder has a quota
+and a maximum age (`mura.pacs.retention`), the listener can require DICOM TLS with client certificates
+(`mura.pacs.tls`), and calling AE titles can be limited to a list. AE titles alone authenticate no
+one: without TLS client certificates, whoever reaches the port can send studies.
 """
 
 from __future__ import annotations
@@ -20,35 +25,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydicom import uid as uids
-
 from mura.errors import MuraError
 from mura.pacs.delivery import Destination, Outbox, OutboxEntry
 from mura.pacs.node_settings import NodeSettings
 from mura.pacs.results import StudyResults
-from mura.pacs.spool import Spool, short_uid, study_of
+from mura.pacs.retention import HOUR, SWEEP_SECONDS, OutboxGate, sweep
+from mura.pacs.scp import storage_scp
+from mura.pacs.spool import GIB, Spool, SpoolFull, short_uid, study_of
+from mura.pacs.tls import listener_context
 
 log = logging.getLogger("mura.dicom_node")
 
-# The transfer syntaxes a PACS or modality sends radiographs in (video and JPIP syntaxes left out).
-TRANSFER_SYNTAXES = [
-    uids.ImplicitVRLittleEndian,
-    uids.ExplicitVRLittleEndian,
-    uids.DeflatedExplicitVRLittleEndian,
-    uids.ExplicitVRBigEndian,
-    uids.JPEGBaseline8Bit,
-    uids.JPEGExtended12Bit,
-    uids.JPEGLossless,
-    uids.JPEGLosslessSV1,
-    uids.JPEGLSLossless,
-    uids.JPEGLSNearLossless,
-    uids.JPEG2000Lossless,
-    uids.JPEG2000,
-    uids.HTJ2KLossless,
-    uids.HTJ2KLosslessRPCL,
-    uids.HTJ2K,
-    uids.RLELossless,
-]
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
@@ -74,7 +61,12 @@ class DicomNode:
         self.settings = settings
         self.analyse = analyse
         self.destinations = list(destinations)
-        self.spool = Spool(settings.spool_dir)
+        self.tls = (
+            listener_context(settings.tls_cert, settings.tls_key, settings.tls_ca, settings.network_timeout)
+            if settings.tls_cert is not None
+            else None
+        )
+        self.spool = Spool(settings.spool_dir, quota_bytes=int(settings.incoming_quota_gib * GIB))
         self.outbox = Outbox(
             settings.spool_dir / "outbox",
             self.destinations,
@@ -82,25 +74,10 @@ class DicomNode:
             max_retry_seconds=settings.max_retry_seconds,
             on_delivered=self._log_delivered,
         )
+        self.outbox_gate = OutboxGate(self.outbox, settings)
         self.stop = threading.Event()
 
     # --- receiving ---------------------------------------------------------------------------------
-    def _application_entity(self) -> Any:
-        from pynetdicom import AE, AllStoragePresentationContexts
-        from pynetdicom.sop_class import Verification
-
-        ae = AE(ae_title=self.settings.ae_title)
-        ae.acse_timeout = self.settings.acse_timeout
-        ae.dimse_timeout = self.settings.dimse_timeout
-        ae.network_timeout = self.settings.network_timeout
-        ae.maximum_pdu_size = self.settings.maximum_pdu_size
-        ae.require_called_aet = True
-        ae.require_calling_aet = list(self.settings.allowed_calling)
-        ae.add_supported_context(Verification)
-        for context in AllStoragePresentationContexts:  # every storage class: bad ones are skipped later
-            ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
-        return ae
-
     def _on_store(self, event: Any) -> int:
         calling = event.assoc.requestor.ae_title
         try:
@@ -111,6 +88,13 @@ class DicomNode:
             return STATUS_CANNOT_UNDERSTAND
         try:
             self.spool.store(study_uid, instance_uid, event.encoded_dataset(include_meta=True))
+        except SpoolFull as exc:
+            log.error(
+                "C-STORE from %s refused with Out of Resources: the spool is full (%s; incoming_quota_gib)",
+                calling,
+                exc,
+            )
+            return STATUS_OUT_OF_RESOURCES
         except ValueError as exc:
             log.warning("C-STORE from %s refused: %s", calling, exc)
             return STATUS_CANNOT_UNDERSTAND
@@ -192,24 +176,50 @@ class DicomNode:
 
     # --- running -----------------------------------------------------------------------------------
     def _deliver_loop(self) -> None:
+        next_sweep = time.monotonic()
         while not self.stop.is_set():
             wait = self.settings.poll_seconds
             try:
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + SWEEP_SECONDS
+                    sweep(self.spool, self.outbox, self.settings)
                 self.outbox.deliver_due()
             except Exception as exc:  # e.g. the outbox folder gone: say so, try again later
                 log.error("delivery: %s: %s", type(exc).__name__, exc)
                 wait = self.settings.max_retry_seconds
             self.stop.wait(wait)
 
+    def _analyse_due(self) -> None:
+        """Claim and analyse the studies that are quiet, or that have been receiving for too long."""
+        settings = self.settings
+        max_age = settings.incoming_max_age_hours * HOUR
+        for study_uid in self.spool.overdue(max_age, settings.quiet_seconds):
+            if self.stop.is_set() or not self.outbox_gate.open():
+                return
+            log.warning(
+                "study %s: still receiving %g h after its first instance (incoming_max_age_hours); "
+                "analysed as received so far",
+                short_uid(study_uid),
+                settings.incoming_max_age_hours,
+            )
+            self._claim_and_analyse(study_uid)
+        for study_uid in self.spool.quiet_studies(settings.quiet_seconds):
+            if self.stop.is_set() or not self.outbox_gate.open():
+                return
+            self._claim_and_analyse(study_uid)
+
     def serve(self, ready: Callable[[], None] = lambda: None) -> int:
         """Receive, analyse and deliver until `stop` is set (SIGTERM); 0 after a clean shutdown."""
         from pynetdicom import evt
 
-        ae = self._application_entity()
+        ae = storage_scp(self.settings)
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, _log_rejected)]
         try:
             server = ae.start_server(
-                (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
+                (self.settings.host, self.settings.port),
+                block=False,
+                evt_handlers=handlers,
+                ssl_context=self.tls,
             )
         except OSError as exc:
             raise MuraError(f"cannot listen on {self.settings.host}:{self.settings.port}: {exc}") from None
@@ -230,10 +240,7 @@ class DicomNode:
                     break
                 self._analyse_claimed(folder)
             while not self.stop.is_set():
-                for study_uid in self.spool.quiet_studies(self.settings.quiet_seconds):
-                    if self.stop.is_set():
-                        break
-                    self._claim_and_analyse(study_uid)
+                self._analyse_due()
                 self.stop.wait(self.settings.poll_seconds)
         finally:
             self.stop.set()

@@ -2,17 +2,29 @@
 
 Ranges are those a hospital network needs, not merely what pynetdicom accepts: pynetdicom takes any
 timeout (None: wait forever) and a maximum PDU of 0 (no limit), and would then let one silent peer hold
-an association thread forever or send a PDU of any size into memory.
+an association thread forever or send a PDU of any size into memory. Every folder the node keeps has
+a quota and a maximum age, so a PACS that refuses results for weeks, or a sender that floods the
+node, fills neither the disk nor keeps patient data longer than needed.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 AE_TITLE_LENGTH = 16
+
+
+def default_spool_dir(ae_title: str, port: int, environ: Mapping[str, str] = os.environ) -> Path:
+    """`$XDG_DATA_HOME/mura/dicom-node/AET-PORT` (else `~/.local/share/...`): this user's own data
+    folder, not a shared temporary folder where another user could create the same name first."""
+    data_home = environ.get("XDG_DATA_HOME", "")
+    base = Path(data_home) if Path(data_home).is_absolute() else Path.home() / ".local" / "share"
+    return base / "mura" / "dicom-node" / f"{ae_title.strip()}-{port}"
 
 
 def _ae_title(value: str) -> str:
@@ -72,3 +84,39 @@ class NodeSettings(BaseModel):
         le=1 << 24,
         description="largest PDU (bytes) this node accepts; 16382 is pynetdicom's and dcmtk's default",
     )
+    incoming_quota_gib: float = Field(
+        20.0,
+        gt=0,
+        le=1e5,
+        description="received instances not yet analysed (GiB); a store beyond it is refused",
+    )
+    incoming_max_age_hours: float = Field(
+        1.0,
+        gt=0,
+        le=8760,
+        description="a study still receiving this long after its first instance is analysed",
+    )
+    outbox_quota_gib: float = Field(
+        5.0, gt=0, le=1e5, description="results waiting for delivery (GiB); beyond it new studies wait"
+    )
+    outbox_max_age_days: float = Field(
+        7.0, gt=0, le=3650, description="results not delivered after this long are moved to failed/"
+    )
+    failed_quota_gib: float = Field(
+        20.0, gt=0, le=1e5, description="failed/ (GiB); beyond it the oldest entries are removed"
+    )
+    failed_max_age_days: float = Field(
+        30.0, gt=0, le=3650, description="entries of failed/ are removed this long after they failed"
+    )
+    tls_cert: Path | None = Field(None, description="listen with DICOM TLS: this node's PEM certificate")
+    tls_key: Path | None = Field(None, description="the private key of tls_cert (if not in the same file)")
+    tls_ca: Path | None = Field(
+        None, description="accept only peers with a client certificate signed by this CA (PEM)"
+    )
+
+    @field_validator("tls_key", "tls_ca")
+    @classmethod
+    def _needs_certificate(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("tls_cert") is None:
+            raise ValueError("needs the node's own certificate (tls_cert) as well")
+        return value

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,36 @@ class ViewResult:
     capture: Dataset | None = field(repr=False, default=None)  # its Grad-CAM Secondary Capture
 
 
+@dataclass(frozen=True)
+class PriorResults:
+    """A study's results already sent, which its re-analysis (after a late view) replaces: the report
+    to name as predecessor (and whose series continues), and the capture series with the sources it
+    already shows, so only new views get a capture."""
+
+    study_uid: str
+    sr_series_uid: str
+    sr_instance_uid: str
+    sr_sop_class_uid: str
+    sr_instance_number: int
+    capture_series_uid: str | None
+    captured: tuple[str, ...]  # SOP Instance UIDs of the sources that already have a capture
+    captures: int  # the capture series' highest instance number
+
+    def sr_reference(self) -> Dataset:
+        """What the Predecessor Documents Sequence needs of the replaced report."""
+        ds = Dataset()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = self.study_uid, self.sr_series_uid
+        ds.SOPClassUID, ds.SOPInstanceUID = self.sr_sop_class_uid, self.sr_instance_uid
+        return ds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "captured": list(self.captured)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PriorResults:
+        return cls(**{**data, "captured": tuple(data["captured"])})
+
+
 @dataclass
 class StudyResults:
     """Everything one study's analysis produced, kept together so every surface sends the same thing.
@@ -64,10 +94,34 @@ class StudyResults:
         return ([self.sr] if self.sr is not None else []) + list(self.captures)
 
     def write(self, directory: str | Path) -> list[Path]:
-        """Write each object atomically as `<SOPInstanceUID>.dcm`; never overwrites an existing file."""
+        """Write each object atomically as `SR_<SOPInstanceUID>.dcm` / `SC_<SOPInstanceUID>.dcm` (what
+        it is, at a glance in a folder); never overwrites an existing file."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        return [write_dataset(ds, directory / f"{ds.SOPInstanceUID}.dcm") for ds in self.datasets]
+        return [
+            write_dataset(ds, directory / f"{'SR' if ds is self.sr else 'SC'}_{ds.SOPInstanceUID}.dcm")
+            for ds in self.datasets
+        ]
+
+    def record(self, prior: PriorResults | None = None) -> PriorResults | None:
+        """What a later re-analysis of this study replaces (None without an SR)."""
+        if self.sr is None:
+            return None
+        captured = {
+            str(v.header.SOPInstanceUID) for v in self.views if v.header is not None and v.capture is not None
+        }
+        numbers = [int(c.InstanceNumber) for c in self.captures]
+        series = self.captures[0].SeriesInstanceUID if self.captures else prior and prior.capture_series_uid
+        return PriorResults(
+            study_uid=str(self.sr.StudyInstanceUID),
+            sr_series_uid=str(self.sr.SeriesInstanceUID),
+            sr_instance_uid=str(self.sr.SOPInstanceUID),
+            sr_sop_class_uid=str(self.sr.SOPClassUID),
+            sr_instance_number=int(self.sr.InstanceNumber),
+            capture_series_uid=str(series) if series else None,
+            captured=tuple(sorted(captured | set(prior.captured if prior else ()))),
+            captures=max([*numbers, prior.captures if prior else 0]),
+        )
 
 
 def dataset_bytes(ds: Dataset) -> bytes:
@@ -79,7 +133,7 @@ def dataset_bytes(ds: Dataset) -> bytes:
 
 def write_dataset(ds: Dataset, target: Path) -> Path:
     """Temp file in the same folder + fsync + link into place: atomic, and it fails rather than replace
-    a file (a result file name is its SOP Instance UID, so an existing one is never ours to overwrite)."""
+    a file (a result file name holds its SOP Instance UID, so an existing one is never ours to overwrite)."""
     if target.exists():
         raise MuraError(f"{target}: already exists; not overwritten")
     temp = temporary_name(target)

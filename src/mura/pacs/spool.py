@@ -10,8 +10,14 @@ study wholly in one place):
 A C-STORE is answered "success" only after `store` returns: the bytes are written through
 `mura.atomic` (temp file, fsync, rename, folder fsynced), so an acknowledged instance survives a power
 cut.
-A study is claimed once no instance has arrived for it for the quiet period; instances of the same
-study arriving later start a new incoming folder (and a second analysis) instead of racing the first.
+A study is claimed once no instance has arrived for it for the quiet period (or once it has been
+receiving for longer than the node's maximum age); instances of the same study arriving later start a
+new incoming folder (and a second analysis) instead of racing the first.
+
+What it holds is patient data: folders are 0700 and files 0600 (`mura.pacs.private_files`), a root
+folder another user could write to is refused, received-but-unanalysed bytes are held under a quota
+(a store beyond it raises `SpoolFull`, which the node answers "Out of Resources"), and `failed/` is
+emptied of entries past their maximum age or beyond its own quota.
 """
 
 from __future__ import annotations
@@ -22,10 +28,26 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-from mura.atomic import fsync_dir, write_bytes
+from mura.atomic import fsync_dir
+from mura.pacs.private_files import private_folder, write_private
 
+GIB = 1 << 30
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+class SpoolFull(Exception):
+    """A received instance would take the spool beyond its quota (answered "Out of Resources")."""
+
+
+class Removed(NamedTuple):
+    """An entry of `failed/` removed by `Spool.expire_failed`: its age, size and whether the quota did it."""
+
+    path: Path
+    age_seconds: float
+    size_bytes: int
+    over_quota: bool
 
 
 def short_uid(uid: str, keep: int = 6) -> str:
@@ -38,37 +60,69 @@ def study_of(folder: Path) -> str:
     return folder.name.rsplit(".", 1)[0] if folder.parent.name != "incoming" else folder.name
 
 
-class Spool:
-    """Received instances per study; thread-safe (C-STOREs arrive on the association threads)."""
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under `folder` (0 for one removed meanwhile)."""
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:  # removed while counting
+            continue
+    return total
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.incoming = self.root / "incoming"
-        self.work = self.root / "work"
-        self.failed = self.root / "failed"
-        for folder in (self.incoming, self.work, self.failed):
-            folder.mkdir(parents=True, exist_ok=True)
+
+class Spool:
+    """Received instances per study; thread-safe (C-STOREs arrive on the association threads).
+
+    `quota_bytes` bounds what is received but not yet analysed (`incoming/` and `work/`).
+    """
+
+    def __init__(self, root: Path, quota_bytes: int) -> None:
+        self.root = private_folder(Path(root))
+        self.incoming = private_folder(self.root / "incoming")
+        self.work = private_folder(self.root / "work")
+        self.failed = private_folder(self.root / "failed")
+        self.quota_bytes = quota_bytes
         self._lock = threading.Lock()
         self._last_received: dict[str, float] = {}
+        self._first_received: dict[str, float] = {}
         now = time.monotonic()
         for study in self.incoming.iterdir():  # left by an earlier run: quiet from now on
             if study.is_dir():
                 for leftover in study.glob(".*"):  # temporaries of writes never acknowledged
                     leftover.unlink(missing_ok=True)
-                self._last_received[study.name] = now
+                self._last_received[study.name] = self._first_received[study.name] = now
+        self._bytes = folder_bytes(self.incoming) + folder_bytes(self.work)
+
+    @property
+    def received_bytes(self) -> int:
+        """Bytes received and not yet analysed (what the quota bounds)."""
+        with self._lock:
+            return self._bytes
 
     def store(self, study_uid: str, sop_instance_uid: str, data: bytes) -> Path:
-        """Put one received instance on disk durably; ValueError for a UID that is not a DICOM UID."""
+        """Put one received instance on disk durably (0600); ValueError for a UID that is not a DICOM
+        UID, SpoolFull if it would take the spool beyond its quota."""
         for uid in (study_uid, sop_instance_uid):
             if not UID_PATTERN.match(uid) or len(uid) > 64:
                 raise ValueError(f"invalid UID {uid!r}")
         with self._lock:
             folder = self.incoming / study_uid
+            path = folder / f"{sop_instance_uid}.dcm"
+            replaced = path.stat().st_size if path.is_file() else 0  # the same instance sent again
+            if self._bytes - replaced + len(data) > self.quota_bytes:
+                raise SpoolFull(
+                    f"{self._bytes / GIB:.2f} GiB received and not yet analysed, quota "
+                    f"{self.quota_bytes / GIB:.2f} GiB"
+                )
             if not folder.is_dir():
-                folder.mkdir()
+                folder.mkdir(mode=0o700)
                 fsync_dir(self.incoming)
-            path = write_bytes(folder / f"{sop_instance_uid}.dcm", data)
-            self._last_received[study_uid] = time.monotonic()
+            write_private(path, data)
+            self._bytes += len(data) - replaced
+            now = time.monotonic()
+            self._last_received[study_uid] = now
+            self._first_received.setdefault(study_uid, now)
         return path
 
     def quiet_studies(self, quiet_seconds: float) -> list[str]:
@@ -78,10 +132,22 @@ class Spool:
             ready = [(t, uid) for uid, t in self._last_received.items() if now - t >= quiet_seconds]
         return [uid for _, uid in sorted(ready)]
 
+    def overdue(self, max_age_seconds: float, quiet_seconds: float) -> list[str]:
+        """Studies still receiving (not quiet) `max_age_seconds` after their first instance, oldest first."""
+        now = time.monotonic()
+        with self._lock:
+            late = [
+                (first, uid)
+                for uid, first in self._first_received.items()
+                if now - first >= max_age_seconds and now - self._last_received[uid] < quiet_seconds
+            ]
+        return [uid for _, uid in sorted(late)]
+
     def claim(self, study_uid: str) -> Path | None:
         """Move an incoming study to `work/` (atomically with respect to `store`); None if it is gone."""
         with self._lock:
             self._last_received.pop(study_uid, None)
+            self._first_received.pop(study_uid, None)
             target = self.work / f"{study_uid}.{time.time_ns()}"
             try:
                 os.rename(self.incoming / study_uid, target)
@@ -103,14 +169,42 @@ class Spool:
         with self._lock:
             return len(self._last_received)
 
-    def set_aside(self, claimed: Path) -> Path:
-        """Keep a study whose analysis failed unexpectedly for inspection, out of the work queue."""
-        target = self.failed / claimed.name
-        os.rename(claimed, target)
-        fsync_dir(self.work)
+    def set_aside(self, folder: Path) -> Path:
+        """Keep a claimed study whose analysis failed unexpectedly, or results no destination took, in
+        `failed/` for inspection (out of every queue); its age there counts from now."""
+        size = folder_bytes(folder) if folder.parent == self.work else 0
+        target = self.failed / folder.name
+        os.rename(folder, target)
+        os.utime(target)
+        fsync_dir(folder.parent)
+        fsync_dir(self.failed)
+        with self._lock:
+            self._bytes -= size
         return target
 
-    @staticmethod
-    def remove(claimed: Path) -> None:
+    def remove(self, claimed: Path) -> None:
+        """Delete a claimed study (analysed, or with nothing to analyse)."""
+        size = folder_bytes(claimed)
         shutil.rmtree(claimed, ignore_errors=True)
         fsync_dir(claimed.parent)
+        with self._lock:
+            self._bytes -= size
+
+    def expire_failed(self, max_age_seconds: float, quota_bytes: int) -> list[Removed]:
+        """Remove `failed/` entries older than `max_age_seconds`, then the oldest ones while it holds
+        more than `quota_bytes`; return what was removed."""
+        now = time.time()
+        entries = sorted((p.stat().st_mtime, p) for p in self.failed.iterdir() if p.is_dir())
+        sizes = {path: folder_bytes(path) for _, path in entries}
+        total = sum(sizes.values())
+        removed = []
+        for mtime, path in entries:  # oldest first
+            age, over_quota = now - mtime, total > quota_bytes
+            if age <= max_age_seconds and not over_quota:
+                break
+            shutil.rmtree(path, ignore_errors=True)
+            total -= sizes[path]
+            removed.append(Removed(path, age, sizes[path], over_quota and age <= max_age_seconds))
+        if removed:
+            fsync_dir(self.failed)
+        return removed

@@ -1,11 +1,25 @@
 """The study's Structured Report: Comprehensive SR holding TID 1500 (Measurement Report).
 
 TID 1500 is the template PACS viewers and AI result consumers (e.g. OHIF, IHE AI Results) read. One
-measurement group for the study (probability, threshold, finding, body part and whether it was given or
-predicted, the algorithm) and one per view, each referencing the source instance it was measured on.
-The observer device is the model (`mura.pacs.identity`). Built with highdicom, which checks the object
-as it builds. Codes not in DICOM or SNOMED use the private coding scheme 99MURA (PS3.16 8.2: "99"
-prefix).
+measurement group for the study and one per view, each referencing the source instance it was measured
+on. The observer device is the model (`mura.pacs.identity`). Built with highdicom, which checks the
+object as it builds.
+
+Every code is standard, so a PACS can index the finding and `dciodvfy` knows every scheme:
+- finding: SNOMED CT 125605004 "Fracture of bone" for a model trained on fracture labels; for MURA's
+  abnormality labels (fractures, hardware, degenerative disease, lesions) SNOMED CT 49755003
+  "Morphologically abnormal structure", the concept DICOM's finding context groups use for an
+  unspecified morphological abnormality. Its evaluation is Present / Absent, or "Not Evaluated"
+  (SNOMED CT 373121007) for a view outside what the model can judge, with its reasons as text.
+- anatomy: SNOMED CT for the seven MURA parts and FracAtlas's regions (hip, leg).
+- probability: DCM 122157 "Probability"; threshold: DCM 122411 "Threshold Value".
+- what has no standard concept is text under a standard name: where the body part came from
+  (`given` / `dicom` / `predicted`, SNOMED CT 260753009 "Source"), the reasons (DCM 121106 "Comment")
+  and a one-line summary a reader can take in at a glance (DCM 121111 "Summary").
+The operating point and the model's one SHA-256 are the algorithm identification's parameters.
+
+A re-analysis of a study that received a late view replaces the earlier report: same series, the next
+instance number, and the earlier one in the Predecessor Documents Sequence.
 """
 
 from __future__ import annotations
@@ -25,24 +39,23 @@ from mura.pacs.identity import (
     copy_study_modules,
     observer_device,
 )
-from mura.pacs.results import StudyResults
-from mura.prediction import ModelIdentity, Prediction
+from mura.pacs.results import PriorResults, StudyResults
+from mura.prediction import ModelIdentity, PositiveClass, Prediction
 
 SR_SERIES_NUMBER = 9901
-SCHEME = "99MURA"
-ABNORMALITY = hd.sr.CodedConcept("ABN", SCHEME, "Musculoskeletal radiograph abnormality")
-ABNORMALITY_PROBABILITY = hd.sr.CodedConcept("ABN-PROB", SCHEME, "Probability of abnormality")
-DECISION_THRESHOLD = hd.sr.CodedConcept("THRESHOLD", SCHEME, "Decision threshold")
-OPERATING_POINT = hd.sr.CodedConcept("OP", SCHEME, "Operating point")
-BODY_PART_SOURCE = hd.sr.CodedConcept("BP-SRC", SCHEME, "Body part source")
-BODY_PART_SOURCES = {
-    "given": hd.sr.CodedConcept("BP-GIVEN", SCHEME, "Body part given"),
-    "dicom": hd.sr.CodedConcept("BP-DICOM", SCHEME, "Body part read from the image's DICOM attributes"),
-    "predicted": hd.sr.CodedConcept("BP-PRED", SCHEME, "Body part predicted by the model"),
+FINDINGS: dict[str, hd.sr.CodedConcept] = {
+    "fracture": hd.sr.CodedConcept("125605004", "SCT", "Fracture of bone"),
+    "abnormality": hd.sr.CodedConcept("49755003", "SCT", "Morphologically abnormal structure"),
 }
-NOT_ASSESSED = hd.sr.CodedConcept("NOT-ASSESSED", SCHEME, "Not assessed: outside what the model can judge")
-REASON = hd.sr.CodedConcept("REASON", SCHEME, "Reason not assessed")
-BODY_PART_CODES = {
+PROBABILITY = codes.DCM.Probability
+THRESHOLD = codes.DCM.ThresholdValue
+NOT_EVALUATED = codes.SCT.NotEvaluated
+SOURCE = codes.SCT.Source  # the body part's: "body part: given | dicom | predicted"
+SOURCE_PREFIX = "body part: "
+REASON = codes.DCM.Comment
+SUMMARY = codes.DCM.Summary
+LONG_TEXT = 1024  # a UT value may hold far more; a summary line is kept short
+BODY_PART_CODES: dict[str, hd.sr.CodedConcept | Any] = {
     "ELBOW": codes.SCT.ElbowJoint,
     "FINGER": codes.SCT.Finger,
     "FOREARM": codes.SCT.Forearm,
@@ -50,63 +63,88 @@ BODY_PART_CODES = {
     "HUMERUS": codes.SCT.Humerus,
     "SHOULDER": codes.SCT.Shoulder,
     "WRIST": codes.SCT.WristJoint,
+    "HIP": codes.SCT.Hip,  # FracAtlas "hip": the hip region (29836001)
+    "LEG": codes.SCT.LowerLimb,  # FracAtlas "leg": femur to foot (61685007)
 }
 STUDY_GROUP = "study"
+
+
+def summary_text(prediction: Prediction) -> str:
+    """One line a reader takes in at a glance, e.g. "Possible fracture (p = 0.56; suspicious operating
+    point: sensitivity 0.90, specificity 0.67)"; "Not assessed: <reasons>" when not assessed."""
+    if not prediction.assessed:
+        return "Not assessed: " + "; ".join(prediction.reasons)
+    words = prediction.tier_text or prediction.decision
+    figures = prediction.tier_figures
+    point = figures.operating_point if figures else prediction.operating_point
+    validated = [
+        f"{name} {value:.2f}"
+        for name, value in (
+            ("sensitivity", figures.sensitivity if figures else None),
+            ("specificity", figures.specificity if figures else None),
+        )
+        if value is not None
+    ]
+    detail = f"{point} operating point" + (": " + ", ".join(validated) if validated else "")
+    return f"{words} (p = {prediction.fracture_probability:.2f}; {detail})"
+
+
+def _text(name: Any, value: str) -> hd.sr.TextContentItem:
+    return hd.sr.TextContentItem(name=name, value=value[:LONG_TEXT], relationship_type="CONTAINS")
 
 
 def _group(
     tracking: str,
     prediction: Prediction,
+    finding: hd.sr.CodedConcept,
     algorithm_id: hd.sr.AlgorithmIdentification,
     sources: list[Dataset],
-    with_threshold: bool,
+    is_study: bool,
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """One TID 1501 group. A not-assessed prediction states so, with its reasons, and claims no finding:
-    no probability, no presence or absence, no finding site."""
+    """One TID 1501 group. A not-assessed prediction says "Not Evaluated", with its reasons, and claims
+    no finding: no probability, no presence or absence, no finding site."""
     unit = codes.UCUM.NoUnits
-    measurements, evaluations = [], []
+    measurements, texts = [], []
     if prediction.fracture_probability is None:
-        evaluations.append(hd.sr.QualitativeEvaluation(ABNORMALITY, NOT_ASSESSED))
-        evaluations += [
-            hd.sr.QualitativeEvaluation(REASON, hd.sr.CodedConcept(f"REASON-{i}", SCHEME, reason[:64]))
-            for i, reason in enumerate(prediction.reasons, start=1)
-        ]
+        evaluation = hd.sr.QualitativeEvaluation(finding, NOT_EVALUATED)
+        texts += [_text(REASON, reason) for reason in prediction.reasons]
     else:
         present = prediction.decision == "abnormal"
-        measurements.append(hd.sr.Measurement(ABNORMALITY_PROBABILITY, prediction.fracture_probability, unit))
-        evaluations.append(
-            hd.sr.QualitativeEvaluation(ABNORMALITY, codes.SCT.Present if present else codes.SCT.Absent)
-        )
-        evaluations.append(
-            hd.sr.QualitativeEvaluation(BODY_PART_SOURCE, BODY_PART_SOURCES[prediction.body_part_origin])
-        )
-    if with_threshold:
-        measurements.append(hd.sr.Measurement(DECISION_THRESHOLD, prediction.threshold, unit))
-        point = prediction.operating_point
-        evaluations.append(
-            hd.sr.QualitativeEvaluation(
-                OPERATING_POINT, hd.sr.CodedConcept(point, SCHEME, f"{point} operating point")
-            )
-        )
-    sites = [hd.sr.FindingSite(BODY_PART_CODES[prediction.body_part])] if prediction.body_part else None
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        measurements.append(hd.sr.Measurement(PROBABILITY, prediction.fracture_probability, unit))
+        evaluation = hd.sr.QualitativeEvaluation(finding, codes.SCT.Present if present else codes.SCT.Absent)
+        texts.append(_text(SOURCE, SOURCE_PREFIX + prediction.body_part_origin))
+    if is_study:
+        measurements.append(hd.sr.Measurement(THRESHOLD, prediction.threshold, unit))
+        texts.insert(0, _text(SUMMARY, summary_text(prediction)))
+    site = BODY_PART_CODES.get(prediction.body_part or "")
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=tracking),
-        finding_type=ABNORMALITY,
+        finding_type=finding,
         algorithm_id=algorithm_id,
-        finding_sites=sites,
+        finding_sites=[hd.sr.FindingSite(site)] if site is not None else None,
         measurements=measurements or None,
-        qualitative_evaluations=evaluations,
+        qualitative_evaluations=[evaluation],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(s) for s in sources],
     )
+    group[0].ContentSequence.extend(texts)
+    return group
 
 
-def make_report(identity: ModelIdentity, study: StudyResults, reference: Dataset) -> Dataset:
-    """The study's Comprehensive SR (TID 1500); views without a DICOM source reference their capture."""
+def make_report(
+    identity: ModelIdentity,
+    study: StudyResults,
+    reference: Dataset,
+    positive_class: PositiveClass,
+    prior: PriorResults | None = None,
+) -> Dataset:
+    """The study's Comprehensive SR (TID 1500); views without a DICOM source reference their capture.
+    With `prior` (the study's earlier results) it replaces that report in its series."""
+    finding = FINDINGS[positive_class]
     algorithm_id = algorithm_identification(identity, study.prediction)
     sources = [v.header if v.header is not None else v.capture for v in study.views]
-    groups = [_group(STUDY_GROUP, study.prediction, algorithm_id, sources, with_threshold=True)]
+    groups = [_group(STUDY_GROUP, study.prediction, finding, algorithm_id, sources, is_study=True)]
     groups += [
-        _group(f"view {i}: {v.name}"[:64], v.prediction, algorithm_id, [s], with_threshold=False)
+        _group(f"view {i}: {v.name}"[:64], v.prediction, finding, algorithm_id, [s], is_study=False)
         for i, (v, s) in enumerate(zip(study.views, sources, strict=True), start=1)
     ]
     context = hd.sr.ObservationContext(
@@ -121,19 +159,15 @@ def make_report(identity: ModelIdentity, study: StudyResults, reference: Dataset
     sr = hd.sr.ComprehensiveSR(
         evidence=unique_sources,
         content=report,
-        series_instance_uid=generate_uid(),
+        series_instance_uid=prior.sr_series_uid if prior else generate_uid(),
         series_number=SR_SERIES_NUMBER,
         sop_instance_uid=generate_uid(),
-        instance_number=1,
+        instance_number=prior.sr_instance_number + 1 if prior else 1,
         manufacturer=MANUFACTURER,
         is_complete=True,
+        previous_versions=[prior.sr_reference()] if prior else None,
     )
     copy_study_modules(reference, sr)
-    scheme = Dataset()
-    scheme.CodingSchemeDesignator = SCHEME
-    scheme.CodingSchemeName = "mura result codes"
-    scheme.CodingSchemeResponsibleOrganization = "mura project"
-    sr.CodingSchemeIdentificationSequence = [scheme]
     sr.SeriesDescription = f"mura AI result ({NOT_FOR_DIAGNOSIS.lower()})"
     return sr
 
@@ -149,24 +183,34 @@ def _evidence(source: Dataset) -> Dataset:
     return item
 
 
+def _texts(group: Any, name: Any) -> list[str]:
+    return [str(item.value) for item in group[0].ContentSequence.find(name) if item.ValueType == "TEXT"]
+
+
 def sr_summary(sr: Dataset) -> dict[str, Any]:
     """What a consumer reads back from our SR through highdicom's TID 1500 accessors: the study's
-    probability, finding, algorithm (name, version, parameters) and referenced instances, each view's
-    probability (keyed by the SOP Instance UID it references) and the observer device's UID."""
+    finding (its SNOMED CT code and evaluation), probability, summary line, algorithm (name, version,
+    parameters) and referenced instances, each view's probability and body-part source (keyed by the
+    SOP Instance UID it references), the reports it replaces and the observer device's UID."""
     report = hd.sr.ComprehensiveSR.from_dataset(sr, copy=True).content
-    summary: dict[str, Any] = {"views": {}, "referenced_sop_instance_uids": []}
-    for group in report.get_image_measurement_groups(finding_type=ABNORMALITY):
-        found = group.get_measurements(name=ABNORMALITY_PROBABILITY)
+    summary: dict[str, Any] = {"views": {}, "body_part_sources": {}, "referenced_sop_instance_uids": []}
+    for group in report.get_image_measurement_groups():
+        evaluation = next(e for e in group.get_qualitative_evaluations() if e.name in FINDINGS.values())
+        found = group.get_measurements(name=PROBABILITY)
         probability = float(found[0].value) if found else None
         refs = [str(image.referenced_sop_instance_uid) for image in group.source_images]
+        sources = [s.removeprefix(SOURCE_PREFIX) for s in _texts(group, SOURCE)]
         if group.tracking_identifier != STUDY_GROUP:
             summary["views"].update(dict.fromkeys(refs, probability))
+            summary["body_part_sources"].update(dict.fromkeys(refs, sources[0] if sources else None))
             continue
         items = group[0].ContentSequence
         summary.update(
             study_probability=probability,
-            finding=group.get_qualitative_evaluations(name=ABNORMALITY)[0].value.meaning.lower(),
-            reasons=[e.value.meaning for e in group.get_qualitative_evaluations(name=REASON)],
+            finding_code=(evaluation.name.scheme_designator, evaluation.name.value),
+            finding=evaluation.value.meaning.lower(),
+            text=_texts(group, SUMMARY)[0],
+            reasons=_texts(group, REASON),
             referenced_sop_instance_uids=refs,
             algorithm={
                 "name": items.find(codes.DCM.AlgorithmName)[0].value,
@@ -174,6 +218,12 @@ def sr_summary(sr: Dataset) -> dict[str, Any]:
                 "parameters": [item.value for item in items.find(codes.DCM.AlgorithmParameters)],
             },
         )
+    summary["replaces"] = [
+        str(item.ReferencedSOPInstanceUID)
+        for study in sr.get("PredecessorDocumentsSequence", [])
+        for series in study.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    ]
     devices = report.get_observer_contexts(observer_type=codes.DCM.Device)
     summary["device_uid"] = str(devices[0].observer_identifying_attributes.uid) if devices else None
     return summary

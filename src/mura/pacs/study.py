@@ -31,7 +31,7 @@ from mura.inference.files import (
 )
 from mura.pacs.capture import make_captures
 from mura.pacs.identity import MANUFACTURER, study_reference
-from mura.pacs.results import StudyIdentity, StudyResults, ViewResult
+from mura.pacs.results import PriorResults, StudyIdentity, StudyResults, ViewResult
 from mura.pacs.sr import make_report
 from mura.prediction import Prediction, decide
 
@@ -55,6 +55,25 @@ def image_sop_class_problem(ds: Dataset) -> str | None:
     return None
 
 
+def split_radiographs(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(files to predict, DICOM files set aside with the reason): instances that are not radiograph
+    images, mura's own results among them, are left out as the node leaves them out. A DICOM header that
+    cannot be read is kept, so the prediction reports its error."""
+    kept: list[Path] = []
+    set_aside: list[tuple[Path, str]] = []
+    for path in paths:
+        if is_dicom(path):
+            try:
+                problem = image_sop_class_problem(read_dataset(path, stop_before_pixels=True))
+            except ImageDecodeError:
+                problem = None
+            if problem:
+                set_aside.append((path, problem))
+                continue
+        kept.append(path)
+    return kept, set_aside
+
+
 def study_results(
     predictor: Predictor,
     views: Sequence[str | Path | InMemoryFile | np.ndarray],
@@ -64,6 +83,7 @@ def study_results(
     identity: StudyIdentity | None = None,
     body_part: str | None = None,
     captures: bool = True,
+    prior: PriorResults | None = None,
 ) -> StudyResults:
     """Predict one study and build its SR and Secondary Captures; MuraError if no view can be predicted.
 
@@ -74,6 +94,8 @@ def study_results(
     (`note` says so), except that arrays without it are refused (they cannot be anything else).
     `explainer` defaults to `GradCamExplainer.from_predictor(predictor)`. `captures=False` (an answer that
     is the SR alone) skips the Grad-CAM captures of views whose DICOM source the SR can reference.
+    `prior` (the study's results already sent, when a late view made the node re-analyse the whole
+    study) makes the SR replace that report and draws captures only for views it had no capture of.
     """
     if not views:
         raise MuraError("a study needs at least one view")
@@ -104,7 +126,7 @@ def study_results(
         raise MuraError(f"{where}none of the study's {len(views)} view(s) could be predicted ({reasons})")
     failed = [FileResult(p, error=r) for p, r in skipped]
     summary = study_prediction(
-        folder, [FileResult(Path(v.name), prediction=v.prediction) for v in good] + failed
+        folder, [FileResult(Path(v.name), prediction=v.prediction) for v in good] + failed, predictor.tiers
     )
     study = StudyResults(prediction=summary, views=good, skipped=skipped)
     if not any(v.header is not None for v in good) and identity is None:
@@ -112,16 +134,18 @@ def study_results(
         return study
 
     reference = study_reference(good, identity)
-    drawn = [v for v in good if captures or v.header is None]
-    if drawn and explainer is None:
+    shown = set(prior.captured) if prior else set()
+    drawn = [v for v in good if v.header is None or (captures and str(v.header.SOPInstanceUID) not in shown)]
+    if explainer is None and any(v.prediction.decision == "abnormal" for v in drawn):
         from mura.inference.gradcam import GradCamExplainer
 
         explainer = GradCamExplainer.from_predictor(predictor)
     model = predictor.identity
-    for view, capture in zip(drawn, make_captures(drawn, reference, explainer, model), strict=True):
+    made = make_captures(drawn, reference, explainer, model, prior)
+    for view, capture in zip(drawn, made, strict=True):
         view.capture = capture
     study.captures = [v.capture for v in good if v.capture is not None]
-    study.sr = make_report(model, study, reference)
+    study.sr = make_report(model, study, reference, predictor.tiers.positive_class, prior)
     return study
 
 

@@ -19,14 +19,15 @@ from PIL import Image
 from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART
 from mura.data.images import read_image
 from mura.errors import ImageDecodeError, MuraError
+from mura.inference.batch import PredictionBatch
 from mura.inference.files import FileResult, study_prediction
-from mura.inference.predictor import PredictionBatch
 from mura.prediction import BodyPartOrigin, ModelIdentity
 from mura.service.engine import ModelGate
 from mura.service.errors import ServiceError, undecodable
-from mura.service.limits import check_pixel_budget, sniff_kind
+from mura.service.limits import check_pixel_budget, check_request_pixels, sniff_kind
 from mura.service.schemas import ImageAnswer, StudyAnswer
 from mura.service.uploads import UploadedFile
+from mura.tiers import TierScale
 
 PREVIEW_SIDE = 512  # images and heatmaps go back to the browser at most this big
 
@@ -36,6 +37,7 @@ class SupportsPredictImages(Protocol):
 
     threshold: float
     identity: ModelIdentity
+    tiers: TierScale
 
     def predict_images(self, images: Sequence[np.ndarray], body_parts: Sequence[int]) -> PredictionBatch: ...
 
@@ -53,13 +55,17 @@ class DecodedUpload:
     warnings: tuple[str, ...]  # decoded, but not cleanly (mura.data.images.read_image)
 
 
+def checked_pixels(upload: UploadedFile, max_pixels: int) -> int:
+    """Type by magic bytes (415), then the pixels its header declares (422 over `max_pixels`)."""
+    sniff_kind(upload.data, upload.filename)
+    return check_pixel_budget(upload.data, upload.filename, max_pixels).pixels
+
+
 def decode_upload(upload: UploadedFile, body_part: int, max_pixels: int) -> DecodedUpload:
-    """Type by magic bytes (415), size from the header (422), then pixels (422); body part from DICOM."""
+    """Pixels (422) of an upload whose header was checked (`checked_pixels`); body part from DICOM."""
     origin: BodyPartOrigin = "given"
-    kind = sniff_kind(upload.data, upload.filename)
-    check_pixel_budget(upload.data, kind, upload.filename, max_pixels)
     try:
-        decoded = read_image(upload.data, name=upload.filename)
+        decoded = read_image(upload.data, name=upload.filename, max_pixels=max_pixels)
     except ImageDecodeError as exc:
         raise undecodable(upload.filename, exc.reason) from None
     if body_part == UNKNOWN_BODY_PART and decoded.body_part is not None:
@@ -75,14 +81,25 @@ def skipped_view(filename: str, error: ServiceError) -> dict[str, str]:
 def decode_study(
     uploads: Sequence[UploadedFile], body_part: int, max_pixels: int
 ) -> tuple[list[DecodedUpload], list[dict[str, str]]]:
-    """The views that decode, and the others with their reasons (as `mura predict --study` skips them)."""
-    good, skipped = [], []
-    for upload in uploads:
+    """The views that decode, and the others with their reasons (as `mura predict --study` skips them).
+
+    Every header is checked before any view is decoded, so the views' sum is refused (422) up front.
+    """
+    usable, declared, skipped = [], [], {}
+    for i, upload in enumerate(uploads):
         try:
-            good.append(decode_upload(upload, body_part, max_pixels))
+            declared.append(checked_pixels(upload, max_pixels))
+            usable.append(i)
         except ServiceError as exc:
-            skipped.append(skipped_view(upload.filename, exc))
-    return good, skipped
+            skipped[i] = skipped_view(upload.filename, exc)
+    check_request_pixels(declared, max_pixels)
+    good = []
+    for i in usable:
+        try:
+            good.append(decode_upload(uploads[i], body_part, max_pixels))
+        except ServiceError as exc:
+            skipped[i] = skipped_view(uploads[i].filename, exc)
+    return good, [skipped[i] for i in sorted(skipped)]
 
 
 def preview(image: np.ndarray) -> np.ndarray:
@@ -120,6 +137,7 @@ def predict_uploads(
                 422, "no_usable_view", "no view of the study could be used", extra={"skipped": skipped}
             )
     else:
+        check_request_pixels([checked_pixels(upload, max_pixels) for upload in uploads], max_pixels)
         images, skipped = [decode_upload(upload, body_part, max_pixels) for upload in uploads], []
     given = [image.body_part for image in images]
     try:
@@ -148,9 +166,11 @@ def predict_uploads(
     return answers, skipped
 
 
-def study_summary(answers: Sequence[ImageAnswer], skipped: Sequence[dict[str, str]]) -> StudyAnswer:
+def study_summary(
+    answers: Sequence[ImageAnswer], skipped: Sequence[dict[str, str]], tiers: TierScale
+) -> StudyAnswer:
     """A study's answer, computed exactly as `mura predict --study` does: the mean of its good views."""
     results = [FileResult(Path(a.path or ""), prediction=a) for a in answers]
     results += [FileResult(Path(view["filename"]), error=view["detail"]) for view in skipped]
-    study = study_prediction(None, results)
+    study = study_prediction(None, results, tiers)
     return StudyAnswer(**study.model_dump(), images=list(answers), skipped=list(skipped))

@@ -265,7 +265,7 @@ def create_app(
                 sr = await engine.run(study_report_bytes, predictor, form.files, explainer, engine.gate)
             return Response(sr, media_type=DICOM_MEDIA_TYPE)
         answers, skipped = await _predict(request, max_files=max_study_files, study=True)
-        return study_summary(answers, skipped)
+        return study_summary(answers, skipped, predictor.tiers)
 
     @v1.get("/v1/model", summary="Describe the served model")
     async def model() -> dict[str, Any]:

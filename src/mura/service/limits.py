@@ -1,21 +1,27 @@
-"""Checks on an uploaded file before any pixel is decoded: what it really is, and how big it would get.
+"""Checks on the uploads before any pixel is decoded: what each really is, and how big it would get.
 
 The type comes from the magic bytes, not the filename or the client's Content-Type (both are
-whatever the client says). Dimensions come from the header alone (Pillow's lazy open, pydicom with
-`stop_before_pixels`), so a small file that would inflate to gigabytes (a decompression bomb) is
-refused with 422 `image_too_large` before it costs memory: the request itself was within the upload
-limit (413 is reserved for that), but its content cannot be processed.
+whatever the client says). Dimensions come from the header alone (`mura.data.images.declared_size`,
+the same budget `read_image` applies), so a small file that would inflate to gigabytes (a
+decompression bomb) is refused with 422 `image_too_large` before it costs memory: the request itself
+was within the upload limit (413 is reserved for that), but its content cannot be processed.
+
+The budget is per image and per request: a study's views are all decoded and held while the model
+runs, so the sum of their declared pixels is bounded too (422 `request_too_large`), at
+REQUEST_BUDGET_IMAGES images of the per-image limit; `max_pixels` (`mura serve --max-megapixels`)
+sets both.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
-
-from mura.data.dicom.read import read_dataset
-from mura.data.images import is_dicom
+from mura.data.budget import DeclaredSize, PixelBudgetError
+from mura.data.images import declared_size, is_dicom
 from mura.errors import ImageDecodeError
-from mura.service.errors import too_many_pixels, undecodable, unsupported_type
+from mura.service.errors import ServiceError, too_many_pixels, undecodable, unsupported_type
+
+# Four images at the per-image limit (4 x 64 Mpx by default): a 16-view study of 3,000 x 3,000 plates
+# (144 Mpx) passes; what a request holds stays about 1 byte a pixel once decoded, so ~256 MB by default.
+REQUEST_BUDGET_IMAGES = 4
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -37,39 +43,27 @@ def sniff_kind(data: bytes, filename: str) -> str:
     raise unsupported_type(filename)
 
 
-def _raster_size(data: bytes, filename: str, max_pixels: int) -> int:
-    from PIL import Image
-
+def check_pixel_budget(data: bytes, filename: str, max_pixels: int) -> DeclaredSize:
+    """The size the file's header declares; 422 `image_too_large` when one frame is over `max_pixels`."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                frames = getattr(image, "n_frames", 1)
-    except Image.DecompressionBombError:
-        # Pillow's own guard (twice MAX_IMAGE_PIXELS) fired while reading the header: over any sane budget.
-        raise too_many_pixels(filename, None, max_pixels) from None
-    except Exception as exc:  # Pillow raises many types for broken headers
-        raise undecodable(filename, f"unreadable image header ({type(exc).__name__})") from None
-    return width * height * max(1, int(frames))
-
-
-def _dicom_size(data: bytes, filename: str) -> int:
-    try:
-        ds = read_dataset(data, filename, stop_before_pixels=True)
-        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        size = declared_size(data, filename)
+    except PixelBudgetError as exc:  # Pillow's own guard fired on the header: far over any budget
+        raise too_many_pixels(filename, exc.pixels, max_pixels) from None
     except ImageDecodeError as exc:
         raise undecodable(filename, exc.reason) from None
-    except Exception as exc:  # a header value that is no number
-        raise undecodable(filename, f"unreadable DICOM header ({type(exc).__name__})") from None
-    return rows * cols * max(1, frames) * max(1, samples)
+    if size.pixels > max_pixels:
+        raise too_many_pixels(filename, size.pixels, max_pixels)
+    return size
 
 
-def check_pixel_budget(data: bytes, kind: str, filename: str, max_pixels: int) -> int:
-    """The number of pixels the file declares; 422 when it is over `max_pixels`."""
-    pixels = _dicom_size(data, filename) if kind == "dicom" else _raster_size(data, filename, max_pixels)
-    if pixels > max_pixels:
-        raise too_many_pixels(filename, pixels, max_pixels)
-    return pixels
+def check_request_pixels(declared: list[int], max_pixels: int) -> None:
+    """422 `request_too_large` when the images of one request declare more than their budget in all."""
+    budget = REQUEST_BUDGET_IMAGES * max_pixels
+    if sum(declared) > budget:
+        raise ServiceError(
+            422,
+            "request_too_large",
+            f"the {len(declared)} images declare {sum(declared):,} pixels in all, over the limit of "
+            f"{budget:,} for one request ({REQUEST_BUDGET_IMAGES} images of {max_pixels:,}); "
+            "send fewer or smaller views",
+        )

@@ -128,6 +128,7 @@ def checkpoint_meta(
         preprocessing=run.preprocessing,
         decision=decision,
         epoch=epoch,
+        positive_class=ckpt.positive_class_of(run.cache.index["source"]),
         val_metrics=metrics,
         provenance=provenance,
     )

@@ -6,46 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian as EXPLICIT_LE
-from pydicom.uid import JPEGLSLossless, RLELossless, generate_uid
+from pydicom.uid import JPEGLSLossless, RLELossless
 
 from mura.constants import BODY_PARTS
 from mura.data.dicom.read import body_part_from_text, read_dicom
 from mura.errors import ImageDecodeError
-
-
-def make_dataset(
-    pixels: np.ndarray,
-    photometric: str = "MONOCHROME2",
-    bits_stored: int = 12,
-    signed: bool = False,
-    **tags: object,
-) -> Dataset:
-    """A minimal valid DX image: 16 bits allocated, `bits_stored` used."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image For Presentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = EXPLICIT_LE
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
-    ds.PixelRepresentation = 1 if signed else 0
-    ds.PixelData = pixels.astype(np.int16 if signed else np.uint16).tobytes()
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    return ds
-
-
-def save(ds: Dataset, path: Path) -> Path:
-    ds.save_as(path, enforce_file_format=True)
-    return path
+from tests.factories.dicom import dicom_dataset, write_dicom
 
 
 def ramp(height: int = 8, width: int = 16, high: int = 4095) -> np.ndarray:
@@ -54,7 +22,7 @@ def ramp(height: int = 8, width: int = 16, high: int = 4095) -> np.ndarray:
 
 def test_monochrome2_12_bit_without_window_is_stretched_to_full_range(tmp_path: Path) -> None:
     pixels = ramp(high=4095)
-    image = read_dicom(save(make_dataset(pixels), tmp_path / "a.dcm"))
+    image = read_dicom(write_dicom(dicom_dataset(pixels), tmp_path / "a.dcm"))
     assert image.pixels.dtype == np.uint8 and image.pixels.shape == (8, 16)
     assert image.pixels[0, 0] == 0 and image.pixels[0, -1] == 255
     expected = np.round(pixels / 4095 * 255).astype(np.uint8)
@@ -63,15 +31,17 @@ def test_monochrome2_12_bit_without_window_is_stretched_to_full_range(tmp_path: 
 
 def test_monochrome1_is_inverted_so_bone_stays_bright(tmp_path: Path) -> None:
     pixels = ramp(high=4095)
-    mono2 = read_dicom(save(make_dataset(pixels), tmp_path / "m2.dcm")).pixels
-    mono1 = read_dicom(save(make_dataset(pixels, photometric="MONOCHROME1"), tmp_path / "m1.dcm")).pixels
+    mono2 = read_dicom(write_dicom(dicom_dataset(pixels), tmp_path / "m2.dcm")).pixels
+    mono1 = read_dicom(
+        write_dicom(dicom_dataset(pixels, photometric="MONOCHROME1"), tmp_path / "m1.dcm")
+    ).pixels
     np.testing.assert_array_equal(mono1.astype(int), 255 - mono2.astype(int))
     assert mono1[0, 0] == 255 and mono1[0, -1] == 0
 
 
 def test_full_16_bit_values_survive(tmp_path: Path) -> None:
     pixels = ramp(high=65535)
-    image = read_dicom(save(make_dataset(pixels, bits_stored=16), tmp_path / "b16.dcm"))
+    image = read_dicom(write_dicom(dicom_dataset(pixels, bits_stored=16), tmp_path / "b16.dcm"))
     assert image.pixels[0, 0] == 0 and image.pixels[0, -1] == 255
     assert np.all(np.diff(image.pixels[0].astype(int)) > 0)  # 16 levels stay 16 distinct levels
 
@@ -79,8 +49,8 @@ def test_full_16_bit_values_survive(tmp_path: Path) -> None:
 def test_window_centre_width_after_rescale_slope_intercept(tmp_path: Path) -> None:
     # Stored 0..4000, real values = 2 * stored - 1000 (-1000..7000); window [0, 2000] in real units.
     pixels = ramp(width=41, high=4000)
-    ds = make_dataset(pixels, RescaleSlope=2, RescaleIntercept=-1000, WindowCenter=1000, WindowWidth=2000)
-    image = read_dicom(save(ds, tmp_path / "w.dcm")).pixels[0].astype(int)
+    ds = dicom_dataset(pixels, RescaleSlope=2, RescaleIntercept=-1000, WindowCenter=1000, WindowWidth=2000)
+    image = read_dicom(write_dicom(ds, tmp_path / "w.dcm")).pixels[0].astype(int)
     real = pixels[0].astype(float) * 2 - 1000
     assert np.all(image[real <= 0] == 0)
     assert np.all(image[real >= 2000] == 255)
@@ -91,7 +61,9 @@ def test_window_centre_width_after_rescale_slope_intercept(tmp_path: Path) -> No
 
 def test_rescale_only_maps_real_values_not_stored_ones(tmp_path: Path) -> None:
     pixels = ramp(high=1000)  # negative slope: stored high = real low
-    image = read_dicom(save(make_dataset(pixels, RescaleSlope=-1, RescaleIntercept=1000), tmp_path / "r.dcm"))
+    image = read_dicom(
+        write_dicom(dicom_dataset(pixels, RescaleSlope=-1, RescaleIntercept=1000), tmp_path / "r.dcm")
+    )
     assert image.pixels[0, 0] == 255 and image.pixels[0, -1] == 0
 
 
@@ -102,24 +74,23 @@ def test_voi_lut_sequence_is_preferred_over_window(tmp_path: Path) -> None:
     item.LUTDescriptor = [256, 100, 12]
     item.LUTData = lut.tolist()
     pixels = np.array([[0, 150, 227, 228, 300, 1000]], dtype=np.uint16)
-    ds = make_dataset(pixels, WindowCenter=2000, WindowWidth=10)
+    ds = dicom_dataset(pixels, WindowCenter=2000, WindowWidth=10)
     ds.VOILUTSequence = [item]
     ds["VOILUTSequence"][0]["LUTData"].VR = "US"
-    out = read_dicom(save(ds, tmp_path / "lut.dcm")).pixels[0]
+    out = read_dicom(write_dicom(ds, tmp_path / "lut.dcm")).pixels[0]
     np.testing.assert_array_equal(out, [0, 0, 0, 255, 255, 255])
 
 
 def test_rle_compressed_pixels_round_trip(tmp_path: Path) -> None:
     pixels = ramp(high=4095)
-    ds = make_dataset(pixels)
-    ds.compress(RLELossless, pixels)
-    image = read_dicom(save(ds, tmp_path / "rle.dcm"))
+    ds = dicom_dataset(pixels, transfer_syntax=RLELossless)
+    image = read_dicom(write_dicom(ds, tmp_path / "rle.dcm"))
     assert image.pixels[0, 0] == 0 and image.pixels[0, -1] == 255
 
 
 def test_bytes_source_and_metadata(tmp_path: Path) -> None:
-    ds = make_dataset(ramp(), BodyPartExamined="WRIST", StudyDescription="XR WRIST 3V LT", ViewPosition="PA")
-    path = save(ds, tmp_path / "m.dcm")
+    ds = dicom_dataset(ramp(), BodyPartExamined="WRIST", StudyDescription="XR WRIST 3V LT", ViewPosition="PA")
+    path = write_dicom(ds, tmp_path / "m.dcm")
     image = read_dicom(path.read_bytes())
     assert image.body_part == "WRIST"
     assert image.metadata["Modality"] == "DX" and image.metadata["ViewPosition"] == "PA"
@@ -140,7 +111,7 @@ def test_bytes_source_and_metadata(tmp_path: Path) -> None:
     ],
 )
 def test_body_part_mapping(tmp_path: Path, tags: dict, expected: str | None) -> None:
-    assert read_dicom(save(make_dataset(ramp(), **tags), tmp_path / "bp.dcm")).body_part == expected
+    assert read_dicom(write_dicom(dicom_dataset(ramp(), **tags), tmp_path / "bp.dcm")).body_part == expected
 
 
 def test_body_part_text_rules() -> None:
@@ -153,9 +124,9 @@ def test_body_part_text_rules() -> None:
 
 
 def test_no_pixel_data_is_a_one_line_error(tmp_path: Path) -> None:
-    ds = make_dataset(ramp())
+    ds = dicom_dataset(ramp())
     del ds.PixelData
-    path = save(ds, tmp_path / "nopix.dcm")
+    path = write_dicom(ds, tmp_path / "nopix.dcm")
     with pytest.raises(ImageDecodeError) as info:
         read_dicom(path)
     assert str(path) in str(info.value) and "no pixel data" in str(info.value)
@@ -163,13 +134,12 @@ def test_no_pixel_data_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_undecodable_transfer_syntax_is_a_one_line_error(tmp_path: Path) -> None:
-    ds = make_dataset(ramp())
+    ds = dicom_dataset(ramp())
     ds.file_meta.TransferSyntaxUID = JPEGLSLossless  # a JPEG-LS stream no decoder accepts
     ds.PixelData = b"\xfe\xff\x00\xe0\x00\x00\x00\x00\xfe\xff\x00\xe0\x04\x00\x00\x00\xff\xd8\xff\xd9"
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
-    path = tmp_path / "jls.dcm"
-    ds.save_as(path, enforce_file_format=True)
+    path = write_dicom(ds, tmp_path / "jls.dcm")
     with pytest.raises(ImageDecodeError) as info:
         read_dicom(path)
     message = str(info.value)
@@ -186,5 +156,5 @@ def test_not_a_dicom_file(tmp_path: Path) -> None:
 def test_load_grayscale_dispatches_dicom(tmp_path: Path) -> None:
     from mura.data.images import load_grayscale
 
-    path = save(make_dataset(ramp(32, 48)), tmp_path / "x.dcm")
+    path = write_dicom(dicom_dataset(ramp(32, 48)), tmp_path / "x.dcm")
     np.testing.assert_array_equal(load_grayscale(path), read_dicom(path).pixels)

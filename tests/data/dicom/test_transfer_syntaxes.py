@@ -17,22 +17,16 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
-from pydicom.uid import (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    generate_uid,
-)
+from pydicom.uid import ImplicitVRLittleEndian, JPEGExtended12Bit, JPEGLosslessSV1, JPEGLSLossless
 
 from mura.data.dicom.read import first_frame, read_dataset, read_dicom
 from mura.data.images import is_dicom, load_grayscale
 from mura.data.synth import render_image
 from mura.errors import ImageDecodeError
+from tests.factories.dicom import dicom_dataset, write_dicom
 
 
 def bundled(name: str) -> Path:
@@ -114,31 +108,13 @@ def synthetic_radiograph() -> np.ndarray:
     return np.clip(grey * 16 + noise, 0, 4095).astype(np.uint16)
 
 
-def dx_dataset(pixels: np.ndarray, photometric: str = "MONOCHROME2") -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality = "DX"
-    ds.PatientName, ds.PatientID = "Synthetic^Patient", "SYN1"
-    ds.BodyPartExamined = "WRIST"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.tobytes()
-    return ds
-
-
 @pytest.fixture(scope="module")
 def uncompressed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("dx") / "source.dcm"
-    dx_dataset(synthetic_radiograph()).save_as(path, enforce_file_format=True)
-    return path
+    ds = dicom_dataset(
+        synthetic_radiograph(), body_part="WRIST", patient_id="SYN1", PatientName="Synthetic^Patient"
+    )
+    return write_dicom(ds, path)
 
 
 def dcmtk(tool: str, *args: str) -> None:
@@ -174,14 +150,9 @@ def test_dcmtk_12_bit_lossy_jpeg_shows_the_same_picture(uncompressed: Path, tmp_
     assert np.abs(shown - source).mean() < 2.0  # grey levels of 255
 
 
-def without_preamble(path: Path, target: Path) -> Path:
-    """The same file with its 128-byte preamble and `DICM` marker cut off (file meta kept)."""
-    target.write_bytes(path.read_bytes()[132:])
-    return target
-
-
 def bare_dataset(ds: Dataset, target: Path) -> Path:
-    """The data set alone, Implicit VR Little Endian, no preamble and no file meta (as old archives)."""
+    """The data set alone, Implicit VR Little Endian, no preamble and no file meta (as old archives);
+    written by hand because `write_dicom` always writes the file meta."""
     buffer = DicomBytesIO()
     buffer.is_little_endian, buffer.is_implicit_VR = True, True
     write_dataset(buffer, ds)
@@ -191,8 +162,8 @@ def bare_dataset(ds: Dataset, target: Path) -> Path:
 
 def test_preamble_less_files_read_and_are_recognised(uncompressed: Path, tmp_path: Path) -> None:
     expected = read_dicom(uncompressed).pixels
-    meta_only = without_preamble(uncompressed, tmp_path / "meta_only")
     ds = pydicom.dcmread(uncompressed)
+    meta_only = write_dicom(ds, tmp_path / "meta_only", preamble=False)  # file meta kept
     ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     bare = bare_dataset(ds, tmp_path / "bare")
     for path in (meta_only, bare):

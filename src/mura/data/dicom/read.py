@@ -1,14 +1,18 @@
 """Read a DICOM radiograph the way a viewer would show it: 8-bit grey plus the body part it claims to be.
 
-Display pipeline (DICOM PS3.3 C.11): stored values -> modality LUT (rescale slope/intercept) -> VOI LUT or
-window centre/width -> MONOCHROME1 inverted so bone is always bright. Without a VOI, the values present are
-stretched to 0..255. The body part comes from `BodyPartExamined`, else the study/series description.
+The pixels go through the display pipeline (`mura.data.dicom.display`: modality LUT, VOI, MONOCHROME1
+inverted). The body part comes from `BodyPartExamined`, else the study/series description.
 
 Compressed pixel data goes through pydicom's decoder plugins: pylibjpeg-libjpeg (JPEG baseline, 12-bit
 extended, lossless process 14, JPEG-LS), pylibjpeg-openjpeg (JPEG 2000) and pyjpegls (JPEG-LS, 2-4x faster
 than libjpeg there). GDCM was measured too: as fast on JPEG Lossless, but it refuses 12-bit JPEG Extended,
 the usual compression of CR/DX films, so it is not used. Files without the 128-byte preamble are read
 where their first bytes are a plausible data set (`mura.data.dicom.sniff`).
+
+Memory is bounded by the header: the pixel budget (`mura.data.budget`) is checked on Rows x Columns and
+on the size the compressed frame declares (`mura.data.dicom.codestream`) before the decoder runs; only
+the first frame is decoded (a multi-frame file gets a warning), and the display pipeline runs on blocks
+of rows, so its float64 temporaries stay a few megabytes whatever the image size.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.encaps import encapsulate, generate_frames
+from pydicom.encaps import encapsulate, generate_frames, get_frame
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.pixels import pixel_array
 from pydicom.uid import JPEGBaseline8Bit, JPEGExtended12Bit
 
+from mura.data.budget import DEFAULT_MAX_PIXELS, DeclaredSize, check_pixel_budget, dicom_size, frames_warning
+from mura.data.dicom.codestream import codestream_size
+from mura.data.dicom.display import display_pixels
 from mura.data.dicom.sniff import SNIFF_BYTES, repair_sequential_scan, sniff_dataset_start
 from mura.errors import ImageDecodeError
 
@@ -49,10 +56,12 @@ BODY_PART_PHRASES: dict[str, str] = {"UPPER ARM": "HUMERUS", "UPPERARM": "HUMERU
 
 # Tags copied into DicomImage.metadata: enough to describe the image, no patient identity.
 METADATA_KEYWORDS = (
+    "SOPClassUID",
     "Modality",
     "BodyPartExamined",
     "StudyDescription",
     "SeriesDescription",
+    "ProtocolName",
     "ViewPosition",
     "Laterality",
     "ImageLaterality",
@@ -77,6 +86,7 @@ class DicomImage:
     pixels: np.ndarray  # [H, W] uint8, bone bright
     body_part: str | None  # one of BODY_PARTS, or None when the tags name none of them
     metadata: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # decoded, but not all of it (a multi-frame file: frame 1 only)
 
 
 def body_part_from_text(text: str | None) -> str | None:
@@ -104,54 +114,36 @@ def body_part_from_dataset(ds: Dataset) -> str | None:
     return None
 
 
-def _voi_to_unit(values: np.ndarray, ds: Dataset) -> np.ndarray | None:
-    """Apply the VOI LUT or window and map its output range onto 0..1; None when the file has no VOI.
-
-    The output range of pydicom's VOI depends on bit depth, rescale and LUT descriptor; instead of
-    re-deriving it, two sentinel inputs far below and above the window go through the same transform and
-    their outputs are the range ends (this also keeps inverted LUTs and negative slopes the right way up).
-    """
-    if ds.get("VOILUTSequence"):
-        descriptor = ds.VOILUTSequence[0].LUTDescriptor
-        first, entries = int(descriptor[1]), int(descriptor[0]) or 2**16
-        values = np.rint(values).astype(np.int64)
-        sentinels = np.array([first - 1, first + entries], dtype=np.int64)
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        center = float(ds.WindowCenter[0] if ds["WindowCenter"].VM > 1 else ds.WindowCenter)
-        width = float(ds.WindowWidth[0] if ds["WindowWidth"].VM > 1 else ds.WindowWidth)
-        if width < 1:
-            return None
-        sentinels = np.array([center - 10 * width - 1, center + 10 * width + 1])
-        values = values.astype(np.float64)
-    else:
-        return None
-    extended = np.concatenate([values.ravel(), sentinels.astype(values.dtype)])
-    out = apply_voi_lut(extended, ds, prefer_lut=True).astype(np.float64)
-    low, high = out[-2], out[-1]
-    if high == low:
-        return None
-    return np.clip((out[:-2] - low) / (high - low), 0.0, 1.0).reshape(values.shape)
-
-
-def _stretch_to_unit(values: np.ndarray) -> np.ndarray:
-    values = values.astype(np.float64)
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return np.zeros(values.shape)
-    return (values - low) / (high - low)
-
-
 def first_frame(ds: Dataset) -> np.ndarray:
-    """The stored values of the first frame (a sequential JPEG with odd scan headers is repaired)."""
+    """The stored values of the first frame, the only one decoded (a sequential JPEG with odd scan
+    headers is repaired)."""
     try:
-        array = ds.pixel_array
+        return pixel_array(ds, index=0)
     except Exception:
         repaired = _with_repaired_jpeg_scans(ds)
         if repaired is None:
             raise
-        array = repaired.pixel_array
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    return array[0] if frames > 1 else array
+        return pixel_array(repaired, index=0)
+
+
+def _check_declared_size(ds: Dataset, label: str, max_pixels: int) -> DeclaredSize:
+    """Rows x Columns and, for compressed data, the size the first frame's codestream declares (what
+    the decoder allocates), both within `max_pixels`; ImageDecodeError names `label`."""
+    try:
+        size = dicom_size(ds)
+    except (TypeError, ValueError):
+        raise ImageDecodeError(label, "DICOM Rows, Columns or NumberOfFrames is not a number") from None
+    check_pixel_budget(size, label, max_pixels)
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is not None and syntax.is_encapsulated and "PixelData" in ds:
+        try:
+            frame = get_frame(ds.PixelData, 0, number_of_frames=size.frames)
+        except Exception:  # no frame to find: the decoder fails the same way, before allocating
+            return size
+        declared = codestream_size(frame)
+        if declared is not None:
+            check_pixel_budget(DeclaredSize(*declared), f"{label} (compressed frame)", max_pixels)
+    return size
 
 
 def _with_repaired_jpeg_scans(ds: Dataset) -> Dataset | None:
@@ -175,21 +167,6 @@ def _with_repaired_jpeg_scans(ds: Dataset) -> Dataset | None:
 
 def _frames(ds: Dataset) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1)
-
-
-def _to_unit_grey(ds: Dataset, stored: np.ndarray) -> np.ndarray:
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if photometric == "PALETTE COLOR":
-        stored = apply_color_lut(stored, ds)
-    if stored.ndim == 3:  # RGB (pydicom converts YBR to RGB): luminance, scaled by its own bit depth
-        grey = stored[..., 0] * 0.299 + stored[..., 1] * 0.587 + stored[..., 2] * 0.114
-        depth = 16 if photometric == "PALETTE COLOR" else int(ds.get("BitsStored", 8))
-        return np.clip(grey / (2**depth - 1), 0.0, 1.0)
-    values = apply_modality_lut(stored, ds)
-    unit = _voi_to_unit(values, ds)
-    if unit is None:
-        unit = _stretch_to_unit(values)
-    return 1.0 - unit if photometric == "MONOCHROME1" else unit
 
 
 def read_dataset(
@@ -236,32 +213,39 @@ def _parse(source: str | Path | bytes, label: str, stop_before_pixels: bool) -> 
     return ds
 
 
-def read_dicom(source: str | Path | bytes, name: str | None = None) -> DicomImage:
-    """Decode a DICOM file (path or bytes) to 8-bit grey; ImageDecodeError names the file and the problem."""
+def read_dicom(
+    source: str | Path | bytes, name: str | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> DicomImage:
+    """Decode a DICOM file (path or bytes) to 8-bit grey; ImageDecodeError names the file and the problem.
+
+    A frame over `max_pixels` (by its header) is refused before any pixel is decoded.
+    """
     label = name or ("<bytes>" if isinstance(source, bytes | bytearray | memoryview) else str(source))
-    return dataset_image(read_dataset(source, label), label)
+    return dataset_image(read_dataset(source, label), label, max_pixels=max_pixels)
 
 
-def dataset_image(ds: Dataset, label: str) -> DicomImage:
+def dataset_image(ds: Dataset, label: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DicomImage:
     """The display pixels and body part of a parsed data set; ImageDecodeError names `label`."""
     if not any(keyword in ds for keyword in PIXEL_KEYWORDS):
         raise ImageDecodeError(label, "DICOM file has no pixel data")
+    size = _check_declared_size(ds, label, max_pixels)
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     syntax_name = getattr(syntax, "name", None) or str(syntax or "unknown transfer syntax")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             stored = first_frame(ds)
-            unit = _to_unit_grey(ds, stored)
+            if stored.size == 0 or not (stored.ndim == 2 or (stored.ndim == 3 and stored.shape[2] == 3)):
+                raise ImageDecodeError(label, f"unexpected pixel array shape {stored.shape}")
+            pixels = display_pixels(ds, stored)
+    except ImageDecodeError:
+        raise
     except Exception as exc:  # decoder plugins raise NotImplementedError, RuntimeError, ValueError, ...
         reason = f"cannot decode pixel data ({syntax_name}): {_first_line(exc)}"
         raise ImageDecodeError(label, reason) from None
-    if unit.ndim != 2 or unit.size == 0:
-        raise ImageDecodeError(label, f"unexpected pixel array shape {unit.shape}")
-    pixels = np.round(np.nan_to_num(unit) * 255.0).astype(np.uint8)
     metadata = {k: _plain(ds.get(k)) for k in METADATA_KEYWORDS if k in ds}
     metadata["TransferSyntaxUID"] = str(syntax) if syntax else None
-    return DicomImage(pixels=pixels, body_part=body_part_from_dataset(ds), metadata=metadata)
+    return DicomImage(pixels, body_part_from_dataset(ds), metadata, frames_warning(size))
 
 
 def _first_line(exc: BaseException) -> str:

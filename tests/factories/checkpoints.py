@@ -1,18 +1,17 @@
-"""Real checkpoints for inference tests, written through the training package's own save functions.
+"""Real checkpoints for tests, written through the package's own `save_model`.
 
 Randomly initialised backbones output almost the same logits for every image (timm zero-initialises the
-last BatchNorm of each residual block), which would make parity and ensemble tests pass trivially. The
-factory therefore measures BatchNorm statistics on random smooth images and scales the last layer of
-each head so logits spread over a few units across images: outputs really depend on the input.
+last BatchNorm of each residual block), which would make parity and ensemble tests pass trivially. So
+BatchNorm statistics are measured on random smooth images and the last layer of each head is scaled so
+logits spread over a few units across images: outputs really depend on the input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pytest
 import torch
 
 from mura.checkpoint import save_model
@@ -21,14 +20,22 @@ from mura.decision import Calibration, Decision
 from mura.models.registry import model_from_config
 from mura.preprocessing import Preprocessing
 
-CheckpointFactory = Callable[..., Path]
-
 
 def blobs(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
     """Smooth random images (noise would average away in global pooling and give constant features)."""
     coarse = torch.randn(n, 1, 6, 6, generator=generator) * 1.5
     smooth = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
     return smooth + 0.3 * torch.randn(n, 1, size, size, generator=generator)
+
+
+def smooth_images(n: int, seed: int = 1) -> list[np.ndarray]:
+    """uint8 radiograph-like images of varied heights (40..48 x 48), like those the test models saw."""
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        unit = blobs(1, 48, generator)[0, 0].numpy() * 0.25 + 0.5
+        out.append(np.clip(unit * 255, 0, 255).astype(np.uint8)[: 40 + i % 9])
+    return out
 
 
 def calibrate_batchnorm(model: torch.nn.Module, size: int, seed: int) -> None:
@@ -75,8 +82,12 @@ def write_checkpoint(
     threshold: dict[str, float] | None = None,
     temperature: float = 1.0,
     body_part_head: bool = True,
-    model: torch.nn.Module | None = None,
+    epoch: int = 1,
+    val_metrics: dict[str, Any] | None = None,
+    test_metrics: dict[str, Any] | None = None,
 ) -> Path:
+    """A `name` model at `size` px saved as training saves its best epoch; `test_metrics` as `mura
+    evaluate --record` stores them."""
     cfg = load_config(
         overrides={
             "model.name": name,
@@ -85,41 +96,20 @@ def write_checkpoint(
             "model.body_part_head": body_part_head,
         }
     )
-    if model is None:
-        torch.manual_seed(seed)
-        model = model_from_config(cfg.model)
-        calibrate_batchnorm(model, size, seed)
-        spread_logits(model, size, seed)
+    torch.manual_seed(seed)
+    model = model_from_config(cfg.model)
+    calibrate_batchnorm(model, size, seed)
+    spread_logits(model, size, seed)
     preprocessing = Preprocessing(size, resize_mode, **model.default_preprocessing)
     calibration = Calibration("temperature", 1.0 / temperature, 0.0) if temperature != 1.0 else Calibration()
     decision = Decision(calibration, dict(threshold or {"default": 0.5}))
-    return save_model(path, model, cfg, preprocessing, decision, epoch=1, val_metrics={"auc": 0.5})
-
-
-@pytest.fixture(scope="session")
-def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> CheckpointFactory:
-    """`make_checkpoint("a.pt", "custom_cnn", 32, seed=1, ...)` -> path; one file per name per session."""
-    directory = tmp_path_factory.mktemp("checkpoints")
-    made: dict[str, Path] = {}
-
-    def make(filename: str, *args: object, **kwargs: object) -> Path:
-        if filename not in made:
-            made[filename] = write_checkpoint(directory / filename, *args, **kwargs)
-        return made[filename]
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def smooth_images() -> Callable[..., list[np.ndarray]]:
-    """`smooth_images(n)`: uint8 radiograph-like images (varied sizes) like those the test models saw."""
-
-    def make(n: int, seed: int = 1) -> list[np.ndarray]:
-        generator = torch.Generator().manual_seed(seed)
-        out = []
-        for i in range(n):
-            unit = blobs(1, 48, generator)[0, 0].numpy() * 0.25 + 0.5
-            out.append(np.clip(unit * 255, 0, 255).astype(np.uint8)[: 40 + i % 9])
-        return out
-
-    return make
+    return save_model(
+        path,
+        model,
+        cfg,
+        preprocessing,
+        decision,
+        epoch=epoch,
+        val_metrics=val_metrics or {"auc": 0.5},
+        test_metrics=test_metrics or {},
+    )
