@@ -1,12 +1,13 @@
 """Peak and retained memory of decoding and serving large images, each measured in a fresh process.
 
-Run: .venv/bin/python benchmarks/bench_image_memory.py [--side 7990] [--views 4]
+Run: .venv/bin/python benchmarks/bench_image_memory.py [--side 7990] [--views 4] [--repeat 3]
 
 Files: an RGBA PNG of SIDE x SIDE (a few hundred KB, within the service's default 64 Mpx limit) and a
 ~1 KB RLE DICOM declaring 40,000 x 40,000 (a decompression bomb). Scenarios, one child process each:
 `read_image` on both; the service (`fastapi.testclient`, a tiny random custom_cnn, default limits) on
-one PNG and on a study of VIEWS copies. Each child reports its RSS before the work, its peak (VmHWM),
-its RSS afterwards and after `malloc_trim(0)` (what glibc kept but could give back).
+one PNG and on a study of VIEWS copies, REPEAT requests in a row. Each child reports its RSS before the
+work, its peak (VmHWM), its RSS afterwards and after `malloc_trim(0)` (what glibc kept but could give
+back).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _client(folder: Path):
     return TestClient(app_from_checkpoints([checkpoint], device="cpu", runtime="torch"))
 
 
-def child(scenario: str, folder: Path, views: int) -> dict[str, object]:
+def child(scenario: str, folder: Path, views: int, repeat: int) -> dict[str, object]:
     """Run one scenario in this (fresh) process and report its memory in MiB."""
     from mura.data.images import read_image
 
@@ -110,7 +111,8 @@ def child(scenario: str, folder: Path, views: int) -> dict[str, object]:
         assert client is not None
         count = 1 if scenario == "serve-png" else views
         files = [("files" if count > 1 else "file", (f"v{i}.png", png, "image/png")) for i in range(count)]
-        answer = client.post("/v1/predict/study" if count > 1 else "/v1/predict", files=files)
+        for _ in range(repeat):
+            answer = client.post("/v1/predict/study" if count > 1 else "/v1/predict", files=files)
         outcome = f"{answer.status_code} {answer.json().get('error', '')}".strip()
     gc.collect()
     after = _status("VmRSS")
@@ -129,11 +131,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--side", type=int, default=7990)
     parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3, help="requests in a row (the service scenarios)")
     parser.add_argument("--child", choices=SCENARIOS, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.folder, args.views)))
+        print(json.dumps(child(args.child, args.folder, args.views, args.repeat)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -145,16 +148,8 @@ def main() -> int:
         )
         print(f"{'MiB':<14} {'before':>7} {'peak':>7} {'after':>7} {'trimmed':>7}  outcome")
         for scenario in SCENARIOS:
-            command = [
-                sys.executable,
-                __file__,
-                "--child",
-                scenario,
-                "--folder",
-                tmp,
-                "--views",
-                str(args.views),
-            ]
+            command = [sys.executable, __file__, "--child", scenario, "--folder", tmp]
+            command += ["--views", str(args.views), "--repeat", str(args.repeat)]
             run = subprocess.run(command, capture_output=True, text=True, check=True)
             r = json.loads(run.stdout.strip().splitlines()[-1])
             figures = " ".join(f"{r[key]:>7}" for key in ("before", "peak", "after", "trimmed"))

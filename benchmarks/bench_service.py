@@ -157,7 +157,7 @@ def load_test(
                     problem = f"HTTP {response.status_code}: {response.text[:200]}"
                 elif abs(response.json()["fracture_probability"] - expected[index]) > 1e-5:
                     problem = f"file {index}: wrong probability {response.json()['fracture_probability']}"
-                elif cam and not response.json().get("cam_png"):
+                elif cam and not response.json().get("heatmap_png"):
                     problem = "no heatmap"
                 with lock:
                     latencies.append(elapsed)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from mura.config import Config, load_config
+from mura.data.boxes import write_index_boxes
 from mura.data.cache import build_cache
 from mura.data.index import build_mura_index, write_index
 from mura.data.synth import generate_synthetic_mura, render_image
@@ -41,8 +42,9 @@ def synthetic_mura(tmp_path_factory: pytest.TempPathFactory) -> SyntheticMura:
     base = tmp_path_factory.mktemp("synthetic_mura")
     root = base / "data"
     generate_synthetic_mura(root, patients=60, seed=0)
-    frame, _ = build_mura_index(root)
+    frame, report = build_mura_index(root)
     index_csv = write_index(frame, base / "index.csv")
+    write_index_boxes(report.boxes, index_csv)  # the planted findings' boxes: the caches carry them
     cache_dir = base / "cache64"
     build_cache(index_csv, cache_dir, size=64, resize="stretch", progress=False)
     small_cache_dir = base / "cache32"

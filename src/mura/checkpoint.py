@@ -7,7 +7,8 @@ checkpoint is a dict that `torch.load(weights_only=True)` opens without running 
     model_state      the weights
     meta             CheckpointMeta.to_dict(): config, body parts, preprocessing, decision
                      (calibration + operating points + their validation counts), positive class
-                     (what label 1 meant), epoch, validation/test metrics, provenance
+                     (what label 1 meant), scope parts (what the training data covered), epoch,
+                     validation/test metrics, provenance
     training_state   only in last.pt: optimizer, scheduler, RNG, early stopping, history
                      (owned by `mura.training.resume`)
 
@@ -80,6 +81,9 @@ class CheckpointMeta:
     preprocessing: Preprocessing
     decision: Decision = field(default_factory=Decision)
     body_parts: tuple[str, ...] = BODY_PARTS
+    # The body parts the training data covered (`mura.training.scope`), what the scope gate lets in.
+    # Checkpoints written before it was recorded hold MURA's seven parts, the body-part head's classes.
+    scope_parts: tuple[str, ...] = BODY_PARTS
     epoch: int = -1
     positive_class: PositiveClass = "abnormality"  # checkpoints from before it was recorded: the wider claim
     val_metrics: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +104,7 @@ class CheckpointMeta:
                 "preprocessing": self.preprocessing.to_dict(),
                 "decision": self.decision.to_dict(),
                 "body_parts": list(self.body_parts),
+                "scope_parts": list(self.scope_parts),
                 "epoch": int(self.epoch),
                 "positive_class": self.positive_class,
                 "val_metrics": self.val_metrics,
@@ -115,6 +120,7 @@ class CheckpointMeta:
             preprocessing=Preprocessing.from_dict(data["preprocessing"]),
             decision=Decision.from_dict(data["decision"]),
             body_parts=tuple(data.get("body_parts") or BODY_PARTS),
+            scope_parts=tuple(data.get("scope_parts") or BODY_PARTS),
             epoch=int(data.get("epoch", -1)),
             positive_class=_positive_class(data.get("positive_class")),
             val_metrics=dict(data.get("val_metrics") or {}),

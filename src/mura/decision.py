@@ -13,6 +13,8 @@ the probability a report scores is the probability `predict` and `serve` return.
   target sensitivity; what predict and serve decide at unless told otherwise, as commercial fracture
   readers flag "suspicious" at high sensitivity) and `definite` (the lowest reaching the target
   specificity). One rule everywhere: abnormal when `probability >= threshold`.
+- Each point's confusion counts on that same data (`PointFigures`) are kept with it: what the point
+  was validated at, which every answer's tier restates (`mura.tiers`).
 """
 
 from __future__ import annotations

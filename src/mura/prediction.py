@@ -36,7 +36,6 @@ BodyPart = Literal[BODY_PARTS]  # type: ignore[valid-type]
 PositiveClass = Literal["fracture", "abnormality"]
 POSITIVE_CLASSES: tuple[str, ...] = ("fracture", "abnormality")
 Tier = Literal["fracture_likely", "possible_fracture", "no_fracture_seen"]
-TIERS: tuple[str, ...] = ("fracture_likely", "possible_fracture", "no_fracture_seen")
 
 
 def decide(probability: float, threshold: float) -> Decision:

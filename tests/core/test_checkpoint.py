@@ -40,6 +40,8 @@ def test_best_and_last_hold_the_contract_and_load_with_weights_only(trained_run)
     assert set(meta.decision.thresholds) == {"default", "youden", "suspicious", "definite"}
     assert meta.decision.calibration.method == "platt" and meta.decision.calibration.slope > 0
     assert "val split" in meta.decision.fitted_on
+    assert meta.decision.figures["suspicious"].images == meta.val_metrics["val_images"]  # the tiers' figures
+    assert meta.positive_class == "abnormality"  # synthetic MURA: abnormality labels
     assert meta.val_metrics["monitor"] == "val_loss" and meta.epoch == 0
     assert meta.provenance["versions"]["mura"] and meta.provenance["data"]["cache_settings"]["size"] == 32
     assert meta.typed_config().model.size == 32

@@ -42,3 +42,29 @@ def test_bad_settings_are_clear_errors() -> None:
         Preprocessing(resize_mode="crop")
     with pytest.raises(MuraError, match="resize mode must be one of"):
         resize_image(np.zeros((4, 4), np.uint8), 8, "crop")
+
+
+@pytest.mark.parametrize("mode", ["stretch", "letterbox"])
+def test_boxes_map_into_the_input_onto_what_resize_put_there_and_back(mode: str) -> None:
+    """A bright rectangle on a 300x200 film lands inside its mapped box after `resize`, and back."""
+    film = np.full((200, 300), 10, np.uint8)  # height 200, width 300
+    box = np.array([[60.0, 50.0, 150.0, 110.0]])
+    film[50:110, 60:150] = 250
+    pre = Preprocessing(size=64, resize_mode=mode)
+    mapped = pre.boxes_to_input(box, width=300, height=200)
+    resized = pre.resize(film).astype(float)
+    rows, cols = np.nonzero(resized > 130)  # the rectangle's pixels after resizing (edges blur by 1 px)
+    x0, y0, x1, y1 = mapped[0]
+    assert (
+        x0 - 1 <= cols.min()
+        and cols.max() + 1 <= x1 + 1
+        and y0 - 1 <= rows.min()
+        and rows.max() + 1 <= y1 + 1
+    )
+    assert (
+        abs((cols.max() + 1 - cols.min()) - (x1 - x0)) <= 1.5
+        and abs((rows.max() + 1 - rows.min()) - (y1 - y0)) <= 1.5
+    )
+    assert np.allclose(pre.boxes_from_input(mapped, width=300, height=200), box)
+    if mode == "letterbox":  # the padding rows above the picture shift y, not x
+        assert mapped[0, 0] == pytest.approx(60 * 64 / 300) and mapped[0, 1] > 50 * 64 / 300

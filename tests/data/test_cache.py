@@ -271,3 +271,19 @@ def test_signal_during_prepare_leaves_no_temporary(
     assert sorted(p.name for p in out.iterdir()) == [".mura-cache"]  # no temporary, no half cache
     with pytest.raises(MuraError, match="unfinished or corrupt.*will rebuild"):
         open_cache(out)
+
+
+def test_a_flipped_byte_in_the_images_is_caught_when_the_cache_is_opened(
+    synthetic_mura, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / "cache"
+    shutil.copytree(synthetic_mura.small_cache_dir, copy)
+    assert len(open_cache(copy).index) > 0  # intact: opens (and is remembered as checked)
+    images = copy / "images.npy"
+    data = bytearray(images.read_bytes())
+    data[-100] ^= 0xFF  # a pixel, same size, same shape and dtype
+    images.write_bytes(bytes(data))
+    with pytest.raises(MuraError, match="images.npy does not match its checksum"):
+        open_cache(copy)

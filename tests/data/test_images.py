@@ -173,7 +173,7 @@ def test_dicom_bytes_are_sent_to_the_dicom_reader(monkeypatch: pytest.MonkeyPatc
 
     class Result:
         def __init__(self) -> None:
-            self.pixels, self.body_part, self.warnings = pixels, "WRIST", ()
+            self.pixels, self.body_part, self.warnings, self.metadata = pixels, "WRIST", (), {}
 
     seen = []
     monkeypatch.setattr(dicom, "read_dicom", lambda source, name, max_pixels: seen.append(source) or Result())

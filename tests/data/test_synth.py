@@ -123,3 +123,80 @@ def test_abnormal_studies_mix_findings_and_show_them_in_most_views() -> None:
         kinds.add((finding.kind, finding.hardware))
     assert {k for k, _ in kinds} == {"break", "comminuted", "callus", "hardware"}
     assert {h for _, h in kinds} >= {"plate", "nail", "wires"}
+
+
+def _marks_and_box(kind: str, hardware: str = "", shift: float = 0.0, angle: float = 0.0):
+    """A bone drawn normal and with `kind` on one canvas geometry (512 px), and the finding's box."""
+    from mura.data.synth_canvas import Bone, Canvas, Exposure, paint_bone
+    from mura.data.synth_findings import Finding, draw_finding
+
+    bone = Bone((0.45, 0.1), (0.55, 0.9), 0.06)
+    finding = Finding(kind, 0, 0.5, 0.6, shift, angle, hardware, 1.0, False)
+    exposure = Exposure(background=15, tissue=50, cortex=130, medulla=85)
+    normal = Canvas(512, 512, np.random.default_rng(3), flip=False)
+    paint_bone(normal, bone, exposure)
+    broken = Canvas(512, 512, np.random.default_rng(3), flip=False)
+    draw_finding(broken, bone, finding, exposure, np.random.default_rng(4))
+    layers = [np.asarray(cv.bone, np.float32) for cv in (normal, broken)]
+    return layers[0], layers[1], np.asarray(broken.metal, np.float32), broken.finding_box()
+
+
+def _box_mask(box: tuple[float, float, float, float], tolerance: float = 1.5) -> np.ndarray:
+    """The pixels (by centre) of a 512 px film inside a box widened by `tolerance`."""
+    rows, cols = np.mgrid[0:512, 0:512] + 0.5
+    x0, y0, x1, y1 = box
+    return (
+        (cols >= x0 - tolerance)
+        & (cols <= x1 + tolerance)
+        & (rows >= y0 - tolerance)
+        & (rows <= y1 + tolerance)
+    )
+
+
+def _outside(changed: np.ndarray, box: tuple[float, float, float, float]) -> int:
+    """Changed pixels outside the box, after an opening removes one-pixel slivers (a slanted edge drawn
+    as two segments instead of one rasterises a pixel differently here and there along the bone); and
+    the box must not be much larger than what changed."""
+    from scipy.ndimage import binary_opening
+
+    changed = binary_opening(changed, np.ones((3, 3), bool))
+    rows, cols = np.nonzero(changed)
+    x0, y0, x1, y1 = box
+    assert (x1 - x0) * (y1 - y0) < 2.5 * (np.ptp(cols) + 1) * (np.ptp(rows) + 1), box
+    return int((changed & ~_box_mask(box)).sum())
+
+
+def test_a_findings_box_covers_what_the_generator_drew() -> None:
+    """Every pixel a finding changed lies in its box, and the box is not the whole bone."""
+    for kind in ("break", "comminuted"):  # undisplaced, so every change is at the fracture
+        normal, broken, _, box = _marks_and_box(kind)
+        opened = (normal - broken > 60) | (broken - normal > 20)  # the gap, fragments, fragment ends
+        assert opened.sum() > 100 and _outside(opened, box) == 0, kind
+        assert (box[3] - box[1]) < 0.3 * 512, (kind, box)  # the bone spans 0.8 of the film
+    _, _, _, box = _marks_and_box("break", shift=1.0, angle=20.0)  # displaced: still around the site
+    assert box[1] < 256 < box[3] and (box[3] - box[1]) < 0.3 * 512
+    normal, healed, _, box = _marks_and_box("callus")
+    assert _outside(np.abs(healed - normal) > 0, box) == 0
+    for hardware in ("plate", "nail", "wires"):
+        normal, fixed, metal, box = _marks_and_box("hardware", hardware)
+        assert metal.sum() > 0 and _outside(metal > 0, box) == 0, hardware
+        if (normal - fixed > 60).sum() > 20:  # the fracture line under the metal, where drawn
+            assert _outside(normal - fixed > 60, box) == 0, hardware
+
+
+def test_the_synthetic_tree_has_a_box_for_every_view_that_shows_its_finding(synthetic_mura) -> None:
+    import pandas as pd
+
+    from mura.data.index import build_mura_index
+
+    boxes = pd.read_csv(synthetic_mura.root / "MURA-v1.1" / "boxes.csv")
+    frame, report = build_mura_index(synthetic_mura.root)
+    assert len(report.boxes) == len(boxes) > 0
+    labels = frame.set_index("path")["label"]
+    assert (labels[report.boxes["path"]] == 1).all()  # only abnormal studies have findings
+    positives = int(labels.sum())
+    assert 0.7 * positives <= report.boxes["path"].nunique() <= positives  # most views show their finding
+    for row in report.boxes.itertuples():
+        with Image.open(row.path) as image:
+            assert image.size == (row.width, row.height)
+        assert 0 <= row.x0 < row.x1 <= row.width and 0 <= row.y0 < row.y1 <= row.height

@@ -46,9 +46,13 @@ def test_evaluate_cli_writes_the_report(checkpoint, synthetic_mura, tmp_path, ca
 
     before = file_sha256(checkpoint)
     assert main(args) == 0
-    assert "report.html" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "report.html" in printed
     assert file_sha256(checkpoint) == before  # an evaluation only reads the model it is given
     metrics = json.loads((out / "metrics.json").read_text())
+    # the headline first: the deployed point's figures with their intervals, not file paths
+    assert printed.splitlines()[0] == metrics["headline"]
+    assert metrics["headline"].startswith("AUC ") and "suspicious: sensitivity" in metrics["headline"]
     test_rows = pd.read_csv(synthetic_mura.cache_dir / "index.csv").query("split == 'test'")
     assert metrics["meta"]["n_images"] == len(test_rows)
     assert metrics["meta"]["models"] == ["custom_cnn"] and metrics["meta"]["synthetic"]

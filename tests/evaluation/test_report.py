@@ -182,3 +182,56 @@ def test_compare_writes_tables_8_and_9(tmp_path, capsys):
     assert main(["compare", *map(str, dirs), "--out", str(tmp_path / "cmp2")]) == 0
     assert "EfficientNet-B0" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_the_summary_leads_with_the_stored_points_and_honest_intervals(tmp_path):
+    df = predictions(n_studies=60, seed=3)
+    df.loc[df["label"] == 1, "fracture_prob"] = 0.9  # every positive found at both points
+    result = evaluate_predictions(
+        df,
+        {"suspicious": 0.3, "definite": 0.8},
+        n_bootstrap=50,
+        meta={"split": "test", "default_operating_point": "suspicious"},
+    )
+    assert result["meta"]["deployed_point"] == "suspicious"
+    sensitivity = result["summary"]["suspicious"]["sensitivity"]
+    assert sensitivity["estimate"] == 1.0 and 0.8 < sensitivity["low"] < 1.0 == sensitivity["high"]
+    assert result["headline"].startswith("AUC ") and f"on {len(df)} images" in result["headline"]
+    assert "suspicious: sensitivity 1.000 [" in result["headline"]
+    md = write_report(result, df, tmp_path / "eval")["markdown"].read_text()
+    summary = md.split("## Summary")[1].split("## ")[0]
+    assert "suspicious (deployed)" in summary and "| definite |" in summary and "| default" not in summary
+    assert "Wilson" in summary and "threshold 0.5" not in md.split("## Decision thresholds")[0]
+
+
+def test_five_positives_all_found_do_not_make_a_certain_sensitivity():
+    from mura.evaluation.summary import wilson_interval
+
+    low, high = wilson_interval(5, 5)
+    assert high == 1.0 and low == pytest.approx(0.566, abs=1e-3)
+    assert wilson_interval(0, 0) is None
+
+
+def test_one_film_studies_do_not_repeat_the_image_level(tmp_path):
+    df = predictions(n_studies=40).drop_duplicates("study_id")
+    result = evaluate_predictions(df, {"suspicious": 0.3}, n_bootstrap=20, meta={"split": "test"})
+    assert result["meta"]["several_films_per_study"] is False
+    md = write_report(result, df, tmp_path / "eval")["markdown"].read_text()
+    assert "study level (the mean of a study's films) is the image level" in md
+    assert "Study sens." not in md and "Study-level classification report" not in md
+    assert "| study | roc_auc |" not in md
+    several = predictions(n_studies=40)
+    md = write_report(evaluate_predictions(several, {}, n_bootstrap=20), several, tmp_path / "b")[
+        "markdown"
+    ].read_text()
+    assert "Study sens." in md and "Study-level classification report" in md
+
+
+def test_undefined_figures_are_a_count_folded_away(tmp_path):
+    df = predictions(n_studies=12)  # no WRIST images: dozens of undefined per-part figures
+    result = evaluate_predictions(df, {"suspicious": 0.3}, n_bootstrap=0, meta={"split": "test"})
+    html = write_report(result, df, tmp_path / "eval")["html"].read_text()
+    undefined = html.split(">Undefined figures</h2>")[1]
+    assert "<details><summary>" in undefined and "figures are undefined" in undefined
+    figures = int(undefined.split("<details><summary>")[1].split(" figures are undefined")[0])
+    assert undefined.count("<tr>") - 1 < figures / 3  # a row per reason, not per internal key

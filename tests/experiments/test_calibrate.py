@@ -16,6 +16,7 @@ from PIL import Image
 
 from mura.checkpoint import file_sha256, load_checkpoint, update_checkpoint
 from mura.cli import main
+from mura.constants import BODY_PARTS
 from mura.data.cache import build_cache
 from mura.data.index import write_index
 from mura.decision import Calibration, Decision
@@ -29,7 +30,7 @@ from tests.factories.checkpoints import blobs
 SITE = "Test Hospital"
 # The training site's calibration, deliberately wrong here: temperature x3 and a bias of +1.
 SHIFTED = Calibration("platt", slope=1 / 3, intercept=1.0)
-SPLIT_SIZES = {"val": 3000, "test": 3000, "train": 60}  # fit, held out, too small
+SPLIT_SIZES = {"val": 2000, "test": 1500, "train": 40}  # fit, held out, too small
 
 
 class Site(NamedTuple):
@@ -47,8 +48,11 @@ def site(make_checkpoint, tmp_path_factory) -> Site:
     n = sum(SPLIT_SIZES.values())
     pixels = blobs(n, 32, torch.Generator().manual_seed(11))[:, 0].numpy() * 0.25 + 0.5
     images = np.clip(pixels * 255, 0, 255).astype(np.uint8)
-    margins = Predictor.from_checkpoints(base, device="cpu").predict_images(list(images)).uncalibrated_prob
-    labels = (np.random.default_rng(3).random(n) < margins).astype(int)
+    wrist = [BODY_PARTS.index("WRIST")] * n  # the index gives every film's part: the fracture head uses it
+    truth = (
+        Predictor.from_checkpoints(base, device="cpu").predict_images(list(images), wrist).uncalibrated_prob
+    )
+    labels = (np.random.default_rng(3).random(n) < truth).astype(int)
     paths = []
     for i, image in enumerate(images):
         paths.append(folder / "films" / f"{i:05d}.png")
@@ -100,7 +104,9 @@ def test_the_known_shift_is_recovered_and_the_points_land_within_their_intervals
     assert report["after"]["ece"]["estimate"] < 0.05
     (written,) = report["written"]
     calibration = load_checkpoint(written).meta.decision.calibration
-    assert calibration.slope == pytest.approx(1.0, abs=0.15) and calibration.intercept == pytest.approx(0, abs=0.15)
+    assert calibration.slope == pytest.approx(1.0, abs=0.15) and calibration.intercept == pytest.approx(
+        0, abs=0.15
+    )
     for point, rate, target in (("suspicious", "sensitivity", 0.9), ("definite", "specificity", 0.9)):
         interval = report["after"]["points"][point][rate]
         assert interval["low"] <= target <= interval["high"]
@@ -114,10 +120,10 @@ def test_the_known_shift_is_recovered_and_the_points_land_within_their_intervals
 def test_the_written_decision_records_where_it_was_fitted_and_every_answer_says_so(site, calibrated) -> None:
     out, report = calibrated
     decision = load_checkpoint(out / site.checkpoint.name).meta.decision
-    assert decision.fitted_on.startswith(f"site {SITE}: 3000 images")
+    assert decision.fitted_on.startswith(f"site {SITE}: 2000 images")
     origin = decision.origin
     assert origin["site"] == SITE and origin["index_sha256"] == file_sha256(site.index)
-    assert origin["images"] == 3000 and origin["checkpoint_sha256"] == file_sha256(site.checkpoint)
+    assert origin["images"] == 2000 and origin["checkpoint_sha256"] == file_sha256(site.checkpoint)
     assert decision.targets == {"sensitivity": 0.9, "specificity": 0.9}
     record = json.loads((out / CALIBRATION_RECORD).read_text())
     assert record["written_files"] == [site.checkpoint.name] and record["complete"]
@@ -130,7 +136,9 @@ def test_a_small_sample_is_reported_and_nothing_is_written(site, tmp_path) -> No
     out = tmp_path / "small"
     report = calibrate_checkpoints([site.checkpoint], site.cache, out, site=SITE, split="train", device="cpu")
     assert set(report["too_small"]) == {"suspicious", "definite"} and report["written"] == []
-    assert "fewer than the" in report["too_small"]["suspicious"] and not out.exists()
+    assert (
+        "interval of sensitivity at its threshold" in report["too_small"]["suspicious"] and not out.exists()
+    )
     forced = calibrate_checkpoints(
         [site.checkpoint], site.cache, out, site=SITE, split="train", device="cpu", allow_small_sample=True
     )
@@ -139,9 +147,12 @@ def test_a_small_sample_is_reported_and_nothing_is_written(site, tmp_path) -> No
 
 def test_the_cli_says_plainly_when_the_sample_is_too_small(site, tmp_path, capsys) -> None:
     args = ["calibrate", "--checkpoint", str(site.checkpoint), "--cache", str(site.cache)]
-    code = main([*args, "--site", SITE, "--split", "train", "--out", str(tmp_path / "o"), "--bootstrap", "200"])
+    code = main(
+        [*args, "--site", SITE, "--split", "train", "--out", str(tmp_path / "o"), "--bootstrap", "200"]
+    )
     printed = capsys.readouterr().out
     assert code == 1 and "the sample is too small to set it" in printed and "no checkpoint written" in printed
+    assert "--allow-small-sample" in printed and "allow_small_sample" not in printed
     assert "ECE" in printed and "before (as stored)" in printed
 
 
@@ -167,4 +178,24 @@ def test_the_sample_size_rule_and_the_ece_interval() -> None:
     studies = [str(i // 3) for i in range(500)]
     interval = ece_interval(studies, labels, probs, n_resamples=300)
     assert interval["estimate"] == pytest.approx(expected_calibration_error(labels, probs))
-    assert interval["low"] < interval["estimate"] < interval["high"]
+    # the plug-in ECE of calibrated probabilities is biased upwards: the interval for the true ECE lies lower
+    assert 0 <= interval["low"] < interval["high"] and interval["low"] < interval["estimate"]
+
+
+def test_an_ensemble_gets_a_calibration_per_member_and_shared_points(site, make_checkpoint, tmp_path) -> None:
+    other = make_checkpoint("calibrate_other.pt", "custom_cnn", 32, seed=6)
+    report = calibrate_checkpoints(
+        [site.checkpoint, other],
+        site.cache,
+        tmp_path / "pair",
+        site=SITE,
+        split="train",
+        device="cpu",
+        allow_small_sample=True,
+    )
+    decisions = [load_checkpoint(path).meta.decision for path in report["written"]]
+    assert [Path(p).name for p in report["written"]] == [site.checkpoint.name, other.name]
+    assert decisions[0].calibration != decisions[1].calibration  # each fitted on its own margins
+    assert decisions[0].thresholds == decisions[1].thresholds == report["thresholds"]
+    ensemble = Predictor.from_checkpoints(report["written"], device="cpu", threshold="suspicious")
+    assert ensemble.threshold == pytest.approx(report["thresholds"]["suspicious"])

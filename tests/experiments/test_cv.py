@@ -71,7 +71,7 @@ def cv_run(synthetic_mura, tmp_path_factory):
             "out": str(out),
         }
     )
-    return cfg, cross_validate(cfg, 3, tta=False, n_bootstrap=50)
+    return cfg, cross_validate(cfg, 3, tta=False, n_bootstrap=50, by=["view"])
 
 
 def test_every_image_is_predicted_once_by_the_model_that_did_not_see_it(cv_run, synthetic_mura) -> None:
@@ -101,6 +101,15 @@ def test_the_fold_ensemble_carries_the_oof_decision(cv_run, synthetic_mura) -> N
     assert summary["n_images"] == len(oof) and 0 <= summary["oof_auc"] <= 1
     assert set(summary["calibration"]["cross_fitted"]) == {"none", "temperature", "platt", "isotonic"}
     assert summary["seconds"]["cpu"] > 0 and (result.out_dir / "oof" / "report.html").is_file()
+    # the tiers' figures: what each point did on the out-of-fold images; synthetic labels are abnormality
+    counts = decisions[0].figures["suspicious"]
+    assert counts.images == len(oof) and counts.sensitivity >= 0.9
+    assert load_checkpoint(result.final_checkpoints[0]).meta.positive_class == "abnormality"
+    # the report leads with the deployed point and reports by any index column asked for
+    assert summary["headline"].startswith("AUC ") and "suspicious: sensitivity" in summary["headline"]
+    low, high = summary["operating_points"]["suspicious"]["ci"]["sensitivity"]
+    assert low < summary["operating_points"]["suspicious"]["sensitivity"] <= high  # Wilson: never a point
+    assert "Subgroups by view" in (result.out_dir / "oof" / "report.md").read_text()
     ensemble = Predictor.from_checkpoints(result.final_checkpoints, device="cpu")
     assert ensemble.threshold_name == "suspicious"
     assert len(ensemble.predict_cache(synthetic_mura.small_cache_dir, "test")) > 0
@@ -118,6 +127,15 @@ def test_a_rerun_resumes_and_a_foreign_folder_is_refused(cv_run, tmp_path) -> No
     with pytest.raises(MuraError, match="not a `mura cv` folder"):
         cross_validate(other, 3)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_unknown_by_column_is_refused_before_any_fold_trains(synthetic_mura, tmp_path) -> None:
+    cfg = load_config(
+        overrides={"data.cache": str(synthetic_mura.small_cache_dir), "out": str(tmp_path / "cv")}
+    )
+    with pytest.raises(MuraError, match="by: no column 'region'"):
+        cross_validate(cfg, 3, by=["region"])
+    assert not (tmp_path / "cv").exists()
 
 
 def _files(folder: Path) -> dict[str, tuple[int, int]]:

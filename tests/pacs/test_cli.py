@@ -39,11 +39,29 @@ def test_dicom_out_matches_the_printed_study_record(pacs_checkpoint, study_dir, 
     assert "operating point youden threshold=0.450000" in summary["algorithm"]["parameters"]
 
 
-def test_plain_images_get_no_dicom_output_and_are_told_why(pacs_checkpoint, png_study, tmp_path) -> None:
-    code, _, err = run(
+def test_dicom_out_that_would_write_nothing_fails_before_predicting(
+    pacs_checkpoint, png_study, tmp_path
+) -> None:
+    code, out, err = run(
         ["predict", *map(str, png_study), "-c", str(pacs_checkpoint), "--dicom-out", str(tmp_path)]
     )
-    assert code == 0 and "no DICOM output" in err and not list(tmp_path.iterdir())
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "--dicom-out: none of the 2 file(s) is DICOM" in err and "give --patient-id" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_predict_skips_muras_own_results_and_says_so(pacs_checkpoint, study_dir, tmp_path) -> None:
+    folder = tmp_path / "with_results"
+    folder.mkdir()
+    for name in ("1.dcm", "2.dcm"):
+        (folder / name).write_bytes((study_dir / name).read_bytes())
+    args = ["predict", str(folder), "-c", str(pacs_checkpoint), "--runtime", "torch"]
+    assert run([*args, "--dicom-out", str(folder)])[0] == 0  # the results land next to the views
+    code, out, err = run(args)
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and sorted(Path(r["path"]).name for r in records) == ["1.dcm", "2.dcm"]
+    assert err.count("a mura result (Secondary Capture), not a radiograph") == 2
+    assert err.count("not an image SOP class (Comprehensive SR Storage)") == 1
 
 
 def test_identity_options_need_a_patient_id(pacs_checkpoint, png_study, tmp_path) -> None:

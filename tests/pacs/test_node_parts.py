@@ -171,7 +171,9 @@ def running_node(tiny_checkpoint: Path, tmp_path: Path) -> Iterator[DicomNode]:
         maximum_pdu_size=8192,
     )
     node = DicomNode(
-        settings, lambda paths: study_results(predictor, paths), [parse_forward("X@127.0.0.1:9", "N")]
+        settings,
+        lambda paths, prior: study_results(predictor, paths, prior=prior),
+        [parse_forward("X@127.0.0.1:9", "N")],
     )
     ready = threading.Event()
     result: list[int] = []

@@ -1,14 +1,12 @@
-"""The DICOM node keeps patient data and secrets to itself: a private spool that no other user can
-plant or read, bounded disk use, STOW-RS credentials out of argv and logs, an open door said aloud.
+"""The DICOM node keeps patient data to itself: a private spool that no other user can plant or read,
+bounded disk use, and an open door said aloud (STOW-RS credentials: test_node_credentials.py).
 
 Each test failed on the node as it was before issue 17 (spool in $TMPDIR adopting a world-writable
-folder, files 0644, no quota or expiry, the STOW password in the URL and in every log line, nothing
-said about accepting any calling AE title).
+folder, files 0644, no quota or expiry, nothing said about accepting any calling AE title).
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import logging
 import os
@@ -17,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pydicom
@@ -29,16 +26,12 @@ from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation
 from mura.cli import build_parser, main
 from mura.cli.dicom import node_settings
 from mura.errors import MuraError
-from mura.pacs.credentials import BasicCredentials, redact, stow_credentials
-from mura.pacs.delivery import Outbox, StowDestination, parse_forward
+from mura.pacs.delivery import Outbox, parse_forward
 from mura.pacs.node import DicomNode
 from mura.pacs.node_settings import NodeSettings
 from mura.pacs.retention import DAY, sweep
 from mura.pacs.spool import Spool
-from tests.pacs.test_node import launch_node, make_study, needs_tools, storescu, wait_for
-from tests.pacs.test_node_parts import StorageSCP, capture, free_port
-
-PASSWORD = "pw-Wq8Zt3vK"
+from tests.pacs.test_node_parts import capture, free_port
 
 
 def mode(path: Path) -> int:
@@ -124,7 +117,7 @@ def quota_node(tiny_checkpoint: Path, tmp_path: Path, make_dicom, make_radiograp
         drain_seconds=5,
         incoming_quota_gib=1.5 * size / (1 << 30),
     )
-    node = DicomNode(settings, lambda paths: None, [parse_forward("X@127.0.0.1:9", "N")])
+    node = DicomNode(settings, lambda paths, prior: None, [parse_forward("X@127.0.0.1:9", "N")])
     ready = threading.Event()
     thread = threading.Thread(target=lambda: node.serve(ready.set), daemon=True)
     thread.start()
@@ -167,7 +160,7 @@ def test_undelivered_results_and_old_failed_studies_expire_with_a_log_line(
         outbox_max_age_days=7,
         failed_max_age_days=30,
     )
-    node = DicomNode(settings, lambda paths: None, [parse_forward("X@127.0.0.1:9", "N")])
+    node = DicomNode(settings, lambda paths, prior: None, [parse_forward("X@127.0.0.1:9", "N")])
     stale, fresh = generate_uid(), generate_uid()
     now = time.time()
     for study, claimed_at in ((stale, now - 8 * DAY), (fresh, now - DAY)):
@@ -207,117 +200,41 @@ def test_failed_studies_beyond_their_quota_go_oldest_first(tmp_path: Path) -> No
     assert [p.name for p in spool.failed.iterdir()] == ["1.2.1.1"]
 
 
-# --- STOW-RS credentials -----------------------------------------------------------------------------
-def test_stow_credentials_come_from_a_private_file_or_the_environment(tmp_path: Path) -> None:
-    secret = tmp_path / "stow"
-    secret.write_text(f"mura:{PASSWORD}\n")
-    secret.chmod(0o600)
-    assert stow_credentials(secret, {}) == BasicCredentials("mura", PASSWORD)
-    assert PASSWORD not in repr(stow_credentials(secret, {}))
-    environment = {"MURA_STOW_USER": "mura", "MURA_STOW_PASSWORD": PASSWORD}
-    assert stow_credentials(None, environment) == BasicCredentials("mura", PASSWORD)
-    assert stow_credentials(None, {}) is None
-    secret.chmod(0o640)
-    with pytest.raises(MuraError, match=f"stow_credentials_file {secret}: permissions 0640 .* chmod 600"):
-        stow_credentials(secret, {})
-    secret.chmod(0o600)
-    with pytest.raises(MuraError, match="given both"):
-        stow_credentials(secret, environment)
-    with pytest.raises(MuraError, match="set both MURA_STOW_USER"):
-        stow_credentials(None, {"MURA_STOW_PASSWORD": PASSWORD})
-    secret.write_text(PASSWORD)
-    with pytest.raises(MuraError, match="expected one line user:password") as refused:
-        stow_credentials(secret, {})
-    assert PASSWORD not in str(refused.value)
+def test_a_study_that_keeps_receiving_past_its_maximum_age_is_due_anyway(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", quota_bytes=1 << 20)
+    trickled = generate_uid()
+    spool.store(trickled, generate_uid(), b"x")
+    assert spool.overdue(max_age_seconds=3600, quiet_seconds=600) == []
+    assert spool.overdue(max_age_seconds=0, quiet_seconds=600) == [trickled]
+    assert spool.overdue(max_age_seconds=0, quiet_seconds=0) == []  # quiet: analysed the usual way
 
 
-def test_logged_urls_lose_their_user_info_and_query_values() -> None:
-    assert (
-        redact("https://u:p@pacs.example/dicom-web?token=abc&x=1")
-        == "https://***@pacs.example/dicom-web?token=***&x=***"
+def test_new_studies_wait_while_the_outbox_is_over_its_quota(tmp_path: Path, caplog) -> None:
+    settings = NodeSettings(
+        ae_title="MURANODE",
+        port=free_port(),
+        spool_dir=tmp_path / "spool",
+        quiet_seconds=0,
+        poll_seconds=0.05,
+        drain_seconds=1,
+        outbox_quota_gib=1e-7,  # about 100 bytes
     )
-    message = "Max retries exceeded with url: /dicom-web/studies?access_token=abc (Caused by timeout)"
-    assert redact(message, [PASSWORD]) == message.replace("abc", "***")
-    assert redact(f"401 for {PASSWORD}", [PASSWORD]) == "401 for ***"
-    destination = StowDestination("https://pacs.example/dicom-web?key=abc", BasicCredentials("u", PASSWORD))
-    assert destination.name == "https://pacs.example/dicom-web?key=***"
-    with pytest.raises(MuraError, match="carries a user name or password") as refused:
-        StowDestination(f"https://mura:{PASSWORD}@pacs.example/dicom-web")
-    assert PASSWORD not in str(refused.value)
-
-
-def test_cli_refuses_a_stow_url_with_a_password_without_echoing_it(pacs_checkpoint: Path, tmp_path) -> None:
-    args = ["dicom-node", "--checkpoint", str(pacs_checkpoint), "--spool", str(tmp_path / "spool")]
-    args += [
-        "--port",
-        "11112",
-        "--ae-title",
-        "MURA",
-        "--stow",
-        f"http://mura:{PASSWORD}@127.0.0.1:9/dicom-web",
-    ]
-    code, _, err = run_cli(args)
-    assert code == 2 and err.count("\n") == 1, err
-    assert "--stow: STOW-RS URL http://***@127.0.0.1:9/dicom-web: carries a user name or password" in err
-    assert PASSWORD not in err and not (tmp_path / "spool").exists()
-    secret = tmp_path / "stow"
-    secret.write_text(f"mura:{PASSWORD}")
-    secret.chmod(0o644)
-    code, _, err = run_cli(
-        [*args[:-1], "http://127.0.0.1:9/dicom-web", "--stow-credentials-file", str(secret)]
+    analysed: list[list[Path]] = []
+    node = DicomNode(
+        settings, lambda paths, prior: analysed.append(paths), [parse_forward("X@127.0.0.1:9", "N")]
     )
-    assert code == 2 and f"--stow-credentials-file {secret}: permissions 0644" in err
-
-
-class RefusingStow(BaseHTTPRequestHandler):
-    """A STOW-RS endpoint that is down (503) and records the Authorization header of every attempt."""
-
-    seen: list[str] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - the http.server hook's name
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        RefusingStow.seen.append(self.headers.get("Authorization", ""))
-        self.send_response(503)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.mark.slow
-@needs_tools
-def test_the_stow_password_never_appears_in_the_node_logs_or_argv_even_on_retry(
-    tiny_checkpoint: Path, make_radiograph, tmp_path: Path
-) -> None:
-    RefusingStow.seen = []
-    web = ThreadingHTTPServer(("127.0.0.1", 0), RefusingStow)
-    threading.Thread(target=web.serve_forever, daemon=True).start()
-    pacs_port = free_port()
-    pacs = StorageSCP(pacs_port)  # the C-STORE destination takes the results; STOW-RS keeps failing
-    os.environ["MURA_STOW_USER"], os.environ["MURA_STOW_PASSWORD"] = "mura", PASSWORD
-    try:
-        stow = f"http://127.0.0.1:{web.server_address[1]}/dicom-web"
-        node = launch_node(tmp_path / "node", tiny_checkpoint, f"PACS@127.0.0.1:{pacs_port}", "--stow", stow)
-    finally:
-        del os.environ["MURA_STOW_USER"], os.environ["MURA_STOW_PASSWORD"]
-    try:
-        assert PASSWORD not in Path(f"/proc/{node.process.pid}/cmdline").read_text()
-        study = make_study(tmp_path / "study", make_radiograph, views=1, with_bad=False)
-        storescu(node.port, study.files)
-        try:
-            wait_for(lambda: node.text().count("STOW-RS failed") >= 3, 90, "three STOW-RS attempts", 0.2)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; the node said:\n{node.text()[-3000:]}") from None
-    finally:
-        assert node.stop() == 0
-        web.shutdown()
-        pacs.close()
-    expected = "Basic " + base64.b64encode(f"mura:{PASSWORD}".encode()).decode()
-    assert len(RefusingStow.seen) >= 3 and set(RefusingStow.seen) == {expected}
-    log = node.text()
-    assert stow in log and "503" in log
-    assert PASSWORD not in log and expected.split()[1] not in log
+    study, waiting = generate_uid(), generate_uid()
+    node.outbox.add(f"{study}.1", lambda d: [capture(d / "sc.dcm", study)], {"claimed_at": time.time()})
+    node.spool.store(waiting, generate_uid(), b"x")
+    thread = threading.Thread(target=node.serve, daemon=True)
+    with caplog.at_level(logging.INFO, logger="mura.dicom_node"):
+        thread.start()
+        time.sleep(1.0)  # twenty polls
+        node.stop.set()
+        thread.join(30)
+    assert analysed == [] and node.spool.quiet_studies(0) == [waiting]
+    warnings = [r.getMessage() for r in caplog.records if "over its quota" in r.getMessage()]
+    assert len(warnings) == 1 and "new studies wait in incoming/" in warnings[0]
 
 
 # --- an open door, said aloud ------------------------------------------------------------------------

@@ -84,7 +84,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def tls_flags(pki: Pki) -> list[str]:
     """Listen with TLS requiring client certificates, and forward over TLS with the node's certificate."""
     node, key, ca = str(pki.cert("node")), str(pki.key("node")), str(pki.cert("ca"))
-    return ["--tls-cert", node, "--tls-key", key, "--tls-ca", ca, "--forward-tls-ca", ca]
+    forward = ["--forward-tls-ca", ca, "--forward-tls-cert", node, "--forward-tls-key", key]
+    return ["--tls-cert", node, "--tls-key", key, "--tls-ca", ca, *forward]
 
 
 # --- in-process: the contexts, the listener, the forward ---------------------------------------------
@@ -100,7 +101,7 @@ def tls_node(pki: Pki, tmp_path: Path) -> Iterator[DicomNode]:
         tls_key=pki.key("node"),
         tls_ca=pki.cert("ca"),
     )
-    node = DicomNode(settings, lambda paths: None, [CStoreDestination("PACS", "127.0.0.1", 9)])
+    node = DicomNode(settings, lambda paths, prior: None, [CStoreDestination("PACS", "127.0.0.1", 9)])
     ready = threading.Event()
     thread = threading.Thread(target=lambda: node.serve(ready.set), daemon=True)
     thread.start()
@@ -211,8 +212,14 @@ def test_a_study_crosses_dicom_tls_from_the_modality_to_the_pacs(
 ) -> None:
     pacs_port = free_port()
     pacs = StorageSCP(pacs_port, ssl_context=pki.server("pacs"))  # requires the node's certificate
+    # A refused peer's association waits out the ACSE timeout (pynetdicom), which shutdown waits for.
+    flags = [*tls_flags(pki), "--acse-timeout", "5"]
     try:
-        node = launch_node(tmp_path / "node", tiny_checkpoint, f"PACS@127.0.0.1:{pacs_port}", *tls_flags(pki))
+        node = launch_node(tmp_path / "node", tiny_checkpoint, f"PACS@127.0.0.1:{pacs_port}", *flags)
+    except BaseException:
+        pacs.close()
+        raise
+    try:
         study = make_study(tmp_path / "study", make_radiograph, views=2, with_bad=False)
         assert "TLS + client certificates" in node.text()
         for identity in (None, "intruder"):  # plain DICOM, and a certificate from another CA
@@ -220,9 +227,13 @@ def test_a_study_crosses_dicom_tls_from_the_modality_to_the_pacs(
             assert refused.returncode != 0
         sent = storescu_tls(node.port, study.files, pki, "modality")
         assert sent.returncode == 0, sent.stderr[-2000:]
-        wait_for(lambda: len(pacs.received) >= 3, 120, "the SR and 2 SCs at the PACS over TLS", 0.2)
+        try:
+            wait_for(lambda: len(pacs.received) >= 3, 120, "the SR and 2 SCs at the PACS over TLS", 0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the node said:\n{node.text()[-3000:]}") from None
         assert node.stop() == 0
         assert "delivery failed" not in node.text()
     finally:
+        node.kill()
         pacs.close()
     assert len(pacs.received) == 3

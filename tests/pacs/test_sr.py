@@ -13,14 +13,7 @@ import pytest
 import mura
 from mura.checkpoint import file_sha256
 from mura.inference.predictor import Predictor
-from mura.pacs.sr import (
-    ABNORMALITY,
-    BODY_PART_SOURCE,
-    BODY_PART_SOURCES,
-    STUDY_GROUP,
-    make_report,
-    sr_summary,
-)
+from mura.pacs.sr import STUDY_GROUP, make_report, sr_summary
 from mura.pacs.study import study_results
 from mura.prediction import ModelIdentity
 
@@ -48,7 +41,7 @@ def test_sr_names_the_model_its_sha256_and_the_operating_point(predictor, pacs_c
     assert algorithm["parameters"] == [
         f"sha256={file_sha256(pacs_checkpoint)} checkpoints=1",
         "operating point suspicious threshold=0.300000",
-        "decision origin: not fitted",  # where calibration and thresholds were fitted (the factory's: nowhere)
+        "decision origin: not fitted",  # where calibration and thresholds were fitted (the factory: nowhere)
     ]
 
 
@@ -79,27 +72,37 @@ def test_one_checkpoint_is_one_device_and_another_checkpoint_another(
 def test_body_part_and_its_source_per_view(predictor, study_dir) -> None:
     sr = report_of(predictor, study_dir)
     report = hd.sr.ComprehensiveSR.from_dataset(sr, copy=True).content
-    groups = report.get_image_measurement_groups(finding_type=ABNORMALITY)
-    sources = {
-        g.tracking_identifier: g.get_qualitative_evaluations(name=BODY_PART_SOURCE)[0].value.meaning
-        for g in groups
+    sites = {
+        g.tracking_identifier: [(s.value.scheme_designator, s.value.meaning) for s in g.finding_sites]
+        for g in report.get_image_measurement_groups()
     }
-    sites = {g.tracking_identifier: [s.value.meaning for s in g.finding_sites] for g in groups}
+    sources = {
+        uid: sr_summary(sr)["body_part_sources"][uid]
+        for uid in (str(pydicom.dcmread(study_dir / name).SOPInstanceUID) for name in GOOD)
+    }
     # views 1 and 2 carry BodyPartExamined WRIST (SNOMED coded); view 3 has no tag: the model's part
-    assert sources["view 1: 1.dcm"] == sources["view 2: 2.dcm"] == BODY_PART_SOURCES["dicom"].meaning
-    assert sites["view 1: 1.dcm"] == sites["view 2: 2.dcm"] == ["Wrist joint"]
-    assert sources["view 3: 3.dcm"] == "Body part predicted by the model"
-    assert STUDY_GROUP in sources and len(sites[STUDY_GROUP]) == 1
+    assert list(sources.values()) == ["dicom", "dicom", "predicted"]
+    assert sites["view 1: 1.dcm"] == sites["view 2: 2.dcm"] == [("SCT", "Wrist joint")]
+    assert STUDY_GROUP in sites and len(sites[STUDY_GROUP]) == 1
 
 
 def test_a_not_assessed_study_round_trips_through_the_sr_without_a_finding(predictor, study_dir) -> None:
     made = study_results(predictor, [study_dir / name for name in GOOD], captures=False)
     why = "CT: not a projection radiograph"
-    blank = {"fracture_probability": None, "decision": "not_assessed", "body_part": None, "reasons": [why]}
+    blank = {
+        "fracture_probability": None,
+        "decision": "not_assessed",
+        "body_part": None,
+        "reasons": [why],
+        "tier": None,
+        "tier_text": None,
+        "tier_figures": None,
+    }
     made.prediction = made.prediction.model_copy(update={**blank, "views": 0, "views_not_assessed": 3})
     for view in made.views:
         view.prediction = view.prediction.model_copy(update=blank)
     reference = made.views[0].header
-    summary = sr_summary(make_report(predictor.identity, made, reference))
-    assert summary["study_probability"] is None and summary["finding"].startswith("not assessed")
+    summary = sr_summary(make_report(predictor.identity, made, reference, "fracture"))
+    assert summary["study_probability"] is None and summary["finding"] == "not evaluated"
     assert summary["reasons"] == [why] and set(summary["views"].values()) == {None}
+    assert summary["text"] == f"Not assessed: {why}"

@@ -82,11 +82,11 @@ def test_predict_png_matches_the_predictor_and_mura_predict_fields(
     for key, value in expected.items():
         assert body[key] == (pytest.approx(value) if isinstance(value, float | dict) else value), key
     assert body["body_part_origin"] == "predicted" and body["body_part"] in BODY_PARTS
-    assert Prediction.model_validate({k: v for k, v in body.items() if k not in ("image_png", "cam_png")})
+    assert Prediction.model_validate(body)
     assert body["threshold"] == pytest.approx(0.47)  # tiny_checkpoint's "youden"
     assert body["decision"] == ("abnormal" if body["fracture_probability"] >= body["threshold"] else "normal")
     assert sum(body["body_part_probabilities"].values()) == pytest.approx(1.0)
-    assert "cam_png" not in body and body["path"] == "wrist.png"
+    assert "image_png" not in body and "heatmap_png" not in body and body["path"] == "wrist.png"
 
 
 def test_given_body_part_feeds_the_fracture_head(client, predictor, wrist, encode_image) -> None:
@@ -109,7 +109,10 @@ def test_a_dicom_without_its_preamble_is_read_like_the_cli_reads_it(client, wris
     assert response.json()["body_part"] == "ELBOW" and response.json()["body_part_origin"] == "dicom"
 
 
-def test_cam_returns_the_image_and_a_heatmap_overlay(client, wrist, encode_image) -> None:
+def test_cam_returns_the_film_and_its_heatmap_as_separate_grey_layers(
+    client, predictor, wrist, encode_image
+) -> None:
+    """The film as the model read it (the viewer zooms into its pixels) and a heatmap the page colours."""
     response = client.post(
         "/v1/predict?cam=true",
         files={"file": ("wrist.png", encode_image(wrist))},
@@ -117,12 +120,13 @@ def test_cam_returns_the_image_and_a_heatmap_overlay(client, wrist, encode_image
     )
     assert response.status_code == 200
     body = response.json()
-    image, overlay = png_from_base64(body["image_png"]), png_from_base64(body["cam_png"])
-    assert overlay.ndim == 3 and overlay.shape[2] >= 3
+    film, heatmap = png_from_base64(body["image_png"]), png_from_base64(body["heatmap_png"])
+    np.testing.assert_array_equal(film, wrist)
     h, w = wrist.shape
-    assert max(image.shape[:2]) <= 512 and abs(image.shape[0] / image.shape[1] - h / w) < 0.02
-    assert overlay.shape[:2] == image.shape[:2]
-    assert overlay[..., :3].std() > 1.0  # a real picture, not a blank
+    assert body["image_size"] == [w, h]
+    expected = make_explainer(predictor).heatmap(wrist, body_part_index("WRIST"))
+    assert heatmap.shape == (h, w)  # under 512 px: the film's own size
+    np.testing.assert_allclose(heatmap, np.round(expected * 255), atol=1)
 
 
 def test_study_probability_is_the_mean_of_its_views(client, encode_image, make_radiograph) -> None:
@@ -315,6 +319,7 @@ class HeldPredictor:
     def __init__(self, inner: Predictor) -> None:
         self.inner = inner
         self.threshold, self.identity = inner.threshold, inner.identity
+        self.threshold_name, self.members = inner.threshold_name, inner.members
         self.entered = threading.Event()
         self.release = threading.Event()
 
@@ -382,7 +387,7 @@ def test_uploads_are_neither_written_to_disk_nor_logged(
 class FailingPredictor:
     """A model that breaks with a message quoting what it was given (as real exceptions can)."""
 
-    threshold = 0.5
+    threshold, threshold_name, members = 0.5, "default", ()
 
     def predict_images(self, images, body_parts):
         raise RuntimeError("failed on patient-jane-doe-1234")

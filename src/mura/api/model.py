@@ -1,7 +1,9 @@
 """`mura.load(...)`: a trained model (one checkpoint or an ensemble) as one Python object.
 
 Every answer is a typed `mura.prediction.Prediction`, made by the same code as `mura predict`,
-`mura serve` and the DICOM node, for a path, a decoded array or a batch of either.
+`mura serve` and the DICOM node, for a path, a decoded array or a batch of either. An input outside the
+model's scope (`mura.inference.scope`: a CT, a photograph, a blank) is answered `not_assessed` with its
+reasons, unless the model was loaded with `score_all=True`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,16 @@ import numpy as np
 
 from mura.constants import BODY_PARTS, given_body_part
 from mura.errors import MuraError
-from mura.inference.files import FileResult, expand_paths, iter_file_predictions, study_prediction
+from mura.inference.files import (
+    FileResult,
+    expand_paths,
+    iter_file_predictions,
+    not_assessed,
+    study_prediction,
+)
 from mura.inference.predictor import Predictor
+from mura.inference.scope import image_reasons, scored_anyway
+from mura.inference.trace import RunTrace, check_trace_target
 from mura.prediction import ModelIdentity, Prediction, StudyPrediction
 
 if TYPE_CHECKING:
@@ -32,8 +42,9 @@ class Model:
     `dicom_results`, and what it is (`identity`, `operating_points`, `preprocessing`, `body_parts`,
     `provenance`, `modules`)."""
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, *, score_all: bool = False) -> None:
         self._predictor = predictor
+        self.score_all = score_all  # score out-of-scope inputs too; the gate's reasons become warnings
 
     # --- what it is ---------------------------------------------------------------------------------
     @property
@@ -85,45 +96,84 @@ class Model:
         return modules[0]
 
     # --- predictions --------------------------------------------------------------------------------
-    def predict(self, image: ImageInput, body_part: str | None = None) -> Prediction:
+    def predict(
+        self, image: ImageInput, body_part: str | None = None, *, trace: str | Path | None = None
+    ) -> Prediction:
         """One file (PNG/JPEG/DICOM) or a decoded uint8 [H, W] array; MuraError names a bad file."""
-        (prediction,) = self.predict_batch([image], body_part)
+        (prediction,) = self.predict_batch([image], body_part, trace=trace)
         return prediction
 
-    def predict_batch(self, images: Sequence[ImageInput], body_part: str | None = None) -> list[Prediction]:
-        """Paths and/or arrays, one `Prediction` each in order; the first unreadable file raises MuraError."""
+    def predict_batch(
+        self, images: Sequence[ImageInput], body_part: str | None = None, *, trace: str | Path | None = None
+    ) -> list[Prediction]:
+        """Paths and/or arrays, one `Prediction` each in order; the first unreadable file raises MuraError.
+        `trace`: also write the run's trace there (`mura.inference.trace`: inputs with SHA-256,
+        checkpoints, thresholds and where they were fitted, scope, versions)."""
+        if trace is not None:
+            check_trace_target(trace)
         part = _part(body_part)
         arrays = [(i, x) for i, x in enumerate(images) if isinstance(x, np.ndarray)]
         out: dict[int, Prediction] = {}
-        if arrays:
-            for array in (x for _, x in arrays):
-                if array.ndim != 2 or array.dtype != np.uint8:
-                    raise MuraError(f"an image array must be uint8 [H, W], got {array.dtype} {array.shape}")
-            batch = self._predictor.predict_images([x for _, x in arrays], [part] * len(arrays))
-            for j, (i, _) in enumerate(arrays):
-                out[i] = batch.prediction(j, self.identity)
+        for array in (x for _, x in arrays):
+            if array.ndim != 2 or array.dtype != np.uint8:
+                raise MuraError(f"an image array must be uint8 [H, W], got {array.dtype} {array.shape}")
+        reasons = {i: image_reasons(x) for i, x in arrays}  # an array has no header: layer 2 only
+        scored = [(i, x) for i, x in arrays if self.score_all or not reasons[i]]
+        out.update({i: not_assessed(self._predictor, None, reasons[i]) for i, _ in arrays if reasons[i]})
+        if scored:
+            batch = self._predictor.predict_images([x for _, x in scored], [part] * len(scored))
+            for j, (i, _) in enumerate(scored):
+                out[i] = batch.prediction(j, self.identity, warnings=scored_anyway(reasons[i]))
         paths = [(i, Path(x)) for i, x in enumerate(images) if not isinstance(x, np.ndarray)]
-        results = iter_file_predictions(self._predictor, [p for _, p in paths], body_part)
+        results = iter_file_predictions(
+            self._predictor, [p for _, p in paths], body_part, score_all=self.score_all
+        )
         for (i, _), result in zip(paths, results, strict=True):
             if result.prediction is None:
                 raise MuraError(str(result.error))
             out[i] = result.prediction
-        return [out[i] for i in range(len(images))]
+        predictions = [out[i] for i in range(len(images))]
+        if trace is not None:
+            run = self._trace({"call": "predict_batch", "body_part": body_part})
+            for image, prediction in zip(images, predictions, strict=True):
+                if isinstance(image, np.ndarray):
+                    run.add_array(image, prediction)
+                else:
+                    run.add_file(image, prediction)
+            run.write(trace)
+        return predictions
 
     def predict_files(
         self, paths: Sequence[str | Path], body_part: str | None = None
     ) -> Iterator[FileResult]:
         """Files and folders (recursive), streamed; an unreadable file gets a result with `error` set, so
         one corrupt image in 40,000 is reported and skipped."""
-        return iter_file_predictions(self._predictor, expand_paths(paths), body_part)
+        return iter_file_predictions(
+            self._predictor, expand_paths(paths), body_part, score_all=self.score_all
+        )
 
-    def predict_study(self, paths: Sequence[str | Path], body_part: str | None = None) -> StudyPrediction:
-        """The views of one study: the mean of the assessed views' probabilities (the MURA paper's rule)."""
+    def predict_study(
+        self, paths: Sequence[str | Path], body_part: str | None = None, *, trace: str | Path | None = None
+    ) -> StudyPrediction:
+        """The views of one study: the mean of the assessed views' probabilities (the MURA paper's rule).
+        `trace`: also write the run's trace there (as `predict_batch`)."""
+        if trace is not None:
+            check_trace_target(trace)
         results = list(self.predict_files(paths, body_part))
         if not any(r.ok for r in results):
             raise MuraError("no view of the study could be read: " + "; ".join(str(r.error) for r in results))
         folder = str(Path(paths[0]).parent) if len(paths) else None
-        return study_prediction(folder, results, self._predictor.tiers)
+        study = study_prediction(folder, results, self._predictor.tiers)
+        if trace is not None:
+            run = self._trace({"call": "predict_study", "body_part": body_part})
+            for result in results:
+                run.add_file(result.path, result.prediction, result.error)
+            run.add_study(study)
+            run.write(trace)
+        return study
+
+    def _trace(self, settings: dict[str, Any]) -> RunTrace:
+        return RunTrace(self._predictor, settings, score_all=self.score_all)
 
     # --- explanations and DICOM results -------------------------------------------------------------
     def explain(self, image: ImageInput, body_part: str | None = None) -> np.ndarray:
@@ -166,8 +216,14 @@ def load(
     runtime: str = "auto",
     tta: bool = False,
     threshold: str | float | None = None,
+    score_all: bool = False,
 ) -> Model:
-    """Load checkpoint(s) (`.pt` or exported `.onnx`; several = an ensemble) for prediction."""
+    """Load checkpoint(s) (`.pt` or exported `.onnx`; several = an ensemble) for prediction.
+
+    `score_all=True` scores inputs outside the model's scope too (research only): they get a probability
+    and the scope gate's reasons as warnings instead of `not_assessed`. DICOM results stay gated.
+    """
     return Model(
-        Predictor.from_checkpoints(checkpoints, device=device, runtime=runtime, tta=tta, threshold=threshold)
+        Predictor.from_checkpoints(checkpoints, device=device, runtime=runtime, tta=tta, threshold=threshold),
+        score_all=score_all,
     )

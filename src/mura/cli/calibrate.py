@@ -86,5 +86,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         device=args.device,
         allow_small_sample=args.allow_small_sample,
     )
-    print(report_text(report), end="")
+    text = report_text(report)
+    for parameter, flag in CALIBRATE_FLAGS.items():  # the report names parameters too: say flags here
+        text = text.replace(parameter, flag)
+    print(text, end="")
     return 0 if report["written"] else 1

@@ -26,13 +26,15 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    from mura.data.boxes import write_index_boxes
     from mura.data.folders import build_folder_index
     from mura.data.index import build_mura_index, check_index_target, distribution_table, write_index
 
     _warnings_to_stderr()
     check_index_target(args.out)
+    boxes = {"coco_json": args.boxes_coco, "yolo_dir": args.boxes_yolo}
     if args.format == "mura":
-        frame, report = build_mura_index(args.root, args.split_unit, args.val_fraction, args.seed)
+        frame, report = build_mura_index(args.root, args.split_unit, args.val_fraction, args.seed, **boxes)
     else:
         frame, report = build_folder_index(
             args.root,
@@ -42,13 +44,18 @@ def run_index(args: argparse.Namespace) -> int:
             args.test_fraction,
             args.seed,
             args.block_size,
+            **boxes,
         )
     path = write_index(frame, args.out)
+    boxes_file = write_index_boxes(report.boxes, path)
     print(distribution_table(frame))
     print(
         f"wrote {len(frame)} images to {path}; skipped {report.junk_skipped} junk files, "
         f"{len(report.missing)} listed images missing, {len(report.warnings)} warnings"
     )
+    if boxes_file is not None:
+        films = report.boxes["path"].nunique()
+        print(f"wrote {len(report.boxes)} boxes on {films} films to {boxes_file}")
     return 0
 
 
@@ -142,6 +149,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--negative-classes",
         default=",".join(DEFAULT_NEGATIVE),
         help="comma-separated folder names meaning label 0 (case-insensitive)",
+    )
+    index.add_argument(
+        "--boxes-coco",
+        default=None,
+        metavar="JSON",
+        help="fracture boxes from a COCO annotation file (FracAtlas's own Annotations/ are read unasked)",
+    )
+    index.add_argument(
+        "--boxes-yolo",
+        default=None,
+        metavar="DIR",
+        help="fracture boxes from a folder of YOLO <image>.txt label files (checked against --boxes-coco)",
     )
     index.set_defaults(func=run_index)
 

@@ -193,8 +193,10 @@ def _analyser(args: argparse.Namespace):
     predictor = Predictor.from_checkpoints(args.checkpoint, device=args.device, runtime="torch")
     explainer = GradCamExplainer.from_predictor(predictor)
 
-    def analyse(paths: list[Path]):
-        return study_results(predictor, paths, explainer=explainer, operating_point=args.operating_point)
+    def analyse(paths: list[Path], prior: Any):
+        return study_results(
+            predictor, paths, explainer=explainer, operating_point=args.operating_point, prior=prior
+        )
 
     return analyse
 

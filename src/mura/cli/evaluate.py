@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 
 # How `evaluate_checkpoints()`'s errors name its parameters, and the flags of `mura evaluate` that set them.
-EVALUATE_FLAGS = {"record=True": "--record", "split='test'": "--split test", "by: no column": "--by: no column"}
+EVALUATE_FLAGS = {
+    "record=True": "--record",
+    "split='test'": "--split test",
+    "by: no column": "--by: no column",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate, then print the headline (deployed figures with CIs) before where the report is."""
+    import json
+
     from mura.evaluation.runner import evaluate_checkpoints
 
     files = evaluate_checkpoints(
@@ -76,6 +83,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         record=args.record,
     )
+    metrics = json.loads(files["metrics"].read_text())
+    print(metrics["headline"])
+    if "not_assessed" in files:
+        print(f"not assessed: {metrics['meta']['not_assessed']}")
     print(f"report: {files['html']}")
     print(f"metrics: {files['metrics']}")
     return 0

@@ -32,7 +32,11 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         help="body part of every image (default: DICOM tags, else predicted)",
     )
     parser.set_defaults(
-        parameter_flags={"body_part=...": "--body-part", "runtime='torch'": "--runtime torch"}
+        parameter_flags={
+            "body_part=...": "--body-part",
+            "runtime='torch'": "--runtime torch",
+            "trace=": "--trace",
+        }
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
@@ -57,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="operating point: a stored name (suspicious = high sensitivity, the default; definite = high "
         "specificity; youden; default = 0.5) or a probability",
     )
+    predict.add_argument(
+        "--score-all",
+        action="store_true",
+        help="score inputs outside the model's scope too (CT, photographs, other body parts, ...): for "
+        "research; the gate's reasons become warnings. --dicom-out results are always gated",
+    )
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--workers", type=int, default=2, help="decoding threads (overlap with inference)")
     predict.add_argument("--cam", default=None, metavar="DIR", help="also write Grad-CAM overlays here")
@@ -70,6 +80,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--patient-name", default="", help="with --patient-id: patient name (DICOM PN)")
     predict.add_argument("--study-uid", default=None, help="with --patient-id: all non-DICOM files one study")
     predict.add_argument("--accession-number", default="", help="with --patient-id: accession number")
+    predict.add_argument(
+        "--trace",
+        default=None,
+        metavar="FILE",
+        help="also write one JSON describing the run: inputs with SHA-256, checkpoints with hashes, "
+        "preprocessing, thresholds and where they were fitted, scope, versions, outputs",
+    )
     predict.set_defaults(func=run_predict)
 
     explain = subparsers.add_parser("explain", help="Grad-CAM overlay PNG per image")
@@ -86,6 +103,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace --out even if mura did not write it"
     )
     export.set_defaults(func=run_export, parameter_flags={"out=": "--out", "overwrite=True": "--overwrite"})
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's arguments as a trace records them (every flag, the handlers left out)."""
+    plain = (str, int, float, bool, list, type(None))
+    return {
+        k: v for k, v in vars(args).items() if k not in ("func", "parameter_flags") and isinstance(v, plain)
+    }
 
 
 def _threshold(text: str | None) -> str | float | None:
@@ -143,6 +168,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from mura.data.images import is_dicom
     from mura.inference.files import expand_paths, iter_file_predictions, study_prediction
     from mura.inference.predictor import Predictor
+    from mura.inference.trace import RunTrace, check_trace_target
     from mura.pacs.study import split_radiographs
 
     if not args.patient_id and (args.patient_name or args.study_uid or args.accession_number):
@@ -158,6 +184,8 @@ def run_predict(args: argparse.Namespace) -> int:
             f"--dicom-out: none of the {len(files)} file(s) is DICOM, so no patient or study to attach "
             "results to: give --patient-id (and --patient-name, --accession-number)"
         )
+    if args.trace:
+        check_trace_target(args.trace)  # before any work: a file mura did not write is refused
     predictor = Predictor.from_checkpoints(
         args.checkpoint,
         device=args.device,
@@ -166,6 +194,7 @@ def run_predict(args: argparse.Namespace) -> int:
         threshold=_threshold(args.threshold),
         batch_size=args.batch_size,
     )
+    trace = RunTrace(predictor, _settings(args), score_all=args.score_all) if args.trace else None
     explainer = None
     if args.cam:
         from mura.inference.gradcam import GradCamExplainer
@@ -176,22 +205,36 @@ def run_predict(args: argparse.Namespace) -> int:
     with _output(args.out) as handle:
         writer = RecordWriter(handle, args.format)
         for result in iter_file_predictions(
-            predictor, files, args.body_part, workers=args.workers, keep_pixels=explainer is not None
+            predictor,
+            files,
+            args.body_part,
+            workers=args.workers,
+            keep_pixels=explainer is not None,
+            score_all=args.score_all,
         ):
             if args.study:
                 studies.setdefault(result.path.parent, []).append(result)
+            if trace is not None:
+                trace.add_file(result.path, result.prediction, result.error)
             if not result.ok:
                 print(f"mura predict: skipped {result.error}", file=sys.stderr)
                 continue
             predicted += 1
             for warning in result.prediction.warnings:
                 print(f"mura predict: warning: {result.path}: {warning}", file=sys.stderr)
+            for reason in result.prediction.reasons:
+                print(f"mura predict: warning: {result.path}: not assessed: {reason}", file=sys.stderr)
             writer.write(result.prediction)
-            if explainer is not None:
+            if explainer is not None and result.prediction.assessed:
                 _write_cam(explainer, result, Path(args.cam))
         for folder, results in studies.items():
             if any(r.ok for r in results):
-                writer.write(study_prediction(str(folder), results, predictor.tiers))
+                study = study_prediction(str(folder), results, predictor.tiers)
+                writer.write(study)
+                if trace is not None:
+                    trace.add_study(study)
+    if trace is not None:
+        trace.write(args.trace)
     if predicted == 0:
         print(f"mura predict: none of the {len(files)} file(s) could be predicted", file=sys.stderr)
         return 2
@@ -252,6 +295,10 @@ def run_explain(args: argparse.Namespace) -> int:
     for result in iter_file_predictions(predictor, files, args.body_part, keep_pixels=True):
         if not result.ok:
             print(f"mura explain: skipped {result.error}", file=sys.stderr)
+            continue
+        if not result.prediction.assessed:
+            reasons = "; ".join(result.prediction.reasons)
+            print(f"mura explain: skipped {result.path}: not assessed: {reasons}", file=sys.stderr)
             continue
         target = _write_cam(explainer, result, Path(args.out))
         prediction = result.prediction

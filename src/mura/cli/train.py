@@ -83,12 +83,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the model that did not see it, fit calibration and operating points on those out-of-fold "
         "predictions, and write the fold ensemble to OUT/final/*.pt. Resumes an interrupted run; folds "
         "trained with other settings are refused (or, with --retrain, trained again).",
-        usage="mura cv --config YAML [--folds K] --out DIR [--tta] [--retrain] [--section.key VALUE ...]",
+        usage="mura cv --config YAML [--folds K] --out DIR [--tta] [--retrain] [--by COL ...] "
+        "[--section.key VALUE ...]",
         epilog="--folds is the config's data.folds (default here: 5).",
     )
     cv.add_argument("--config", help="YAML config of the recipe (configs/fracatlas/*.yaml)")
     cv.add_argument("--tta", action="store_true", help="out-of-fold predictions with flip TTA")
     cv.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for CIs")
+    cv.add_argument(
+        "--by",
+        nargs="*",
+        default=[],
+        metavar="COL",
+        help="also report per value of these index columns (e.g. region hardware); checked before training",
+    )
     cv.add_argument(
         "--retrain",
         action="store_true",
@@ -96,7 +104,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(without it such a rerun is refused; unchanged folds are always reused)",
     )
     _add_config_flags(cv)
-    cv.set_defaults(func=run_cv, resume=False, parameter_flags={"retrain=True": "--retrain"})
+    cv.set_defaults(
+        func=run_cv,
+        resume=False,
+        parameter_flags={"retrain=True": "--retrain", "by: no column": "--by: no column"},
+    )
 
     ens = subparsers.add_parser(
         "ensemble",
@@ -131,14 +143,12 @@ def run_cv(args: argparse.Namespace) -> int:
     from mura.experiments.cv import cross_validate
 
     folds = cfg.data.folds or DEFAULT_FOLDS
-    result = cross_validate(cfg, folds, tta=args.tta, n_bootstrap=args.bootstrap, retrain=args.retrain)
+    result = cross_validate(
+        cfg, folds, tta=args.tta, n_bootstrap=args.bootstrap, retrain=args.retrain, by=args.by
+    )
     s = result.summary
-    low, high = s["oof_auc_ci"]
-    point = s["operating_points"][s["default_operating_point"]]
     print(
-        f"out-of-fold AUC {s['oof_auc']:.4f} [{low:.4f}, {high:.4f}] on {s['n_images']} images; "
-        f"{s['default_operating_point']}: sensitivity {point['sensitivity']:.3f} specificity "
-        f"{point['specificity']:.3f}; ECE {s['calibration']['ece_before']:.3f} -> "
+        f"out of fold: {s['headline']}; ECE {s['calibration']['ece_before']:.3f} -> "
         f"{s['calibration']['cross_fitted'][cfg.train.calibration]['ece']:.3f} (cross-fitted)"
     )
     print(f"final model: {' '.join(s['final_checkpoints'])}")

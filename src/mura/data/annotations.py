@@ -70,9 +70,13 @@ class FilmMatcher:
         return self._pick(self.by_stem.get(PurePosixPath(relative).stem, []), relative)
 
 
+Box = tuple[float, float, float, float]
+
+
 def _rows(
-    path: str, boxes: list[tuple[float, float, float, float]], size, source: str, polygons=None
-) -> list:
+    path: str, boxes: list[Box], size: tuple[int, int], source: str, polygons: list[str] | None = None
+) -> list[dict]:
+    """Rows of the boxes table for one film."""
     polygons = polygons or [""] * len(boxes)
     return [
         {

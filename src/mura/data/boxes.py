@@ -69,17 +69,6 @@ def check_boxes(frame: pd.DataFrame, boxes: pd.DataFrame, warn: Warn) -> pd.Data
     Boxes on films labelled negative are kept (FracAtlas's IMG0003298 is one: its folder says fractured)
     so a user can decide; boxes reaching outside their film are clipped, those with nothing left dropped.
     """
-    labels = dict(zip(frame["path"], frame["label"], strict=True))
-    on_negative = boxes[boxes["path"].map(labels) == 0]
-    if len(on_negative):
-        warn(
-            f"{len(on_negative)} boxes lie on {on_negative['path'].nunique()} films labelled negative, kept "
-            f"(first: {on_negative['path'].iloc[0]})"
-        )
-    boxed = set(boxes["path"])
-    unboxed = [p for p, label in labels.items() if label == 1 and p not in boxed]
-    if unboxed:
-        warn(f"{len(unboxed)} films labelled positive have no box (first: {unboxed[0]})")
     limits = boxes[["width", "height", "width", "height"]].to_numpy(dtype=float)
     coordinates = boxes[COORDINATES].to_numpy(dtype=float)
     clipped = np.clip(coordinates, 0.0, limits)
@@ -91,8 +80,21 @@ def check_boxes(frame: pd.DataFrame, boxes: pd.DataFrame, warn: Warn) -> pd.Data
             f"{int((outside | empty).sum())} boxes reach outside their film or are empty: clipped, "
             f"{int(empty.sum())} with nothing left dropped (first: {first})"
         )
-    kept = boxes.assign(**{c: clipped[:, i] for i, c in enumerate(COORDINATES)})
-    return kept[~empty].reset_index(drop=True)
+    kept = boxes.assign(**{c: clipped[:, i] for i, c in enumerate(COORDINATES)})[~empty].reset_index(
+        drop=True
+    )
+    labels = dict(zip(frame["path"], frame["label"], strict=True))
+    on_negative = kept[kept["path"].map(labels) == 0]
+    if len(on_negative):
+        warn(
+            f"{len(on_negative)} boxes lie on {on_negative['path'].nunique()} films labelled negative, kept "
+            f"(first: {on_negative['path'].iloc[0]})"
+        )
+    boxed = set(kept["path"])
+    unboxed = [p for p, label in labels.items() if label == 1 and p not in boxed]
+    if unboxed:
+        warn(f"{len(unboxed)} films labelled positive have no box (first: {unboxed[0]})")
+    return kept
 
 
 def write_boxes(boxes: pd.DataFrame, path: str | Path) -> Path:
@@ -101,6 +103,16 @@ def write_boxes(boxes: pd.DataFrame, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         boxes[list(BOX_COLUMNS)].round({c: 2 for c in COORDINATES}).to_csv(tmp, index=False)
     return path
+
+
+def write_index_boxes(boxes: pd.DataFrame | None, index_path: str | Path) -> Path | None:
+    """Write an index's boxes beside it; with none, remove an older boxes file there (a stale one would
+    give the new index's cache boxes of other films)."""
+    path = boxes_path(index_path)
+    if boxes is None:
+        path.unlink(missing_ok=True)
+        return None
+    return write_boxes(boxes, path)
 
 
 def read_boxes(path: str | Path) -> pd.DataFrame:

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from PIL import Image
     from pydicom.dataset import Dataset
 
-# A 4,000 x 5,000 detector plate is 20 Mpx; five times that leaves room for any real radiograph, and
-# decoding it costs about 3 bytes a pixel (the decoded frame plus the 8-bit result), 300 MB at most.
+# A 4,000 x 5,000 detector plate is 20 Mpx; five times that leaves room for any real radiograph. At the
+# limit a decode peaks at ~6 bytes a pixel for 16-bit DICOM (the file's bytes, the stored frame, the
+# 8-bit result) and ~11 for RGBA PNG (Pillow's RGBA, then 8-bit planes); benchmarks/bench_image_memory.py.
 DEFAULT_MAX_PIXELS = 100_000_000
 # From this size on, the memory a decode freed is handed back to the system at once (`return_freed_memory`).
 TRIM_AFTER_PIXELS = 10_000_000

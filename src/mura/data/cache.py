@@ -277,7 +277,9 @@ def build_cache(
 def open_cache(directory: str | Path) -> ImageCache:
     """Open a finished cache for reading; one clear line if it is missing, unfinished or damaged.
 
-    Only cheap facts are checked here (sizes, shape, dtype, rows); `mura prepare` also checks the sums.
+    Sizes, shape, dtype and rows, and the SHA-256 of both files: a byte flipped in `images.npy` would
+    otherwise train or score silently wrong pixels. The sums cost one read of the files (about 1 s per
+    GB), once per process and version of the files (`_verified`).
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -289,7 +291,8 @@ def open_cache(directory: str | Path) -> ImageCache:
                 f"{directory}: no valid {SETTINGS_FILE}; the cache is unfinished or corrupt ({REBUILD_HINT})"
             )
         raise MuraError(f"{directory}: not a mura cache (no {SETTINGS_FILE}); build it with `mura prepare`")
-    damage = find_damage(directory, settings, checksums=False)
+    stamp = _file_stamp(directory)
+    damage = find_damage(directory, settings, checksums=stamp not in _verified)
     if damage and settings.format != CACHE_FORMAT:
         raise MuraError(f"{directory}: cannot read this cache: {damage} ({REBUILD_HINT})")
     if not damage:
@@ -304,5 +307,15 @@ def open_cache(directory: str | Path) -> ImageCache:
             damage = f"{SETTINGS_FILE} contradicts itself (shape, size, rows)"
     if damage:
         raise MuraError(f"{directory}: the cache is damaged: {damage}; {REBUILD_HINT}")
+    _verified.add(stamp)
     images = np.load(directory / IMAGES_FILE, mmap_mode="r")
     return ImageCache(directory, images, index, settings, read_cache_boxes(directory))
+
+
+_verified: set[tuple] = set()  # caches whose checksums matched in this process, by `_file_stamp`
+
+
+def _file_stamp(directory: Path) -> tuple:
+    """Path, size and modification time of both cache files: a change to either is checked again."""
+    stats = [(directory / name).stat() for name in (IMAGES_FILE, INDEX_FILE) if (directory / name).exists()]
+    return (str(directory.resolve()), *((s.st_size, s.st_mtime_ns) for s in stats))

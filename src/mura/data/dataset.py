@@ -2,7 +2,9 @@
 
 Workers do the least possible work (one fancy-indexed read of the memory-mapped `images.npy` per
 batch through `__getitems__`); conversion to float, normalisation and augmentation happen on the
-whole batch afterwards (`mura.data.transforms`), on the training device.
+whole batch afterwards (`mura.data.transforms`), on the training device. A cache that carries boxes
+(`mura prepare` on an index with `index.boxes.csv`) gives each row's boxes in input pixels through
+`boxes_for`, looked up by the batch's `row`, so localisation targets follow any sampler or split.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mura.constants import body_part_index
+from mura.data.cache import ImageCache
 from mura.errors import MuraError
 
 
@@ -48,7 +51,7 @@ def split_rows(index: pd.DataFrame, split: str, limit: int = 0) -> pd.DataFrame:
 class CachedImageDataset(Dataset):
     """The images of one split of an image cache (`mura.data.cache.open_cache`)."""
 
-    def __init__(self, cache: Any, split: str, limit: int = 0) -> None:
+    def __init__(self, cache: ImageCache, split: str, limit: int = 0) -> None:
         rows = split_rows(cache.index, split, limit)
         if len(rows) == 0:
             raise MuraError(f"cache has no images in split {split!r}")
@@ -61,6 +64,7 @@ class CachedImageDataset(Dataset):
         )
         self._images = cache.images
         self._images_file = getattr(cache.images, "filename", None)
+        self.boxes = {int(row): cache.boxes[row] for row in self.rows if row in cache.boxes}
 
     def __getstate__(self) -> dict[str, Any]:
         # Spawned workers reopen the memory map instead of receiving a pickled copy of the pixels.
@@ -77,6 +81,10 @@ class CachedImageDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def boxes_for(self, rows: torch.Tensor) -> list[np.ndarray]:
+        """Boxes of each cache row of a batch (`Batch.row`): float [K, 4] in input pixels, K may be 0."""
+        return [self.boxes.get(int(row), np.empty((0, 4))) for row in rows.tolist()]
 
     def __getitem__(self, i: int) -> Batch:
         return self.__getitems__([i])

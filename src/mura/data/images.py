@@ -91,7 +91,9 @@ def _to_grayscale(image: Image.Image) -> np.ndarray:
 
 
 # A pixel "departs from the tint" when its chroma (Cb, Cr; 0..255, 128 neutral) lies further than this from
-# the image's median chroma. JPEG's chroma noise on RGB-encoded grey stays within a few units.
+# the image's median chroma. JPEG's chroma noise on RGB-encoded grey stays within a few units. A film
+# under a uniform cast passes; one whose tint grows with brightness (sepia) counts as colour, as does a
+# photograph of one object of one hue (matplotlib's blue gift box): telling those apart is not reliable.
 CHROMA_DEPARTURE = 12
 COLOUR_SAMPLE_SIDE = 128  # the colour share is measured on a nearest-neighbour sample this big
 

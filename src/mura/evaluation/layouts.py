@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mura.evaluation.tables import Table, fmt
@@ -74,46 +74,27 @@ def group_table(per_group: Mapping[str, Mapping[str, Any]], caption: str) -> Tab
 
 
 def threshold_table(result: Mapping[str, Any]) -> Table:
+    """Every operating point, 0.5 included; study columns only where studies hold several films."""
+    study_level = result["meta"]["several_films_per_study"]
     rows = []
     for name, value in result["thresholds"].items():
         image, study = result["image"][name], result["study"][name]["overall"]
-        rows.append(
-            (
-                name,
-                value,
-                image["accuracy"],
-                image["macro_f1"],
-                image["kappa"],
-                image["sensitivity"],
-                image["specificity"],
-                image.get("ppv"),
-                image.get("npv"),
-                study["sensitivity"],
-                study["specificity"],
-                study["kappa"],
-            )
-        )
-    headers = (
-        "Operating point",
-        "Threshold",
-        "Accuracy",
-        "Macro F1",
-        "Kappa",
-        "Sensitivity",
-        "Specificity",
-        "PPV",
-        "NPV",
-        "Study sens.",
-        "Study spec.",
-        "Study kappa",
-    )
+        row = [name, value, image["accuracy"], image["macro_f1"], image["kappa"], image["sensitivity"]]
+        row += [image["specificity"], image.get("ppv"), image.get("npv")]
+        if study_level:
+            row += [study["sensitivity"], study["specificity"], study["kappa"]]
+        rows.append(tuple(row))
+    headers = ["Operating point", "Threshold", "Accuracy", "Macro F1", "Kappa", "Sensitivity"]
+    headers += ["Specificity", "PPV", "NPV"]
+    if study_level:
+        headers += ["Study sens.", "Study spec.", "Study kappa"]
     return Table(
         headers,
         rows,
-        "Image-level and study-level figures at each operating point (suspicious: high sensitivity, "
-        "the default of predict and serve; definite: high specificity); thresholds other than 0.5 "
-        "were chosen where the report's header says (validation or out-of-fold predictions); PPV and "
-        "NPV at this data's prevalence.",
+        ("Image-level and study-level" if study_level else "Image-level")
+        + " figures at each operating point (suspicious: high sensitivity, the default of predict and "
+        "serve; definite: high specificity); thresholds other than 0.5 were chosen where the report's "
+        "header says (validation or out-of-fold predictions); PPV and NPV at this data's prevalence.",
     )
 
 
@@ -123,9 +104,9 @@ def ci_text(entry: Mapping[str, Any]) -> str:
     return f"{entry['estimate']:.4f} [{entry['low']:.4f}, {entry['high']:.4f}]"
 
 
-def bootstrap_table(boot: Mapping[str, Any]) -> Table:
+def bootstrap_table(boot: Mapping[str, Any], levels: Sequence[str] = ("image", "study")) -> Table:
     rows = []
-    for level in ("image", "study"):
+    for level in levels:
         for metric, entry in boot[level].items():
             rows.append(
                 (
@@ -140,5 +121,6 @@ def bootstrap_table(boot: Mapping[str, Any]) -> Table:
     return Table(
         ("Level", "Metric", "Estimate", "95% low", "95% high", "Valid resamples"),
         rows,
-        "Percentile intervals; each resample draws studies with replacement.",
+        "Percentile intervals of AUC and kappa; each resample draws studies with replacement. "
+        "Sensitivity, specificity, PPV and NPV have Wilson intervals (Summary).",
     )

@@ -7,6 +7,7 @@ ROC curve with one class), so the report can say so instead of showing an empty 
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,21 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from mura.constants import BODY_PARTS
 
+TITLE_CHARS_PER_INCH = 8  # characters of a 12 pt title that fit in an inch, with a margin
 TRAINING_COLUMNS = ("train_loss", "val_loss", "val_auc", "val_kappa", "val_body_part_acc", "lr")
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    """Titles wrapped to the figure's width and the saved area grown to what is drawn (legends below
+    the axes included), so no title or label is cut at the edge of a narrow figure."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for ax in fig.axes:
+        if ax.get_title():
+            ax.set_title(
+                textwrap.fill(ax.get_title(), max(20, int(fig.get_figwidth() * TITLE_CHARS_PER_INCH)))
+            )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
 

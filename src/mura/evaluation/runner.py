@@ -5,6 +5,10 @@ Probabilities are the deployed ones (each checkpoint's stored calibration, throu
 commands compute from the files). Operating points are the ones stored in the checkpoint(s) (an
 ensemble uses their mean, as the Predictor does); when none are stored they are chosen on `val` now.
 The checkpoints are only read; `record=True` writes the test figures into a single one.
+
+Cache rows the scope gate refuses (`mura.inference.scope`; a cache holds decoded grey films, so its
+pixel layer) are never scored silently: they are left out of every metric, listed in
+`not_assessed.csv` beside the report and counted in its metadata (`meta.not_assessed`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mura.atomic import write_text
 from mura.checkpoint import update_checkpoint
 from mura.data.cache import ImageCache, open_cache
 from mura.data.index import read_index
@@ -24,8 +29,10 @@ from mura.decision import operating_points
 from mura.errors import MuraError
 from mura.evaluation.report import PREDICTED_PART, evaluate_predictions, write_report
 from mura.evaluation.report_folder import check_report_folder
+from mura.inference.scope import not_assessed_rows
 
 log = logging.getLogger(__name__)
+NOT_ASSESSED_FILE = "not_assessed.csv"
 
 # Columns the predictions gain besides the index's (`Predictor.predict_cache`, `prepare_predictions`).
 PREDICTION_COLUMNS = (
@@ -79,7 +86,7 @@ def _thresholds(
     return chosen, f"none stored: chosen now on the val split ({len(val)} images)"
 
 
-def _add_index_columns(predictions: pd.DataFrame, index: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+def add_index_columns(predictions: pd.DataFrame, index: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """Bring the `by` columns the cache lacks over from the index, matched by image path."""
     wanted = [c for c in by if c not in predictions and c in index]
     if not wanted or "path" not in index:
@@ -143,9 +150,10 @@ def evaluate_checkpoints(
     check_by_columns(by, cache.index, index)
     predictor = Predictor.from_checkpoints([Path(c) for c in checkpoints], device=device, tta=tta)
     predictions = predictor.predict_cache(caches, split, body_part_source, progress=True)
+    predictions, refused, not_assessed = _leave_out_of_scope(cache, split, predictions)
     if not any(m.has_body_part_head for m in predictor.members):
         predictions["body_part_pred"] = ""  # argmax of an absent head means nothing
-    predictions = _add_index_columns(predictions, index, by)
+    predictions = add_index_columns(predictions, index, by)
     thresholds, threshold_source = _thresholds(predictor, caches, body_part_source)
     calibrations = sorted({m.decision.calibration.method for m in predictor.members})
     meta = {
@@ -159,6 +167,7 @@ def evaluate_checkpoints(
         "calibration": ", ".join(calibrations),
         "requested_body_part_source": body_part_source,
         "val_metrics": [m.info.get("val_metrics") for m in predictor.members],
+        "not_assessed": not_assessed,
     }
     result = evaluate_predictions(
         predictions,
@@ -172,4 +181,32 @@ def evaluate_checkpoints(
     if record:
         record_test_metrics(Path(checkpoints[0]), result, index_path or dirs[0])
     run_dirs = list(dict.fromkeys(Path(c).resolve().parent for c in checkpoints))
-    return write_report(result, predictions, out_dir, run_dirs=run_dirs, index=index)
+    files = write_report(result, predictions, out_dir, run_dirs=run_dirs, index=index)
+    listed = Path(out_dir) / NOT_ASSESSED_FILE
+    listed.unlink(missing_ok=True)  # an earlier report's list is not this one's
+    if len(refused):
+        files["not_assessed"] = write_text(listed, refused.to_csv(index=False))
+    return files
+
+
+def _leave_out_of_scope(
+    cache: ImageCache, split: str, predictions: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(the assessed rows' predictions, the refused rows with their reasons, a sentence for the report)."""
+    rows = cache.index[cache.index["split"] == split]
+    refused = not_assessed_rows(cache.images, rows)
+    if not len(refused):
+        return predictions, refused, f"none: all {len(rows)} images are within the model's scope"
+    kept = predictions[~predictions["path"].astype(str).isin(set(refused["path"].astype(str)))]
+    if not len(kept):
+        raise MuraError(
+            f"{cache.directory}: all {len(rows)} images of split {split!r} are outside the model's scope "
+            f"(first: {refused['path'].iloc[0]}: {refused['reasons'].iloc[0]})"
+        )
+    layers = ", ".join(f"{n} by {layer}" for layer, n in refused["layer"].value_counts().items())
+    sentence = (
+        f"{len(refused)} of {len(rows)} images are outside the model's scope ({layers}), listed in "
+        f"{NOT_ASSESSED_FILE}; every metric is over the {len(kept)} assessed images"
+    )
+    log.warning("%s", sentence)
+    return kept, refused, sentence

@@ -14,7 +14,13 @@ from mura.evaluation.layouts import (
     group_table,
     threshold_table,
 )
-from mura.evaluation.tables import Image, Section, Table, fmt
+from mura.evaluation.summary import PROPORTIONS, interval_text
+from mura.evaluation.tables import Details, Image, Section, Table, fmt
+
+SINGLE_FILM = (
+    "Every study here is one film, so the study level (the mean of a study's films) is the image level; "
+    "it is not repeated."
+)
 
 
 def iter_undefined(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
@@ -30,56 +36,50 @@ def iter_undefined(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
                 yield from iter_undefined(value, f"{path}.{key}")
 
 
+def summary_table(result: Mapping[str, Any]) -> Table:
+    """The stored operating points (0.5 only when none is stored), the deployed one first."""
+    meta, point = result["meta"], result["meta"]["deployed_point"]
+    stored = [name for name in result["thresholds"] if name != "default"] or ["default"]
+    rows = []
+    for name in sorted(stored, key=lambda n: n != point):
+        entry = result["summary"][name]
+        label = f"{name} (deployed)" if name == point else name
+        rows.append((label, entry["threshold"], *(interval_text(entry[k]) for k in PROPORTIONS)))
+    prevalence = result["image"]["default"].get("prevalence")
+    chosen = meta.get("threshold_source") or "none stored: 0.5 only"
+    return Table(
+        ("Operating point", "Threshold", "Sensitivity", "Specificity", "PPV", "NPV"),
+        rows,
+        f"Image level, at the operating points stored in the model(s) ({chosen}); "
+        "deployed: what `mura predict` and `mura serve` decide at. 95% Wilson score intervals (images "
+        f"counted as independent); PPV and NPV at this data's prevalence ({fmt(prevalence, 3)}).",
+    )
+
+
 def build_sections(
     result: Mapping[str, Any], plots: Mapping[str, Path | None], training_plots: Mapping[str, Path | None]
 ) -> list[Section]:
-    """All sections of one evaluation's report, in reading order."""
-    meta, default = result["meta"], result["image"]["default"]
-    boot = result["bootstrap"]["default"]
-    study = result["study"]["default"]
-    sections = [
-        Section(
-            "Summary",
-            [
-                f"Model(s): {', '.join(meta.get('models') or ['(unknown)'])}. Split: {meta['split']}. "
-                f"{meta['n_images']} images in {meta['n_studies']} studies "
-                f"({meta['n_positive']} abnormal images). "
-                f"Body part for the fracture head: {meta['body_part_source']}.",
-                Table(
-                    (
-                        "Level",
-                        "Accuracy",
-                        "Macro F1",
-                        "ROC AUC [95% CI]",
-                        "Kappa [95% CI]",
-                        "Sensitivity",
-                        "Specificity",
-                    ),
-                    [
-                        (
-                            "image",
-                            default["accuracy"],
-                            default["macro_f1"],
-                            ci_text(boot["image"]["roc_auc"]),
-                            ci_text(boot["image"]["kappa"]),
-                            default["sensitivity"],
-                            default["specificity"],
-                        ),
-                        (
-                            "study",
-                            study["overall"]["accuracy"],
-                            study["overall"]["macro_f1"],
-                            ci_text(boot["study"]["roc_auc"]),
-                            ci_text(boot["study"]["kappa"]),
-                            study["overall"]["sensitivity"],
-                            study["overall"]["specificity"],
-                        ),
-                    ],
-                    "At threshold 0.5. Study probability = mean of its images' probabilities (MURA paper).",
-                ),
-            ],
-        )
+    """All sections of one evaluation's report, in reading order: the deployed figures first."""
+    meta, point = result["meta"], result["meta"]["deployed_point"]
+    image, boot, study = result["image"][point], result["bootstrap"][point], result["study"][point]
+    at = f"the {point} point (threshold {fmt(result['thresholds'][point], 3)})"
+    several = meta["several_films_per_study"]
+    studies = f"{meta['n_studies']} studies" if several else "one film per study"
+    summary: list[object] = [
+        f"Model(s): {', '.join(meta.get('models') or ['(unknown)'])}. Split: {meta['split']}. "
+        f"{meta['n_images']} images, {studies} ({meta['n_positive']} positive images). "
+        f"Body part for the fracture head: {meta['body_part_source']}.",
+        f"Headline: {result['headline']}.",
+        summary_table(result),
+        f"Cohen's kappa at {at}: {interval_text({**boot['image']['kappa'], 'estimate': image['kappa']})}.",
     ]
+    if several:
+        summary.append(
+            f"Study level (mean of a study's images, MURA paper) at {at}: ROC AUC "
+            f"{ci_text(boot['study']['roc_auc'])}, sensitivity {fmt(study['overall']['sensitivity'])}, "
+            f"specificity {fmt(study['overall']['specificity'])}."
+        )
+    sections = [Section("Summary", summary)]
     sections.append(
         Section(
             "Data distribution",
@@ -91,15 +91,12 @@ def build_sections(
             "Fracture classification",
             [
                 classification_table(
-                    default["report"],
-                    "Fracture classification report at threshold 0.5 "
-                    "(layout of the spec's Tables 1, 2, 4, 6).",
+                    image["report"],
+                    f"Fracture classification report at {at} (layout of the spec's Tables 1, 2, 4, 6).",
                 ),
-                f"ROC AUC Score: {fmt(default['roc_auc'])}. Cohen's Kappa Score: {fmt(default['kappa'])}. "
-                f"Average precision: {fmt(default['average_precision'])}.",
-                confusion_table(
-                    default["confusion_matrix"], ("0", "1"), "Confusion matrix at threshold 0.5."
-                ),
+                f"ROC AUC Score: {fmt(image['roc_auc'])}. Cohen's Kappa Score: {fmt(image['kappa'])}. "
+                f"Average precision: {fmt(image['average_precision'])}.",
+                confusion_table(image["confusion_matrix"], ("0", "1"), f"Confusion matrix at {at}."),
                 Image(plots.get("confusion_fracture"), "Fracture confusion matrix"),
             ],
         )
@@ -112,10 +109,10 @@ def build_sections(
                     "No body part is known for these images: the fracture head used the body-part head's "
                     "prediction, and per-body-part figures below are grouped by the PREDICTED body part.",
                     classification_table(
-                        default["report"], "Generalization performance (Table 10 layout).", 2
+                        image["report"], f"Generalization performance at {at} (Table 10 layout).", 2
                     ),
                     confusion_table(
-                        default["confusion_matrix"], ("0", "1"), "Confusion matrix (Table 11 layout)."
+                        image["confusion_matrix"], ("0", "1"), f"Confusion matrix at {at} (Table 11 layout)."
                     ),
                 ],
             )
@@ -135,9 +132,8 @@ def build_sections(
             "Per body part",
             [
                 group_table(
-                    result["per_body_part"]["default"],
-                    "Fracture figures per "
-                    f"{'predicted ' if meta.get('external') else ''}body part at threshold 0.5.",
+                    result["per_body_part"][point],
+                    f"Fracture figures per {'predicted ' if meta.get('external') else ''}body part at {at}.",
                 ),
                 Image(plots.get("per_body_part"), "Fracture figures per body part"),
             ],
@@ -163,28 +159,11 @@ def build_sections(
             ],
         )
     )
-    kappa_rows = [
-        (part.title() if part.isupper() else part, k["n_studies"], k["kappa"])
-        for part, k in study["kappa"].items()
-    ]
     sections.append(
-        Section(
-            "Study level (MURA paper)",
-            [
-                classification_table(study["overall"]["report"], "Study-level classification report at 0.5."),
-                f"Study-level ROC AUC: {fmt(study['overall']['roc_auc'])}. "
-                f"Cohen's kappa: {fmt(study['overall']['kappa'])}.",
-                Table(
-                    ("Body part", "Studies", "Cohen's kappa"),
-                    kappa_rows,
-                    "Study-level kappa per body part (the MURA paper's table).",
-                ),
-                group_table(study["per_body_part"], "Study-level fracture figures per body part at 0.5."),
-                "Predictions for the official MURA scorer: mura_scorer.csv (study path, 0/1; no header).",
-            ],
-        )
+        Section("Study level (MURA paper)", study_blocks(study, at) if several else [SINGLE_FILM])
     )
-    sections.append(Section("Confidence intervals", [bootstrap_table(boot)]))
+    levels = ("image", "study") if several else ("image",)
+    sections.append(Section("Confidence intervals", [bootstrap_table(boot, levels)]))
     cal = result["calibration"]
     sections.append(
         Section(
@@ -214,7 +193,7 @@ def build_sections(
         sections.append(
             Section(
                 f"Subgroups by {column}",
-                [group_table(by_threshold["default"], f"Fracture figures per value of `{column}` at 0.5.")],
+                [group_table(by_threshold[point], f"Fracture figures per value of `{column}` at {at}.")],
             )
         )
     if training_plots:
@@ -229,16 +208,46 @@ def build_sections(
                 ],
             )
         )
-    others = [f".{name}." for name in result["thresholds"] if name != "default"]
-    undefined = sorted({u for u in iter_undefined(result) if not any(o in f".{u[0]}" for o in others)})
-    sections.append(
-        Section(
-            "Undefined figures",
-            [
-                Table(("Figure", "Why undefined"), [list(u) for u in undefined])
-                if undefined
-                else "Every figure was defined."
-            ],
-        )
-    )
+    sections.append(Section("Undefined figures", [undefined_block(result)]))
     return sections
+
+
+def study_blocks(study: Mapping[str, Any], at: str) -> list[object]:
+    """The MURA paper's study level: report, AUC, kappa per body part, figures per body part."""
+    kappa_rows = [
+        (part.title() if part.isupper() else part, k["n_studies"], k["kappa"])
+        for part, k in study["kappa"].items()
+    ]
+    return [
+        classification_table(study["overall"]["report"], f"Study-level classification report at {at}."),
+        f"Study-level ROC AUC: {fmt(study['overall']['roc_auc'])}. "
+        f"Cohen's kappa: {fmt(study['overall']['kappa'])}.",
+        Table(
+            ("Body part", "Studies", "Cohen's kappa"),
+            kappa_rows,
+            "Study-level kappa per body part (the MURA paper's table).",
+        ),
+        group_table(study["per_body_part"], f"Study-level fracture figures per body part at {at}."),
+        "Predictions for the official MURA scorer: mura_scorer.csv (study path, 0/1; no header).",
+    ]
+
+
+def undefined_block(result: Mapping[str, Any]) -> object:
+    """A count and the reasons, folded: the figures at the deployed point that could not be computed,
+    grouped by why, with a few of each as examples (not a hundred rows of keys)."""
+    point = result["meta"]["deployed_point"]
+    others = [f".{name}." for name in result["thresholds"] if name != point]
+    undefined = sorted({u for u in iter_undefined(result) if not any(o in f".{u[0]}" for o in others)})
+    if not undefined:
+        return "Every figure was defined."
+    by_reason: dict[str, list[str]] = {}
+    for figure, reason in undefined:
+        by_reason.setdefault(reason, []).append(figure)
+    rows = [
+        (reason, len(figures), ", ".join(figures[:3]) + (", ..." if len(figures) > 3 else ""))
+        for reason, figures in sorted(by_reason.items(), key=lambda item: -len(item[1]))
+    ]
+    return Details(
+        f"{len(undefined)} figures are undefined, for {len(by_reason)} reason(s): show them",
+        [Table(("Why undefined", "Figures", "For example"), rows)],
+    )

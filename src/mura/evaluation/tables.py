@@ -54,6 +54,15 @@ class Link:
 
 
 @dataclass
+class Details:
+    """Blocks folded away under a one-line summary (HTML and GitHub Markdown `<details>`): detail a
+    reader may want, not what they should have to scroll past."""
+
+    summary: str
+    blocks: list[object] = field(default_factory=list)
+
+
+@dataclass
 class Section:
     title: str
     blocks: list[object] = field(default_factory=list)
@@ -75,25 +84,36 @@ def to_markdown(sections: Sequence[Section], title: str, banner: str = "", base:
         lines += [f"> **{banner}**", ""]
     for section in sections:
         lines += ["#" * section.level + " " + section.title, ""]
-        for block in section.blocks:
-            if isinstance(block, Table):
-                lines.append("| " + " | ".join(block.headers) + " |")
-                lines.append("|" + "|".join("---" for _ in block.headers) + "|")
-                lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
-                if block.caption:
-                    lines += ["", f"*{block.caption}*"]
-            elif isinstance(block, Image):
-                lines.append(
-                    f"![{block.caption}]({_relative(block.path, base)})"
-                    if block.path and block.path.is_file()
-                    else f"*{block.caption}: {block.missing}.*"
-                )
-            elif isinstance(block, Link):
-                lines.append(f"[{block.text}]({block.href})")
-            else:
-                lines.append(str(block))
-            lines.append("")
+        lines += _markdown_blocks(section.blocks, base)
     return "\n".join(lines)
+
+
+def _markdown_blocks(blocks: Sequence[object], base: Path | None) -> list[str]:
+    lines: list[str] = []
+    for block in blocks:
+        if isinstance(block, Details):
+            lines += [f"<details><summary>{html.escape(block.summary)}</summary>", ""]
+            lines += _markdown_blocks(block.blocks, base)
+            lines += ["</details>", ""]
+            continue
+        if isinstance(block, Table):
+            lines.append("| " + " | ".join(block.headers) + " |")
+            lines.append("|" + "|".join("---" for _ in block.headers) + "|")
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
+            if block.caption:
+                lines += ["", f"*{block.caption}*"]
+        elif isinstance(block, Image):
+            lines.append(
+                f"![{block.caption}]({_relative(block.path, base)})"
+                if block.path and block.path.is_file()
+                else f"*{block.caption}: {block.missing}.*"
+            )
+        elif isinstance(block, Link):
+            lines.append(f"[{block.text}]({block.href})")
+        else:
+            lines.append(str(block))
+        lines.append("")
+    return lines
 
 
 _CSS = """
@@ -143,6 +163,23 @@ def _anchor(title: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
 
 
+def _html_blocks(blocks: Sequence[object]) -> list[str]:
+    parts: list[str] = []
+    for block in blocks:
+        if isinstance(block, Details):
+            inner = "".join(_html_blocks(block.blocks))
+            parts.append(f"<details><summary>{html.escape(block.summary)}</summary>{inner}</details>")
+        elif isinstance(block, Table):
+            parts.append(_html_table(block))
+        elif isinstance(block, Image):
+            parts.append(_html_image(block))
+        elif isinstance(block, Link):
+            parts.append(f'<p><a href="{html.escape(block.href)}">{html.escape(block.text)}</a></p>')
+        else:
+            parts.append(f"<p>{html.escape(str(block))}</p>")
+    return parts
+
+
 def to_html(sections: Sequence[Section], title: str, banner: str = "") -> str:
     """A self-contained page: inline CSS, images as data URIs, a table of contents."""
     parts = [
@@ -160,15 +197,7 @@ def to_html(sections: Sequence[Section], title: str, banner: str = "") -> str:
         parts.append(
             f'<section><h{level} id="{_anchor(section.title)}">{html.escape(section.title)}</h{level}>'
         )
-        for block in section.blocks:
-            if isinstance(block, Table):
-                parts.append(_html_table(block))
-            elif isinstance(block, Image):
-                parts.append(_html_image(block))
-            elif isinstance(block, Link):
-                parts.append(f'<p><a href="{html.escape(block.href)}">{html.escape(block.text)}</a></p>')
-            else:
-                parts.append(f"<p>{html.escape(str(block))}</p>")
+        parts += _html_blocks(section.blocks)
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)

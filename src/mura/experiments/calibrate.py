@@ -147,7 +147,7 @@ def calibrate_checkpoints(
     OUT/<checkpoint>.pt, calibration.json and calibration.md unless the sample is too small; return the
     report (`report["written"]` lists the files, empty when nothing was written)."""
     if not site.strip():
-        raise MuraError("site='': name the site the sample comes from, e.g. site='St Elsewhere radiology'")
+        raise MuraError("site='': name the site the sample comes from (any words: St Elsewhere radiology)")
     if method not in CALIBRATION_METHODS:
         raise MuraError(f"method={method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
     sources = [Path(c) for c in checkpoints]
@@ -180,7 +180,7 @@ def calibrate_checkpoints(
     )
     after_points = {p: fit.thresholds[p] for p in POINT_TARGETS}
     after = figures(studies, labels, fit.probabilities, after_points, n_bootstrap, seed)
-    small = too_small(labels, after, targets)
+    small = too_small(after, targets)
     date = datetime.now().astimezone().isoformat(timespec="seconds")
     index_sha = ckpt.file_sha256(index_file)
     sample = {"images": len(labels), "abnormal": int(labels.sum()), "studies": len(set(studies))}
@@ -207,8 +207,8 @@ def calibrate_checkpoints(
     }
     if small and not allow_small_sample:
         report["not_written"] = (
-            "the sample is too small to set " + " and ".join(small) + "; label more images, or "
-            "allow_small_sample=True to write the checkpoints anyway"
+            "the sample is too small to set " + " and ".join(small) + "; label more images (or write the "
+            "checkpoints anyway: allow_small_sample=True)"
         )
         return report
     origin = {k: report[k] for k in ("site", "index", "index_sha256", "split", "date", "method")}

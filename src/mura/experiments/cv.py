@@ -28,6 +28,7 @@ import json
 import logging
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,14 @@ from mura import checkpoint as ckpt
 from mura.atomic import write_text
 from mura.config import Config
 from mura.data.cache import ImageCache, open_cache
+from mura.data.index import read_index
 from mura.data.splits import assign_folds
 from mura.decision import binary_nll, fit_calibration, fit_decision, margins_from_probs
 from mura.errors import MuraError
 from mura.evaluation.calibration import expected_calibration_error
 from mura.evaluation.report import evaluate_predictions, write_report
+from mura.evaluation.runner import add_index_columns, check_by_columns
+from mura.evaluation.summary import PROPORTIONS
 from mura.experiments.cv_resume import (
     DONE,
     FOLD_RECORD,
@@ -163,8 +167,11 @@ def cross_validate(
     n_bootstrap: int = 1000,
     seed: int = 0,
     retrain: bool = False,
+    by: Sequence[str] = (),
 ) -> CvResult:
-    """Train the K folds, predict out of fold, fit the decision on OOF, write final/ and the OOF report.
+    """Train the K folds, predict out of fold, fit the decision on OOF, write final/ and the OOF report
+    (with subgroups per value of each `by` column of the cache's index or `cfg.data.index`, checked
+    before any fold is trained).
 
     Folds trained earlier in `cfg.out` are reused only if trained from the same recipe, folds and data;
     otherwise MuraError naming what changed, before anything is written, or with `retrain` they are
@@ -175,6 +182,8 @@ def cross_validate(
     out = Path(cfg.out)
     _check_out_dir(out)
     cache = open_cache(cfg.data.cache)
+    index = read_index(cfg.data.index) if cfg.data.index and by else cache.index
+    check_by_columns(by, cache.index, index)
     inside, assigned = pooled_folds(cfg, cache, folds)
     digest = assignment_digest(inside["path"].astype(str), assigned)
     record = FoldRecord.of(cfg, folds, digest, cache.settings.fingerprint)
@@ -192,7 +201,7 @@ def cross_validate(
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / CV_MARKER)
     seconds = [train_fold(fold_config(cfg, folds, k, out), record) for k in range(folds)]
-    oof = predict_folds(cfg, folds, out, tta)
+    oof = add_index_columns(predict_folds(cfg, folds, out, tta), index, by)
     labels = oof["label"].to_numpy(dtype=int)
     margins = margins_from_probs(oof["uncalibrated_prob"].to_numpy())
     decision = fit_decision(
@@ -220,6 +229,7 @@ def cross_validate(
         oof,
         thresholds,
         calibration_method=decision.calibration.method,
+        by=by,
         n_bootstrap=n_bootstrap,
         seed=seed,
         meta=meta,
@@ -248,18 +258,15 @@ def _summary(
 ) -> dict[str, Any]:
     points = {}
     for name in decision.thresholds:
-        image = result["image"][name]
-        boot = result["bootstrap"][name]["image"]
+        image, wilson = result["image"][name], result["summary"][name]
         points[name] = {
             "threshold": image["threshold"],
             **{k: image[k] for k in ("sensitivity", "specificity", "ppv", "npv", "accuracy", "kappa")},
-            "ci": {
-                k: [boot[k].get("low"), boot[k].get("high")]
-                for k in ("sensitivity", "specificity", "ppv", "npv")
-            },
+            "ci": {k: [wilson[k]["low"], wilson[k]["high"]] for k in PROPORTIONS},  # Wilson
         }
     auc = result["bootstrap"]["default"]["image"]["roc_auc"]
     return {
+        "headline": result["headline"],
         "n_images": result["meta"]["n_images"],
         "n_positive": result["meta"]["n_positive"],
         "prevalence": result["image"]["default"]["prevalence"],

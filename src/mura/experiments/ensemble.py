@@ -172,11 +172,8 @@ def _summary(
             name: {
                 "threshold": value,
                 **{k: result["image"][name][k] for k in ("sensitivity", "specificity", "ppv", "npv")},
-                "ci": {
-                    k: [
-                        result["bootstrap"][name]["image"][k].get("low"),
-                        result["bootstrap"][name]["image"][k].get("high"),
-                    ]
+                "ci": {  # Wilson intervals
+                    k: [result["summary"][name][k]["low"], result["summary"][name][k]["high"]]
                     for k in ("sensitivity", "specificity", "ppv", "npv")
                 },
             }

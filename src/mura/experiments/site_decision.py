@@ -7,16 +7,17 @@ its own labelled films without retraining (`mura calibrate`, `mura.experiments.c
 - An ensemble is refitted as it was built: each member's calibration on its own margins, the
   operating points on the mean of the refitted probabilities (what `Predictor` computes), written into
   every member, so the ensemble decides exactly at them.
-- Every figure, before and after, has a 95% bootstrap interval over studies (images of one study are
-  not independent): ECE, and sensitivity, specificity, PPV and NPV at `suspicious` and `definite`.
-  The "after" figures are measured on the sample the decision was fitted on: their point estimates
-  meet the targets by construction; the intervals say how far the true figures may be from them.
-- The sample-size rule: an operating point is *set* only when the sample can pin it. The class it is
-  chosen on (positives for `suspicious`, negatives for `definite`) must hold at least as many images as
-  a binomial 95% interval `MAX_INTERVAL_WIDTH` wide around the target needs (35 positives at
-  sensitivity 0.90), and at least 1 / (1 - target) (fewer cannot show a single miss: every resample
-  then agrees and the interval is falsely narrow); and the bootstrap interval of the targeted figure
-  at the chosen threshold must be at most `MAX_INTERVAL_WIDTH` wide (clustered studies widen it).
+- Every figure is given before (as stored) and after (refitted here) with a 95% interval: ECE by
+  bootstrap over studies (images of one study are not independent); sensitivity, specificity, PPV and
+  NPV at `suspicious` and `definite` by Wilson score intervals (`mura.evaluation.summary`: honest at
+  the edges, where a percentile bootstrap of a few cases collapses to a point). The "after" figures
+  are measured on the sample the decision was fitted on: their estimates meet the targets by
+  construction; the intervals say how far the true figures may be from them.
+- The sample-size rule: an operating point is *set* only when the 95% interval of the figure it
+  targets (sensitivity at `suspicious`, on the abnormal images; specificity at `definite`, on the
+  normal ones) is at most `MAX_INTERVAL_WIDTH` (0.2) wide at the chosen threshold. The report then
+  says how many images of that class would pin the target (`min_class_images`: 35 abnormal images
+  for sensitivity 0.90). Otherwise the report says plainly that the sample is too small to set it.
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ import numpy as np
 import pandas as pd
 
 from mura.decision import DEFINITE, SUSPICIOUS, Calibration, fit_calibration, operating_points
-from mura.evaluation.bootstrap import bootstrap_over_studies
+from mura.evaluation.summary import PROPORTIONS, point_summary
 
 MAX_INTERVAL_WIDTH = 0.2
 ECE_BINS = 15
-RATES = ("sensitivity", "specificity", "ppv", "npv")
 # Each fitted point: the figure it targets and the class (label) that figure is measured on.
 POINT_TARGETS = {SUSPICIOUS: ("sensitivity", 1), DEFINITE: ("specificity", 0)}
 _Z95 = 1.959964
@@ -60,7 +60,8 @@ def fit_site(
 
 
 def min_class_images(target: float, width: float = MAX_INTERVAL_WIDTH) -> int:
-    """The fewest images of a class that can pin a rate of `target` within a 95% interval `width` wide."""
+    """About how many images of a class pin a rate of `target` within a 95% interval `width` wide (the
+    binomial count, and at least 1 / (1 - target): fewer cannot show a single miss)."""
     binomial = (2 * _Z95 / width) ** 2 * target * (1 - target)
     return max(math.ceil(binomial), math.ceil(1 / (1 - target) - 1e-9))
 
@@ -79,8 +80,11 @@ def ece_interval(
     level: float = 0.95,
 ) -> dict[str, float | None]:
     """Expected calibration error (`mura.evaluation.calibration`'s bins) with a bootstrap interval over
-    studies: ECE is the sum over bins of |positives - summed probability| / images, so a batch of
-    resamples is one product of the draw counts [B, S] with per-study bin tallies [S, bins]."""
+    studies. The interval is the basic (reverse-percentile) one: the plug-in ECE is biased upwards
+    (noise alone puts gaps in the bins) and a resample adds that bias again, so percentiles of the
+    resampled ECE can lie wholly above the estimate; reflected about it they bound the true ECE (and may
+    lie below the estimate). ECE is the sum over bins of |positives - summed probability| / images, so
+    a batch of resamples is one product of the draw counts [B, S] with per-study bin tallies [S, bins]."""
     labels = np.asarray(labels, dtype=float)
     probs = np.asarray(probs, dtype=float)
     if len(labels) == 0:
@@ -106,7 +110,11 @@ def ece_interval(
     draws = rng.multinomial(n_studies, np.full(n_studies, 1 / n_studies), size=n_resamples).astype(float)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(ece(draws), [tail, 100 - tail])
-    return {"estimate": estimate, "low": float(low), "high": float(high)}
+    return {
+        "estimate": estimate,
+        "low": float(max(0.0, 2 * estimate - high)),
+        "high": float(2 * estimate - low),
+    }
 
 
 def figures(
@@ -117,42 +125,29 @@ def figures(
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """{"ece": interval, "points": {name: {"threshold", rate: {estimate, low, high}}}} for these
-    probabilities; a point without a threshold (not stored) is None."""
-    points: dict[str, Any] = {}
-    for name, threshold in thresholds.items():
-        if threshold is None:
-            points[name] = None
-            continue
-        rates = bootstrap_over_studies(
-            np.asarray(study_ids), labels, probs, threshold, n_resamples=n_resamples, seed=seed
-        )
-        points[name] = {"threshold": float(threshold)} | {
-            rate: {k: rates[rate].get(k) for k in ("estimate", "low", "high")} for rate in RATES
-        }
+    """{"ece": interval, "points": {name: `point_summary` (threshold, the four rates with Wilson
+    intervals)}} for these probabilities; a point without a threshold (not stored) is None."""
+    points = {
+        name: None if threshold is None else point_summary(labels, probs, threshold)
+        for name, threshold in thresholds.items()
+    }
     return {"ece": ece_interval(study_ids, labels, probs, n_resamples, seed), "points": points}
 
 
-def too_small(labels: np.ndarray, after: dict[str, Any], targets: dict[str, float]) -> dict[str, str]:
+def too_small(after: dict[str, Any], targets: dict[str, float]) -> dict[str, str]:
     """{point: why the sample cannot set it} for each fitted point the sample-size rule rejects."""
-    labels = np.asarray(labels, dtype=int)
     reasons = {}
     for point, (rate, label) in POINT_TARGETS.items():
-        target = targets[rate]
-        have, need = int((labels == label).sum()), min_class_images(target)
+        entry, target = after["points"][point][rate], targets[rate]
         word = "abnormal" if label == 1 else "normal"
-        interval = after["points"][point][rate]
-        if have < need:
+        need = f"about {min_class_images(target)} {word} images pin {rate} {target:.2f} within 0.2"
+        if entry["low"] is None:
+            reasons[point] = f"no {word} images; {need}"
+        elif entry["high"] - entry["low"] > MAX_INTERVAL_WIDTH:
             reasons[point] = (
-                f"{have} {word} images, fewer than the {need} that pin {rate} {target:.2f} within a 95% "
-                f"interval {MAX_INTERVAL_WIDTH} wide"
-            )
-        elif interval["low"] is None or interval["high"] is None:
-            reasons[point] = f"the 95% interval of {rate} is undefined (too few studies of one class)"
-        elif interval["high"] - interval["low"] > MAX_INTERVAL_WIDTH:
-            reasons[point] = (
-                f"the 95% interval of {rate} at its threshold is {interval['low']:.2f}-{interval['high']:.2f}"
-                f" ({interval['high'] - interval['low']:.2f} wide, more than {MAX_INTERVAL_WIDTH})"
+                f"{entry['trials']} {word} images: the 95% interval of {rate} at its threshold is "
+                f"{entry['low']:.3f}-{entry['high']:.3f} ({entry['high'] - entry['low']:.3f} wide, more than "
+                f"{MAX_INTERVAL_WIDTH}); {need}"
             )
     return reasons
 
@@ -171,8 +166,8 @@ def report_text(report: dict[str, Any]) -> str:
     lines = [
         f"site {report['site']}: {sample['images']} images ({sample['abnormal']} abnormal) in "
         f"{sample['studies']} studies of {report['index']}",
-        f"calibration {report['method']}; targets sensitivity {targets['sensitivity']:.2f}, "
-        f"specificity {targets['specificity']:.2f}; 95% intervals by bootstrap over studies",
+        f"calibration {report['method']}; targets sensitivity {targets['sensitivity']:.2f}, specificity "
+        f"{targets['specificity']:.2f}; 95% intervals: ECE by bootstrap over studies, rates Wilson",
         "",
         f"{'':<24}{'before (as stored)':<28}{'after (refitted here)':<28}",
         f"{'ECE':<24}{_cell(report['before']['ece']):<28}{_cell(report['after']['ece']):<28}",
@@ -181,7 +176,7 @@ def report_text(report: dict[str, Any]) -> str:
         before, after = report["before"]["points"][point], report["after"]["points"][point]
         stored = f"{before['threshold']:.4f}" if before else "not stored"
         lines.append(f"{point + ' threshold':<24}{stored:<28}{after['threshold']:.4f}")
-        for rate in RATES:
+        for rate in PROPORTIONS:
             lines.append(f"{'  ' + rate:<24}{_cell(before and before[rate]):<28}{_cell(after[rate]):<28}")
     lines.append("")
     for point in POINT_TARGETS:
@@ -191,4 +186,4 @@ def report_text(report: dict[str, Any]) -> str:
         lines.append("wrote: " + ", ".join(report["written"]))
     else:
         lines.append(f"no checkpoint written: {report['not_written']}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(line.rstrip() for line in lines) + "\n"

@@ -19,6 +19,7 @@ import numpy as np
 from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index, given_body_part
 from mura.data.images import is_dicom, read_image
 from mura.errors import ImageDecodeError, MuraError
+from mura.inference.scope import ModelScope, scope_reasons, scored_anyway
 from mura.prediction import NOT_ASSESSED, BodyPartOrigin, Prediction, StudyPrediction, decide
 
 if TYPE_CHECKING:
@@ -32,10 +33,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".di
 class DecodedFile:
     path: Path
     pixels: np.ndarray  # full-size uint8 [H, W] (kept for Grad-CAM overlays)
-    prepared: dict[InputSpec, np.ndarray]
+    prepared: dict[InputSpec, np.ndarray]  # empty when the file is refused and will not be scored
     body_part: int  # -1 unless given or read from DICOM tags
     body_part_origin: BodyPartOrigin  # given (argument) or dicom; ignored while body_part is -1
     warnings: tuple[str, ...] = ()  # from decoding, e.g. a truncated JPEG decoded with grey filler
+    reasons: tuple[str, ...] = ()  # why the scope gate refuses it (mura.inference.scope); () = in scope
 
 
 @dataclass
@@ -86,8 +88,11 @@ def source_path(source: FileSource) -> Path:
     return Path(source.name) if isinstance(source, InMemoryFile) else source
 
 
-def decode_file(source: FileSource, body_part: int, predictor: Predictor) -> DecodedFile:
-    """Pixels, resized inputs and body part (the argument wins over DICOM tags); ImageDecodeError."""
+def decode_file(
+    source: FileSource, body_part: int, predictor: Predictor, scope: ModelScope, score_all: bool = False
+) -> DecodedFile:
+    """Pixels, the scope gate's reasons, resized inputs (unless refused and not `score_all`) and body
+    part (the argument wins over DICOM tags); ImageDecodeError."""
     origin: BodyPartOrigin = "given"
     path = source_path(source)
     decoded = (
@@ -95,14 +100,16 @@ def decode_file(source: FileSource, body_part: int, predictor: Predictor) -> Dec
     )
     if body_part == UNKNOWN_BODY_PART and decoded.body_part is not None:
         body_part, origin = body_part_index(decoded.body_part), "dicom"
-    return DecodedFile(
-        path, decoded.pixels, predictor.prepare(decoded.pixels), body_part, origin, decoded.warnings
-    )
+    reasons = tuple(scope_reasons(decoded, scope))
+    prepared = predictor.prepare(decoded.pixels) if score_all or not reasons else {}
+    return DecodedFile(path, decoded.pixels, prepared, body_part, origin, decoded.warnings, reasons)
 
 
-def _decode_or_error(source: FileSource, body_part: int, predictor: Predictor) -> DecodedFile | str:
+def _decode_or_error(
+    source: FileSource, body_part: int, predictor: Predictor, scope: ModelScope, score_all: bool
+) -> DecodedFile | str:
     try:
-        return decode_file(source, body_part, predictor)
+        return decode_file(source, body_part, predictor, scope, score_all)
     except ImageDecodeError as exc:
         return str(exc)
     except MemoryError:
@@ -116,17 +123,26 @@ def iter_file_predictions(
     *,
     workers: int = 2,
     keep_pixels: bool = False,
+    score_all: bool = False,
 ) -> Iterator[FileResult]:
-    """Predict files batch by batch, decoding the next batch while the model runs on this one."""
+    """Predict files batch by batch, decoding the next batch while the model runs on this one.
+
+    A file the scope gate refuses is answered `not_assessed` with its reasons, unless `score_all`
+    (a researcher's choice): then it is scored and the reasons are among its warnings.
+    """
     try:
         given = given_body_part(body_part)
     except ValueError as exc:
         raise MuraError(str(exc)) from None
     batch = predictor.batch_size
+    scope = ModelScope.of_members(predictor.members)
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mura-decode") as pool:
 
         def submit(start: int) -> list[Future]:
-            return [pool.submit(_decode_or_error, p, given, predictor) for p in paths[start : start + batch]]
+            return [
+                pool.submit(_decode_or_error, p, given, predictor, scope, score_all)
+                for p in paths[start : start + batch]
+            ]
 
         pending = submit(0)
         for start in range(0, len(paths), batch):
@@ -140,7 +156,7 @@ def iter_file_predictions(
 def _predict_batch(
     predictor: Predictor, decoded: list[DecodedFile | str], paths: Sequence[FileSource], keep_pixels: bool
 ) -> Iterator[FileResult]:
-    good = [d for d in decoded if isinstance(d, DecodedFile)]
+    good = [d for d in decoded if isinstance(d, DecodedFile) and d.prepared]
     prediction = (
         predictor.predict_prepared([d.prepared for d in good], [d.body_part for d in good]) if good else None
     )
@@ -150,16 +166,40 @@ def _predict_batch(
         if isinstance(item, str):
             yield FileResult(path, error=item)
             continue
+        pixels = item.pixels if keep_pixels else None
+        if not item.prepared:
+            record = not_assessed(predictor, str(path), item.reasons, item.warnings)
+            yield FileResult(path, prediction=record, pixels=pixels)
+            continue
         assert prediction is not None
         record = prediction.prediction(
             index,
             predictor.identity,
             path=str(path),
             given_origin=item.body_part_origin,
-            warnings=item.warnings,
+            warnings=(*item.warnings, *scored_anyway(item.reasons)),
         )
         index += 1
-        yield FileResult(path, prediction=record, pixels=item.pixels if keep_pixels else None)
+        yield FileResult(path, prediction=record, pixels=pixels)
+
+
+def not_assessed(
+    predictor: Predictor, path: str | None, reasons: Sequence[str], warnings: Sequence[str] = ()
+) -> Prediction:
+    """The answer for an input the scope gate refused: its reasons, no probability, no body part."""
+    return Prediction(
+        path=path,
+        fracture_probability=None,
+        decision=NOT_ASSESSED,
+        operating_point=predictor.threshold_name,
+        threshold=float(predictor.threshold),
+        body_part=None,
+        body_part_origin="predicted",
+        body_part_probabilities={},
+        warnings=list(warnings),
+        reasons=list(reasons),
+        model=predictor.identity,
+    )
 
 
 def study_prediction(path: str | None, results: Sequence[FileResult], tiers: TierScale) -> StudyPrediction:

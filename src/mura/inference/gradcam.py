@@ -151,7 +151,3 @@ class GradCamExplainer:
                 square = cam(x, torch.tensor([body_part], device=member.device))[0]
             maps.append(cam_to_original(square, image.shape, pre.resize_mode))
         return np.clip(np.mean(maps, axis=0), 0.0, 1.0)
-
-    def __call__(self, image: np.ndarray, body_part: int = -1) -> np.ndarray:
-        """Overlay RGB uint8 [H, W, 3] (the web service's `Explainer` signature)."""
-        return overlay(image, self.heatmap(image, body_part))

@@ -94,6 +94,7 @@ def member_info(meta: CheckpointMeta) -> dict[str, Any]:
         "epoch": meta.epoch,
         "config": meta.config,
         "provenance": meta.provenance,
+        "scope_parts": list(meta.scope_parts),  # what the scope gate lets in (mura.inference.scope)
     }
 
 

@@ -67,8 +67,10 @@ def acquisition_reasons(header: Mapping[str, Any]) -> list[str]:
             "displayed; send the For Presentation instance"
         )
     elif sop_class and sop_class not in PROJECTION_SOP_CLASSES:
-        accepted = ", ".join(_sop_class_name(uid) for uid in PROJECTION_SOP_CLASSES)
-        reasons.append(f"SOP class {_sop_class_name(sop_class)} is not a projection radiograph ({accepted})")
+        reasons.append(
+            f"SOP class {_sop_class_name(sop_class)} is not a projection radiograph "
+            "(Computed Radiography, or Digital X-Ray For Presentation)"
+        )
     modality = _text(header, "Modality").upper()
     if not modality:
         reasons.append("Modality is missing, so nothing says this is a radiograph")

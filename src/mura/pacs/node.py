@@ -2,7 +2,12 @@
 
 Flow: C-STORE -> spool (durable before "success") -> study quiet for `quiet_seconds` -> claimed ->
 analysed (`mura.pacs.study.study_results`: SR + one SC per good view) -> outbox -> C-STORE
-and/or STOW-RS to the destinations, retried with backoff -> spool and outbox entry removed.
+and/or STOW-RS to the destinations, retried with backoff -> outbox entry removed.
+
+A late view re-analyses the whole study: each analysis's instances stay in the spool's `analysed/` for
+`incoming_max_age_hours`, join the late ones, and the new SR replaces the earlier one (Predecessor
+Documents Sequence). Holding results until a study is "complete" was not chosen: DICOM never says
+when a study is complete, so every study would wait for a guess that can still be wrong.
 
 Threads: pynetdicom runs one thread per association (they only write to the spool); the main thread
 analyses quiet studies one at a time (one model, no contention); a delivery thread empties the outbox,
@@ -26,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from mura.errors import MuraError
+from mura.pacs.credentials import redact
 from mura.pacs.delivery import Destination, Outbox, OutboxEntry
 from mura.pacs.node_settings import NodeSettings
-from mura.pacs.results import StudyResults
+from mura.pacs.results import PriorResults, StudyResults
 from mura.pacs.retention import HOUR, SWEEP_SECONDS, OutboxGate, sweep
 from mura.pacs.scp import storage_scp
 from mura.pacs.spool import GIB, Spool, SpoolFull, short_uid, study_of
@@ -41,14 +47,15 @@ STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_CANNOT_UNDERSTAND = 0xC000
 
 
-Analyse = Callable[[list[Path]], StudyResults]
+Analyse = Callable[[list[Path], PriorResults | None], StudyResults]
 
 
 class DicomNode:
     """A Storage SCP that turns each received study into results for the PACS, and never loses one.
 
     Built from validated `settings`, an `analyse` callable (instance paths of one study -> its
-    `StudyResults`; the caller loads the model once and closes over it, so the node itself holds no
+    `StudyResults`, given the study's earlier results when a late view re-analyses it; the caller
+    loads the model once and closes over it, so the node itself holds no
     model) and the destinations results go to. `serve` runs until `stop` is set; everything received
     or analysed but not yet delivered is on disk under `settings.spool_dir` and picked up by the next
     `serve`. The association timeouts and maximum PDU size come from the settings, so a peer that goes
@@ -110,9 +117,17 @@ class DicomNode:
             self.spool.remove(folder)
             return
         started = time.time()
+        kept = self.spool.merge_analysed(folder)
+        prior = PriorResults.from_dict(kept) if kept else None
         instances = self.spool.instances(folder)
+        if prior is not None:
+            log.info(
+                "study %s: late instance(s): re-analysing all %d, to replace the SR sent before",
+                study,
+                len(instances),
+            )
         try:
-            results = self.analyse(instances)
+            results = self.analyse(instances, prior)
         except MuraError as exc:
             log.warning("study %s: no results (%d instances): %s", study, len(instances), exc)
             self.spool.remove(folder)
@@ -140,13 +155,15 @@ class DicomNode:
             "skipped": len(results.skipped),
             "claimed_at": started,
             "analysis_seconds": time.time() - started,
+            "replaces": prior.sr_instance_uid if prior else None,
         }
         try:
             self.outbox.add(folder.name, results.write, summary)
         except OSError as exc:
             log.error("study %s: cannot write results (%s); re-analysed at the next start", study, exc)
             return
-        self.spool.remove(folder)
+        replaceable = results.record(prior)
+        self.spool.keep_analysed(folder, replaceable.to_dict() if replaceable else None)
 
     def _claim_and_analyse(self, study_uid: str) -> None:
         try:
@@ -160,6 +177,7 @@ class DicomNode:
         m = entry.manifest
         probability = m.get("fracture_probability")
         point = f" ({m['operating_point']})" if m.get("operating_point") else ""
+        point += ", replacing the SR sent before" if m.get("replaces") else ""
         log.info(
             "study %s: p=%s %s%s, %s views, %s skipped, %.2f s (analysis %.2f s), %d files -> %s",
             short_uid(str(m.get("study_instance_uid", entry.folder.name))),
@@ -185,7 +203,7 @@ class DicomNode:
                     sweep(self.spool, self.outbox, self.settings)
                 self.outbox.deliver_due()
             except Exception as exc:  # e.g. the outbox folder gone: say so, try again later
-                log.error("delivery: %s: %s", type(exc).__name__, exc)
+                log.error("delivery: %s: %s", type(exc).__name__, redact(str(exc)))
                 wait = self.settings.max_retry_seconds
             self.stop.wait(wait)
 

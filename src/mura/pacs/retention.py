@@ -1,8 +1,9 @@
 """How much the DICOM node keeps, and for how long: quotas and maximum ages of its folders.
 
-- `incoming/` + `work/`: the spool's quota refuses a C-STORE beyond it (`SpoolFull`, answered
-  "Out of Resources" so the sender retries later); a study still receiving after
-  `incoming_max_age_hours` is analysed as received so far (`Spool.overdue`).
+- `incoming/` + `work/` + `analysed/`: the spool's quota refuses a C-STORE beyond it (`SpoolFull`,
+  answered "Out of Resources" so the sender retries later) once no kept `analysed/` study is left to
+  drop; a study still receiving after `incoming_max_age_hours` is analysed as received so far
+  (`Spool.overdue`), and an analysed study's instances are kept that long for late views.
 - `outbox/`: while it holds more than its quota (a PACS down for long), no new study is claimed, so
   they wait in `incoming/`, whose quota then pushes back on the senders; results no destination took
   within `outbox_max_age_days` move to `failed/`.
@@ -34,6 +35,12 @@ def sweep(spool: Spool, outbox: Outbox, settings: NodeSettings) -> None:
             short_uid(study_of(entry.folder)),
             settings.outbox_max_age_days,
             kept,
+        )
+    for kept in spool.expire_analysed(settings.incoming_max_age_hours * HOUR):
+        log.info(
+            "study %s: analysed instances no longer kept for late views (%g h, incoming_max_age_hours)",
+            short_uid(kept.name),
+            settings.incoming_max_age_hours,
         )
     for removed in spool.expire_failed(
         settings.failed_max_age_days * DAY, int(settings.failed_quota_gib * GIB)

@@ -6,13 +6,19 @@ study wholly in one place):
     incoming/<StudyInstanceUID>/<SOPInstanceUID>.dcm   instances as received, still arriving
     work/<StudyInstanceUID>.<stamp>/                   a quiet study, claimed for analysis
     failed/<StudyInstanceUID>.<stamp>/                 a study whose analysis raised an unexpected error
+    analysed/<StudyInstanceUID>/                       the instances of a study's last analysis and
+                                                       `results.json` (what its results were), kept so
+                                                       a late view re-analyses the whole study
 
 A C-STORE is answered "success" only after `store` returns: the bytes are written through
 `mura.atomic` (temp file, fsync, rename, folder fsynced), so an acknowledged instance survives a power
 cut.
 A study is claimed once no instance has arrived for it for the quiet period (or once it has been
 receiving for longer than the node's maximum age); instances of the same study arriving later start a
-new incoming folder (and a second analysis) instead of racing the first.
+new incoming folder instead of racing the first. When that one is claimed, the instances kept in
+`analysed/` join it (`merge_analysed`), so the study is analysed whole again and its new report can
+replace the earlier one. `analysed/` entries are kept for the node's incoming maximum age, and count
+towards the quota: the oldest are dropped first when a store would exceed it.
 
 What it holds is patient data: folders are 0700 and files 0600 (`mura.pacs.private_files`), a root
 folder another user could write to is refused, received-but-unanalysed bytes are held under a quota
@@ -22,6 +28,7 @@ emptied of entries past their maximum age or beyond its own quota.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,6 +41,7 @@ from mura.atomic import fsync_dir
 from mura.pacs.private_files import private_folder, write_private
 
 GIB = 1 << 30
+RESULTS_RECORD = "results.json"
 UID_PATTERN = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -82,6 +90,7 @@ class Spool:
         self.incoming = private_folder(self.root / "incoming")
         self.work = private_folder(self.root / "work")
         self.failed = private_folder(self.root / "failed")
+        self.analysed = private_folder(self.root / "analysed")
         self.quota_bytes = quota_bytes
         self._lock = threading.Lock()
         self._last_received: dict[str, float] = {}
@@ -92,7 +101,7 @@ class Spool:
                 for leftover in study.glob(".*"):  # temporaries of writes never acknowledged
                     leftover.unlink(missing_ok=True)
                 self._last_received[study.name] = self._first_received[study.name] = now
-        self._bytes = folder_bytes(self.incoming) + folder_bytes(self.work)
+        self._bytes = folder_bytes(self.incoming) + folder_bytes(self.work) + folder_bytes(self.analysed)
 
     @property
     def received_bytes(self) -> int:
@@ -110,6 +119,7 @@ class Spool:
             folder = self.incoming / study_uid
             path = folder / f"{sop_instance_uid}.dcm"
             replaced = path.stat().st_size if path.is_file() else 0  # the same instance sent again
+            self._make_room(len(data) - replaced)
             if self._bytes - replaced + len(data) > self.quota_bytes:
                 raise SpoolFull(
                     f"{self._bytes / GIB:.2f} GiB received and not yet analysed, quota "
@@ -124,6 +134,64 @@ class Spool:
             self._last_received[study_uid] = now
             self._first_received.setdefault(study_uid, now)
         return path
+
+    def _make_room(self, needed: int) -> None:
+        """Drop kept `analysed/` studies, oldest first, while `needed` more bytes would exceed the quota
+        (they only serve late views; received instances come first). Called holding the lock."""
+        kept = sorted((p.stat().st_mtime, p) for p in self.analysed.iterdir() if p.is_dir())
+        for _, folder in kept:
+            if self._bytes + needed <= self.quota_bytes:
+                return
+            self._bytes -= folder_bytes(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def keep_analysed(self, claimed: Path, record: dict | None) -> None:
+        """After a claimed study's results are in the outbox: keep its instances and `record` (what its
+        results were) for a late view, replacing what was kept before; without a record, remove it."""
+        if record is None:
+            self.remove(claimed)
+            return
+        write_private(claimed / RESULTS_RECORD, json.dumps(record).encode())
+        target = self.analysed / study_of(claimed)
+        with self._lock:
+            self._bytes += (claimed / RESULTS_RECORD).stat().st_size
+            if target.exists():
+                self._bytes -= folder_bytes(target)
+                shutil.rmtree(target, ignore_errors=True)
+            os.rename(claimed, target)
+            os.utime(target)
+        fsync_dir(self.work)
+        fsync_dir(self.analysed)
+
+    def merge_analysed(self, claimed: Path) -> dict | None:
+        """Move the instances kept from the study's last analysis into `claimed` (an instance sent again
+        keeps its new copy) and return that analysis's record; None when nothing was kept."""
+        kept = self.analysed / study_of(claimed)
+        with self._lock:  # not dropped by `_make_room` half-way
+            try:
+                record = json.loads((kept / RESULTS_RECORD).read_text())
+            except (OSError, ValueError):  # nothing kept, or a record cut short: a first analysis
+                return None
+            for path in kept.iterdir():
+                if path.suffix == ".dcm" and not (claimed / path.name).exists():
+                    os.rename(path, claimed / path.name)
+            self._bytes -= folder_bytes(kept)
+            shutil.rmtree(kept, ignore_errors=True)
+        fsync_dir(claimed)
+        fsync_dir(self.analysed)
+        return record
+
+    def expire_analysed(self, max_age_seconds: float) -> list[Path]:
+        """Remove `analysed/` studies kept longer than `max_age_seconds`; return them. A view of such a
+        study arriving later is analysed on its own."""
+        now, removed = time.time(), []
+        with self._lock:
+            for folder in self.analysed.iterdir():
+                if folder.is_dir() and now - folder.stat().st_mtime > max_age_seconds:
+                    self._bytes -= folder_bytes(folder)
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+        return removed
 
     def quiet_studies(self, quiet_seconds: float) -> list[str]:
         """Incoming studies with no instance for `quiet_seconds`, oldest first."""

@@ -4,6 +4,14 @@ Shared by `mura predict --dicom-out`, the service and the DICOM node, so a PACS 
 from each. The study probability is `mura.inference.files.study_prediction` over the views that could
 be predicted (MURA: their mean); instances that are not images, or whose pixels cannot be decoded, are
 skipped and listed. The source files are only read, never written.
+
+Out of scope (`mura.inference.scope`), two cases are told apart. An instance that is no projection
+radiograph (a CT, an MR, a Secondary Capture: the gate's acquisition rules on its header) is skipped
+like a non-image, so a study of nothing else gets no result at all: an AI fracture report has no
+place in a CT study, and a routing rule that sends one here should not fill the PACS with them. A
+radiograph the model cannot judge (a body part it was not trained on, a blank or noise-like image)
+is a study a reader may expect a result for, so it gets an SR that states "not assessed" with the
+reasons, and no finding, probability or Grad-CAM capture.
 """
 
 from __future__ import annotations
@@ -26,9 +34,11 @@ from mura.inference.files import (
     FileSource,
     InMemoryFile,
     iter_file_predictions,
+    not_assessed,
     source_path,
     study_prediction,
 )
+from mura.inference.scope import acquisition_problems, image_reasons
 from mura.pacs.capture import make_captures
 from mura.pacs.identity import MANUFACTURER, study_reference
 from mura.pacs.results import PriorResults, StudyIdentity, StudyResults, ViewResult
@@ -113,11 +123,13 @@ def study_results(
             continue
         prediction = _decided_at(result.prediction, name, threshold)
         good.append(ViewResult(result.path.name, prediction, headers.get(number), result.pixels))
-    if arrays:
-        batch = predictor.predict_images([a for _, a in arrays], [given_body_part(body_part)] * len(arrays))
-        for j, (i, array) in enumerate(arrays):
-            prediction = _decided_at(batch.prediction(j, predictor.identity), name, threshold)
-            good.append(ViewResult(f"image {i + 1}", prediction, None, array))
+    reasons = {i: image_reasons(array) for i, array in arrays}  # an array has no header: layer 2 only
+    scored = [(i, array) for i, array in arrays if not reasons[i]]
+    batch = predictor.predict_images([a for _, a in scored], [given_body_part(body_part)] * len(scored))
+    predictions = {i: batch.prediction(j, predictor.identity) for j, (i, _) in enumerate(scored)}
+    for i, array in arrays:
+        prediction = predictions.get(i) or not_assessed(predictor, None, reasons[i])
+        good.append(ViewResult(f"image {i + 1}", _decided_at(prediction, name, threshold), None, array))
     on_disk = [f.parent for f in files if isinstance(f, Path)]
     folder = str(Path(os.path.commonpath(on_disk))) if on_disk else None
     if not good:
@@ -135,7 +147,14 @@ def study_results(
 
     reference = study_reference(good, identity)
     shown = set(prior.captured) if prior else set()
-    drawn = [v for v in good if v.header is None or (captures and str(v.header.SOPInstanceUID) not in shown)]
+    # A not-assessed view gets no Grad-CAM (a heat map would suggest a finding), unless the SR has
+    # nothing else to reference for it (no DICOM source)
+    drawn = [
+        v
+        for v in good
+        if v.header is None
+        or (captures and v.prediction.assessed and str(v.header.SOPInstanceUID) not in shown)
+    ]
     if explainer is None and any(v.prediction.decision == "abnormal" for v in drawn):
         from mura.inference.gradcam import GradCamExplainer
 
@@ -169,6 +188,10 @@ def _readable(
             problem = image_sop_class_problem(header)
             if problem:
                 skipped.append((source_path(source), problem))
+                continue
+            out_of_scope = acquisition_problems(header)
+            if out_of_scope:
+                skipped.append((source_path(source), "not assessed: " + "; ".join(out_of_scope)))
                 continue
             headers[len(candidates)] = header
         candidates.append(source)

@@ -1,49 +1,46 @@
 """What one request asks of the model: check and decode the uploads, predict, optionally explain.
 
 Runs on a worker thread (see engine.py). Decoding happens only in memory; nothing here writes a file
-or logs pixel data or filenames.
+or logs pixel data or filenames. An upload outside the model's scope (`mura.inference.scope`: a CT, a
+photograph, a blank, a body part it was not trained on) is answered `not_assessed` with its reasons,
+never scored.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
 
 from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART
 from mura.data.images import read_image
 from mura.errors import ImageDecodeError, MuraError
 from mura.inference.batch import PredictionBatch
-from mura.inference.files import FileResult, study_prediction
+from mura.inference.files import FileResult, not_assessed, study_prediction
+from mura.inference.scope import ModelScope, scope_reasons
 from mura.prediction import BodyPartOrigin, ModelIdentity
 from mura.service.engine import ModelGate
 from mura.service.errors import ServiceError, undecodable
-from mura.service.limits import check_pixel_budget, check_request_pixels, sniff_kind
-from mura.service.schemas import ImageAnswer, StudyAnswer
+from mura.service.limits import check_request_pixels, check_upload_size, sniff_kind
+from mura.service.schemas import DicomIdentity, ImageAnswer, StudyAnswer
 from mura.service.uploads import UploadedFile
+from mura.service.viewer import Explainer, add_view_layers, dicom_identity
 from mura.tiers import TierScale
-
-PREVIEW_SIDE = 512  # images and heatmaps go back to the browser at most this big
 
 
 class SupportsPredictImages(Protocol):
     """The part of `mura.inference.predictor.Predictor` the service needs."""
 
     threshold: float
+    threshold_name: str
     identity: ModelIdentity
     tiers: TierScale
+    members: Sequence[Any]  # what the scope gate reads each checkpoint's scope from
 
     def predict_images(self, images: Sequence[np.ndarray], body_parts: Sequence[int]) -> PredictionBatch: ...
-
-
-# (image uint8 [H, W], body-part index used by the fracture head) -> RGB uint8 overlay [H', W', 3]
-Explainer = Callable[[np.ndarray, int], np.ndarray]
 
 
 @dataclass
@@ -53,16 +50,19 @@ class DecodedUpload:
     body_part: int  # from the request, else from DICOM tags, else -1
     body_part_origin: BodyPartOrigin  # given (the request) or dicom; meaningless while body_part is -1
     warnings: tuple[str, ...]  # decoded, but not cleanly (mura.data.images.read_image)
+    reasons: tuple[str, ...] = ()  # why the scope gate refuses it; () = in scope
+    identity: DicomIdentity | None = None  # the patient and study a DICOM upload names
 
 
 def checked_pixels(upload: UploadedFile, max_pixels: int) -> int:
     """Type by magic bytes (415), then the pixels its header declares (422 over `max_pixels`)."""
     sniff_kind(upload.data, upload.filename)
-    return check_pixel_budget(upload.data, upload.filename, max_pixels).pixels
+    return check_upload_size(upload.data, upload.filename, max_pixels).pixels
 
 
-def decode_upload(upload: UploadedFile, body_part: int, max_pixels: int) -> DecodedUpload:
-    """Pixels (422) of an upload whose header was checked (`checked_pixels`); body part from DICOM."""
+def decode_upload(upload: UploadedFile, body_part: int, max_pixels: int, scope: ModelScope) -> DecodedUpload:
+    """Pixels (422) of an upload whose header was checked (`checked_pixels`); body part from DICOM; the
+    scope gate's reasons."""
     origin: BodyPartOrigin = "given"
     try:
         decoded = read_image(upload.data, name=upload.filename, max_pixels=max_pixels)
@@ -70,7 +70,11 @@ def decode_upload(upload: UploadedFile, body_part: int, max_pixels: int) -> Deco
         raise undecodable(upload.filename, exc.reason) from None
     if body_part == UNKNOWN_BODY_PART and decoded.body_part is not None:
         body_part, origin = BODY_PARTS.index(decoded.body_part), "dicom"
-    return DecodedUpload(upload.filename, decoded.pixels, body_part, origin, decoded.warnings)
+    reasons = tuple(scope_reasons(decoded, scope))
+    identity = dicom_identity(upload.data) if decoded.dicom is not None else None
+    return DecodedUpload(
+        upload.filename, decoded.pixels, body_part, origin, decoded.warnings, reasons, identity
+    )
 
 
 def skipped_view(filename: str, error: ServiceError) -> dict[str, str]:
@@ -79,7 +83,7 @@ def skipped_view(filename: str, error: ServiceError) -> dict[str, str]:
 
 
 def decode_study(
-    uploads: Sequence[UploadedFile], body_part: int, max_pixels: int
+    uploads: Sequence[UploadedFile], body_part: int, max_pixels: int, scope: ModelScope
 ) -> tuple[list[DecodedUpload], list[dict[str, str]]]:
     """The views that decode, and the others with their reasons (as `mura predict --study` skips them).
 
@@ -96,24 +100,10 @@ def decode_study(
     good = []
     for i in usable:
         try:
-            good.append(decode_upload(uploads[i], body_part, max_pixels))
+            good.append(decode_upload(uploads[i], body_part, max_pixels, scope))
         except ServiceError as exc:
             skipped[i] = skipped_view(uploads[i].filename, exc)
     return good, [skipped[i] for i in sorted(skipped)]
-
-
-def preview(image: np.ndarray) -> np.ndarray:
-    """The image shrunk so its longer side is at most PREVIEW_SIDE (what the browser shows)."""
-    pil = Image.fromarray(np.ascontiguousarray(image))
-    pil.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.BILINEAR)
-    return np.asarray(pil)
-
-
-def png_base64(image: np.ndarray) -> str:
-    """A grey or RGB uint8 array as a base64 PNG."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=3)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def predict_uploads(
@@ -130,38 +120,44 @@ def predict_uploads(
     Without `skip_bad` the first bad upload refuses the request; with it (a study), bad views are
     listed and only a study with no usable view is refused (422 with the list).
     """
+    scope = ModelScope.of_members(predictor.members)
     if skip_bad:
-        images, skipped = decode_study(uploads, body_part, max_pixels)
+        images, skipped = decode_study(uploads, body_part, max_pixels, scope)
         if not images:
             raise ServiceError(
                 422, "no_usable_view", "no view of the study could be used", extra={"skipped": skipped}
             )
     else:
         check_request_pixels([checked_pixels(upload, max_pixels) for upload in uploads], max_pixels)
-        images, skipped = [decode_upload(upload, body_part, max_pixels) for upload in uploads], []
-    given = [image.body_part for image in images]
-    try:
-        with gate.shared():
-            batch = predictor.predict_images([image.pixels for image in images], given)
-    except MuraError as exc:  # e.g. a model without a body-part head and no body part given
-        raise ServiceError(422, "cannot_predict", str(exc)) from None
+        images, skipped = [decode_upload(upload, body_part, max_pixels, scope) for upload in uploads], []
+    scored = [image for image in images if not image.reasons]
+    batch = None
+    if scored:
+        try:
+            with gate.shared():
+                batch = predictor.predict_images([i.pixels for i in scored], [i.body_part for i in scored])
+        except MuraError as exc:  # e.g. a model without a body-part head and no body part given
+            raise ServiceError(422, "cannot_predict", str(exc)) from None
     answers = []
-    for i, image in enumerate(images):
-        prediction = batch.prediction(
-            i,
-            predictor.identity,
-            path=image.filename,
-            given_origin=image.body_part_origin,
-            warnings=image.warnings,
-        )
-        answer = ImageAnswer(**prediction.model_dump())
-        if explainer is not None:
-            # The CAM is computed on the preview: the model sees a resize of it either way, and the
-            # overlay is only ever shown at preview size.
-            small = preview(image.pixels)
-            with gate.exclusive():
-                overlay = explainer(small, BODY_PARTS.index(str(prediction.body_part)))
-            answer.image_png, answer.cam_png = png_base64(small), png_base64(overlay)
+    position = iter(range(len(scored)))  # each scored image's row of the batch, in order
+    for image in images:
+        if image.reasons:
+            refused = not_assessed(predictor, image.filename, image.reasons, image.warnings)
+            answer = ImageAnswer(**refused.model_dump())
+        else:
+            assert batch is not None
+            prediction = batch.prediction(
+                next(position),
+                predictor.identity,
+                path=image.filename,
+                given_origin=image.body_part_origin,
+                warnings=image.warnings,
+            )
+            answer = ImageAnswer(**prediction.model_dump())
+        if image.identity is not None:
+            answer.dicom_identity = image.identity
+        if explainer is not None:  # a film not assessed is shown plainly: the picture, no heatmap
+            add_view_layers(answer, image.pixels, explainer, gate)
         answers.append(answer)
     return answers, skipped
 

@@ -46,7 +46,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 
 from mura.constants import BODY_PARTS, given_body_part
-from mura.service.analysis import Explainer, SupportsPredictImages, predict_uploads, study_summary
+from mura.service.analysis import SupportsPredictImages, predict_uploads, study_summary
 from mura.service.dicom_answer import DICOM_MEDIA_TYPE, study_report_bytes, wants_dicom
 from mura.service.engine import Admission, InferenceEngine
 from mura.service.errors import ServiceError, bad_request, request_timeout
@@ -59,6 +59,7 @@ from mura.service.security import (
     page_policy,
 )
 from mura.service.uploads import MultipartForm, check_content_length, read_multipart
+from mura.service.viewer import Explainer
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def _upload_body(multiple: bool, max_files: int, cam: bool) -> dict[str, Any]:
     body = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
     if not cam:
         return body
-    text = "include the image and its Grad-CAM overlay as base64 PNG"
+    text = "include what a viewer draws: the film and its Grad-CAM heatmap, as base64 PNG layers"
     properties["cam"] = {"type": "boolean", "description": text}
     return {"parameters": [{"name": "cam", "in": "query", "schema": {"type": "boolean"}}], **body}
 
@@ -141,7 +142,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app around an already loaded predictor (the model is loaded once, by the caller).
 
-    `explainer(image, body_part) -> RGB overlay` answers `cam=true`; without one such requests get 400.
+    `explainer.heatmap(image, body_part)` answers `cam=true`; without one such requests get 400.
     `auth_tokens`: the bearer tokens the `/v1/` routes accept (None: no authentication);
     `allowed_hosts`: the Host names accepted (None: any, for a caller that checks them itself).
     """

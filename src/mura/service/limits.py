@@ -43,7 +43,7 @@ def sniff_kind(data: bytes, filename: str) -> str:
     raise unsupported_type(filename)
 
 
-def check_pixel_budget(data: bytes, filename: str, max_pixels: int) -> DeclaredSize:
+def check_upload_size(data: bytes, filename: str, max_pixels: int) -> DeclaredSize:
     """The size the file's header declares; 422 `image_too_large` when one frame is over `max_pixels`."""
     try:
         size = declared_size(data, filename)

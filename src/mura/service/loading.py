@@ -10,15 +10,15 @@ from typing import Any
 from fastapi import FastAPI
 
 from mura.errors import MuraError
-from mura.service.analysis import Explainer
 from mura.service.app import create_app
 from mura.service.model_card import model_card
+from mura.service.viewer import Explainer
 
 log = logging.getLogger(__name__)
 
 
 def make_explainer(predictor: Any) -> Explainer | None:
-    """Grad-CAM overlays of the fracture output, sharing the predictor's loaded PyTorch models.
+    """Grad-CAM heatmaps of the fracture output, sharing the predictor's loaded PyTorch models.
 
     None (the service then answers `cam=true` with 400) when no PyTorch checkpoint is at hand, e.g. an
     exported `.onnx` served without its `.pt`: predictions still work.

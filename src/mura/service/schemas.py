@@ -13,11 +13,36 @@ from pydantic import BaseModel, Field
 from mura.prediction import Prediction, StudyPrediction
 
 
-class ImageAnswer(Prediction):
-    """One radiograph's prediction: `mura.prediction.Prediction` (`path` is the upload's file name)."""
+class DicomIdentity(BaseModel):
+    """Whom and which study a DICOM upload names, read from its own tags (nothing is looked up), so a
+    reader can match the answer to the film; the service never logs it."""
 
-    image_png: str | None = Field(None, description="with cam=true: the image (base64 PNG, at most 512 px)")
-    cam_png: str | None = Field(None, description="with cam=true: the Grad-CAM overlay (base64 PNG)")
+    patient_name: str | None = Field(None, description="PatientName as stored (DICOM PN: FAMILY^GIVEN)")
+    patient_id: str | None = None
+    accession_number: str | None = None
+    study_date: str | None = Field(None, description="StudyDate as YYYY-MM-DD (as stored if not a date)")
+
+
+class ImageAnswer(Prediction):
+    """One radiograph's prediction: `mura.prediction.Prediction` (`path` is the upload's file name).
+
+    An upload outside the model's scope (not a projection radiograph, a body part the model was not
+    trained on, a colour photograph, a blank or noise-like image) is answered with decision
+    `not_assessed`: `reasons` says why, one line each, prefixed by the check that refused it (`dicom:`,
+    `pixels:`); `fracture_probability` and `body_part` are null and there is no heat map."""
+
+    dicom_identity: DicomIdentity | None = Field(None, description="DICOM uploads: the patient and study")
+    image_png: str | None = Field(
+        None, description="with cam=true: the film as decoded (grey base64 PNG, longer side at most 2048 px)"
+    )
+    image_size: tuple[int, int] | None = Field(
+        None, description="with cam=true: width, height of the decoded film (the frame of `findings`)"
+    )
+    heatmap_png: str | None = Field(
+        None,
+        description="with cam=true, when assessed: the Grad-CAM heatmap as a grey base64 PNG (255 = what "
+        "drove the answer most) of the film's aspect, at most 512 px: stretch it over the film",
+    )
 
 
 class SkippedView(BaseModel):

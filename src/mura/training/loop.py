@@ -34,6 +34,7 @@ from mura.training.fastpath import configure_threads, tcmalloc_loaded
 from mura.training.resume import restore, training_state
 from mura.training.run_dir import check_run_dir, remove_run_files
 from mura.training.run_log import RunLog
+from mura.training.scope import trained_parts
 from mura.training.steps import predict, train_one_epoch, validation_metrics
 
 log = logging.getLogger(__name__)
@@ -116,17 +117,22 @@ def checkpoint_meta(
             target_specificity=run.cfg.train.target_specificity,
             fitted_on=f"{run.cfg.data.val_split} split, epoch {epoch} ({val_images} images)",
         )
+    scope_parts, scope_source = trained_parts(
+        run.cache.index, (run.cfg.data.train_split, run.cfg.data.val_split)
+    )
     provenance = ckpt.new_provenance(
         data={
             "index": run.cfg.data.index,
             "cache": run.cfg.data.cache,
             "cache_settings": run.cache.settings.to_dict(),
         },
+        scope=scope_source,
     )
     return ckpt.CheckpointMeta(
         config=run.cfg.to_dict(),
         preprocessing=run.preprocessing,
         decision=decision,
+        scope_parts=scope_parts,
         epoch=epoch,
         positive_class=ckpt.positive_class_of(run.cache.index["source"]),
         val_metrics=metrics,

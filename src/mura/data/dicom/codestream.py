@@ -37,7 +37,7 @@ def _j2k_size(frame: bytes) -> tuple[int, int] | None:
     x, y, x_offset, y_offset = (
         int.from_bytes(frame[start + i : start + i + 4], "big") for i in (8, 12, 16, 20)
     )
-    return x - x_offset, y - y_offset
+    return (x - x_offset, y - y_offset) if x > x_offset and y > y_offset else None
 
 
 def codestream_size(frame: bytes) -> tuple[int, int] | None:
