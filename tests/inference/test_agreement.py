@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from pydicom.uid import SecondaryCaptureImageStorage
 
 from mura.cli import main
 from mura.data.cache import build_cache
@@ -32,7 +31,10 @@ def real_files(fracatlas_dir, tmp_path_factory):
     pixels = twelve_bit(np.asarray(Image.open(jpegs[0]).convert("L")))
     files = [
         *jpegs,
-        write_dicom(dicom_dataset(pixels, sop_class=SecondaryCaptureImageStorage), base / "from_jpeg.dcm"),
+        write_dicom(
+            dicom_dataset(pixels),
+            base / "from_jpeg.dcm",
+        ),
     ]
     index = pd.DataFrame(
         {

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from mura.data.cache_folder import file_record
 from mura.training.loop import train
 
 
@@ -134,6 +135,10 @@ def _shuffled_cache(cache: Path, out: Path) -> Path:
     for column in ("label", "body_part"):
         index.loc[train_rows, column] = rng.permutation(index.loc[train_rows, column].to_numpy())
     index.to_csv(out / "index.csv", index=False)
+    settings = json.loads((out / "settings.json").read_text())  # the record of the rewritten index
+    record = file_record(out / "index.csv", rows=len(index)).to_dict()
+    settings["files"]["index.csv"] = record
+    (out / "settings.json").write_text(json.dumps(settings))
     return out
 
 
