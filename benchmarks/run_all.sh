@@ -11,6 +11,8 @@ TCMALLOC=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 "$PY" benchmarks/bench_models.py --markdown docs/benchmarks/models.md
 "$PY" benchmarks/bench_train.py
 "$PY" benchmarks/bench_inference.py --markdown docs/benchmarks/inference.md
+"$PY" benchmarks/bench_scope.py --markdown docs/benchmarks/scope.md
+"$PY" benchmarks/bench_image_memory.py
 "$PY" benchmarks/bench_service.py
 bash benchmarks/bench_dicom_node.sh
 bash benchmarks/collect.sh

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from mura.cli import main as mura_main
 from mura.pacs.spool import short_uid
 from mura.pacs.sr import sr_summary
+from tests.factories.node import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -47,12 +47,6 @@ MISSING_TOOLS = (
     "needs Debian packages orthanc and dcmtk (Orthanc, storescu, echoscu, dcmcjpeg): `make system-deps`"
 )
 needs_tools = pytest.mark.skipif(not (ORTHANC and STORESCU and ECHOSCU and DCMCJPEG), reason=MISSING_TOOLS)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:

@@ -17,8 +17,9 @@ import pytest
 from mura.errors import MuraError
 from mura.pacs.credentials import BasicCredentials, redact, stow_credentials
 from mura.pacs.delivery import StowDestination
+from tests.factories.node import free_port
 from tests.pacs.test_node import launch_node, make_study, needs_tools, storescu, wait_for
-from tests.pacs.test_node_parts import StorageSCP, free_port
+from tests.pacs.test_node_parts import StorageSCP
 from tests.pacs.test_node_security import run_cli
 
 PASSWORD = "pw-Wq8Zt3vK"

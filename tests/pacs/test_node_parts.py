@@ -27,12 +27,7 @@ from mura.pacs.delivery import CStoreDestination, Outbox, parse_forward
 from mura.pacs.node import DicomNode
 from mura.pacs.node_settings import NodeSettings
 from mura.pacs.spool import Spool
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.factories.node import free_port
 
 
 def capture(path: Path, study_uid: str, rows: int = 8) -> Path:

@@ -31,7 +31,8 @@ from mura.pacs.node import DicomNode
 from mura.pacs.node_settings import NodeSettings
 from mura.pacs.retention import DAY, sweep
 from mura.pacs.spool import Spool
-from tests.pacs.test_node_parts import capture, free_port
+from tests.factories.node import free_port, serving
+from tests.pacs.test_node_parts import capture
 
 
 def mode(path: Path) -> int:
@@ -118,13 +119,8 @@ def quota_node(tiny_checkpoint: Path, tmp_path: Path, make_dicom, make_radiograp
         incoming_quota_gib=1.5 * size / (1 << 30),
     )
     node = DicomNode(settings, lambda paths, prior: None, [parse_forward("X@127.0.0.1:9", "N")])
-    ready = threading.Event()
-    thread = threading.Thread(target=lambda: node.serve(ready.set), daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    yield node
-    node.stop.set()
-    thread.join(30)
+    with serving(node):
+        yield node
 
 
 def test_a_store_beyond_the_quota_is_answered_out_of_resources_with_one_log_line(

@@ -11,7 +11,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,8 +25,9 @@ from mura.pacs.delivery import CStoreDestination, DeliveryError
 from mura.pacs.node import DicomNode
 from mura.pacs.node_settings import NodeSettings
 from mura.pacs.tls import forward_context, listener_context
+from tests.factories.node import free_port, serving
 from tests.pacs.test_node import NODE_AET, SENDER_AET, STORESCU, launch_node, make_study, wait_for
-from tests.pacs.test_node_parts import StorageSCP, capture, free_port
+from tests.pacs.test_node_parts import StorageSCP, capture
 from tests.pacs.test_node_security import run_cli
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -102,13 +102,8 @@ def tls_node(pki: Pki, tmp_path: Path) -> Iterator[DicomNode]:
         tls_ca=pki.cert("ca"),
     )
     node = DicomNode(settings, lambda paths, prior: None, [CStoreDestination("PACS", "127.0.0.1", 9)])
-    ready = threading.Event()
-    thread = threading.Thread(target=lambda: node.serve(ready.set), daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    yield node
-    node.stop.set()
-    thread.join(30)
+    with serving(node):
+        yield node
 
 
 def echo(port: int, client: ssl.SSLContext | None) -> bool:

@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 
 from mura.errors import MuraError
 from mura.inference.predictor import Predictor
+from mura.network import is_loopback
 from mura.service.app import create_app
 from mura.service.model_card import model_card
-from mura.service.security import allowed_hosts, is_loopback, load_tokens
+from mura.service.security import allowed_hosts, load_tokens
 
 TOKENS = ("first-token-0123456789", "second-token-abcdefghij")
 

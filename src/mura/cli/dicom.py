@@ -9,7 +9,6 @@ from a file or the environment.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mura.errors import MuraError
+from mura.network import is_loopback
 
 DESCRIPTION = """\
 A DICOM Storage SCP next to a PACS: each study received is analysed once quiet, and its SR and
@@ -129,7 +129,7 @@ def destinations(args: argparse.Namespace, calling_ae_title: str) -> list[Any]:
 
 def exposure_warnings(settings: Any) -> list[str]:
     """What a node reachable from the network leaves open, said aloud at start."""
-    if _is_loopback(settings.host):
+    if is_loopback(settings.host):
         return []
     warnings = []
     if not settings.allowed_calling:
@@ -143,15 +143,6 @@ def exposure_warnings(settings: Any) -> list[str]:
     elif settings.tls_ca is None:
         warnings.append("without --tls-ca, any TLS client is accepted (no client certificate required)")
     return warnings
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
 
 
 def run_dicom_node(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ def _warn(message: str) -> None:
 
 def _warn_about_exposure(args: argparse.Namespace) -> None:
     """A server reachable from the network without a token, TLS or a host name is a choice to say aloud."""
-    from mura.service.security import allowed_hosts, is_loopback
+    from mura.network import is_loopback
+    from mura.service.security import allowed_hosts
 
     if is_loopback(args.host):
         return

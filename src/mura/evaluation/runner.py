@@ -70,8 +70,7 @@ def _thresholds(
 ) -> tuple[dict[str, float], str]:
     stored = stored_thresholds(predictor.members)
     if stored:
-        fitted = "; ".join(dict.fromkeys(m.decision.fitted_on for m in predictor.members))
-        return stored, f"stored in the checkpoint(s), chosen on {fitted}"
+        return stored, f"stored in the checkpoint(s), chosen on {predictor.decision_origin}"
     if not (caches[0].index["split"] == "val").any():
         return {}, "none stored and the cache has no val split: 0.5 only"
     val = predictor.predict_cache(list(caches), "val", body_part_source)

@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mura.errors import MuraError
+from mura.secret_files import read_secret_file
 
 USER_VARIABLE = "MURA_STOW_USER"
 PASSWORD_VARIABLE = "MURA_STOW_PASSWORD"
@@ -76,19 +77,7 @@ def stow_credentials(
 
 
 def _read_credentials_file(path: Path) -> BasicCredentials:
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise MuraError(
-            f"stow_credentials_file {path}: cannot be read ({reason}); give a readable file"
-        ) from None
-    if mode & 0o077:
-        raise MuraError(
-            f"stow_credentials_file {path}: permissions {mode & 0o777:04o} let group or others read it; "
-            f"run chmod 600 {path}"
-        )
+    text = read_secret_file(path, f"stow_credentials_file {path}")
     lines = [line for line in text.splitlines() if line.strip()]
     user, colon, password = lines[0].partition(":") if len(lines) == 1 else ("", "", "")
     if not user or not colon or not password:

@@ -26,6 +26,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mura.errors import MuraError
+from mura.secret_files import read_secret_file
 from mura.service.errors import ServiceError
 from mura.service.schemas import ErrorAnswer
 
@@ -54,16 +55,7 @@ UNAUTHORIZED_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def load_tokens(path: Path) -> tuple[str, ...]:
     """The tokens of a token file: one per line; blank lines and lines starting with # are skipped."""
-    try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MuraError(f"token file {path}: cannot be read ({exc.strerror}); give a readable file") from None
-    if mode & 0o077:
-        raise MuraError(
-            f"token file {path}: permissions {mode & 0o777:04o} let group or others read it; "
-            f"run chmod 600 {path}"
-        )
+    text = read_secret_file(path, f"token file {path}")
     tokens = []
     for number, line in enumerate(text.splitlines(), start=1):
         token = line.strip()
@@ -132,16 +124,6 @@ def allowed_hosts(bind_host: str, extra: Sequence[str] = ()) -> list[str]:
     """Host names requests may carry: loopback, the bind address (unless a wildcard) and `extra`."""
     names = [*LOOPBACK_HOSTS, *([] if bind_host in WILDCARD_BINDS else [bind_host]), *extra]
     return list(dict.fromkeys(_host_name(name) for name in names))
-
-
-def is_loopback(bind_host: str) -> bool:
-    """Whether listening on `bind_host` keeps the service on this machine."""
-    if bind_host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(bind_host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve to anything
 
 
 def _inline_hashes(html: str, tag: str) -> str:
