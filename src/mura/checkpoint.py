@@ -5,9 +5,11 @@ checkpoint is a dict that `torch.load(weights_only=True)` opens without running 
 
     format_version   2
     model_state      the weights
-    meta             CheckpointMeta.to_dict(): config, body parts, preprocessing, decision
+    meta             CheckpointMeta.to_dict(): config, body parts (+ the head's confidence floor),
+                     preprocessing, decision
                      (calibration + operating points + their validation counts), positive class
-                     (what label 1 meant), scope parts (what the training data covered), epoch,
+                     (what label 1 meant), scope parts (what the training data covered), the
+                     feature-space scope detector (`mura.scope_detector`, optional), epoch,
                      validation/test metrics, provenance
     training_state   only in last.pt: optimizer, scheduler, RNG, early stopping, history
                      (owned by `mura.training.resume`)
@@ -30,11 +32,12 @@ import torch
 
 from mura.atomic import atomic_path
 from mura.config import Config, config_from_dict
-from mura.constants import BODY_PARTS
+from mura.constants import BODY_PARTS, MURA_BODY_PARTS
 from mura.decision import Calibration, Decision
 from mura.errors import MuraError
 from mura.prediction import POSITIVE_CLASSES, PositiveClass
 from mura.preprocessing import Preprocessing
+from mura.scope_detector import ScopeDetector
 
 FORMAT_VERSION = 2
 SAVE_MODEL_FIX = "mura.checkpoint.save_model(path, model, config, preprocessing)"
@@ -80,10 +83,19 @@ class CheckpointMeta:
     config: dict[str, Any]
     preprocessing: Preprocessing
     decision: Decision = field(default_factory=Decision)
+    # The body-part head's classes, always a prefix of `mura.constants.BODY_PARTS` (files that do not
+    # say: MURA's seven, all there was).
     body_parts: tuple[str, ...] = BODY_PARTS
+    # The top body-part probability at which a predicted part is trusted (reported and fed to the
+    # fracture head; below it the part is UNKNOWN and the model's unknown-part embedding is fed), fitted
+    # on held-out films (`mura.training.part_floor`). None: a model without that embedding (written
+    # before it existed), which feeds its argmax however unsure.
+    body_part_floor: float | None = None
     # The body parts the training data covered (`mura.training.scope`), what the scope gate lets in.
     # Checkpoints written before it was recorded hold MURA's seven parts, the body-part head's classes.
-    scope_parts: tuple[str, ...] = BODY_PARTS
+    scope_parts: tuple[str, ...] = MURA_BODY_PARTS
+    # Layer 3 of the scope gate, fitted on the training films' features; None: not gated by features.
+    scope_detector: ScopeDetector | None = None
     epoch: int = -1
     positive_class: PositiveClass = "abnormality"  # checkpoints from before it was recorded: the wider claim
     val_metrics: dict[str, Any] = field(default_factory=dict)
@@ -104,7 +116,9 @@ class CheckpointMeta:
                 "preprocessing": self.preprocessing.to_dict(),
                 "decision": self.decision.to_dict(),
                 "body_parts": list(self.body_parts),
+                "body_part_floor": self.body_part_floor,
                 "scope_parts": list(self.scope_parts),
+                "scope_detector": None if self.scope_detector is None else self.scope_detector.to_dict(),
                 "epoch": int(self.epoch),
                 "positive_class": self.positive_class,
                 "val_metrics": self.val_metrics,
@@ -119,8 +133,10 @@ class CheckpointMeta:
             config=dict(data["config"]),
             preprocessing=Preprocessing.from_dict(data["preprocessing"]),
             decision=Decision.from_dict(data["decision"]),
-            body_parts=tuple(data.get("body_parts") or BODY_PARTS),
-            scope_parts=tuple(data.get("scope_parts") or BODY_PARTS),
+            body_parts=_vocabulary(data.get("body_parts")),
+            body_part_floor=_floor(data.get("body_part_floor")),
+            scope_parts=tuple(data.get("scope_parts") or MURA_BODY_PARTS),
+            scope_detector=_scope_detector(data.get("scope_detector")),
             epoch=int(data.get("epoch", -1)),
             positive_class=_positive_class(data.get("positive_class")),
             val_metrics=dict(data.get("val_metrics") or {}),
@@ -130,6 +146,25 @@ class CheckpointMeta:
 
     def replace(self, **changes: Any) -> CheckpointMeta:
         return replace(self, **changes)
+
+
+def _vocabulary(value: Any) -> tuple[str, ...]:
+    parts = tuple(value or MURA_BODY_PARTS)
+    if parts != BODY_PARTS[: len(parts)]:
+        raise ValueError(f"body_parts {list(parts)} are not a prefix of {list(BODY_PARTS)}")
+    return parts
+
+
+def _floor(value: Any) -> float | None:
+    if value is None:
+        return None
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"body_part_floor {value!r} is not a probability")
+    return float(value)
+
+
+def _scope_detector(value: Any) -> ScopeDetector | None:
+    return None if value is None else ScopeDetector.from_dict(value)
 
 
 def _positive_class(value: Any) -> PositiveClass:
@@ -180,7 +215,13 @@ def save_model(
     decision: Decision | None = None,
     **meta_fields: Any,
 ) -> Path:
-    """A consumer-ready checkpoint for a model trained any way (tests, benchmarks, your own loop)."""
+    """A consumer-ready checkpoint for a model trained any way (tests, benchmarks, your own loop); its
+    body-part vocabulary and confidence floor are the model's own unless given."""
+    heads = getattr(model, "heads", None)
+    if heads is not None:
+        meta_fields.setdefault("body_parts", BODY_PARTS[: heads.num_body_parts])
+        floor = float(heads.body_part_floor) if heads.has_unknown_part else None
+        meta_fields.setdefault("body_part_floor", floor)
     meta = CheckpointMeta(
         config=cfg.to_dict(),
         preprocessing=preprocessing,
@@ -296,12 +337,22 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
             f"{_this_mura()} does not know; upgrade mura (pip install -U mura), or load it with the "
             "version that wrote it"
         ) from None
-    model = build_model(cfg, load_pretrained=False)
+    from mura.models.registry import model_from_config
+
+    floor = checkpoint.meta.body_part_floor
+    model = model_from_config(
+        cfg.model,
+        load_pretrained=False,
+        num_body_parts=len(checkpoint.meta.body_parts),
+        unknown_part=floor is not None,
+    )
     try:
         model.load_state_dict(checkpoint.model_state)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise MuraError(f"{path}: weights do not fit model {cfg.model.name!r} ({first[:200]})") from None
+    if floor is not None:
+        model.heads.set_body_part_floor(floor)
     return model.to(device).eval(), checkpoint
 
 

@@ -122,6 +122,18 @@ class ModelConfig(_Section):
         True, description="custom_cnn: false gives the spec's exact single-output baseline"
     )
     size: Int = Field(224, ge=32, description="input side in pixels (must match the cache)")
+    map_head: bool = Field(
+        False, description="add a dense fracture-map head on the backbone's unpooled maps (box-trained)"
+    )
+    map_subcells: Int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="fracture map: sub-cells per backbone cell side (pixel shuffle); 4 = a 4x finer map",
+    )
+    map_to_logit: bool = Field(
+        False, description="fracture map: add its pooled evidence (LSE) to the image fracture logit"
+    )
 
 
 class TrainConfig(_Section):
@@ -146,6 +158,9 @@ class TrainConfig(_Section):
     )
     monitor: Monitor = Field("val_loss", description="metric that picks the best epoch (val_loss: the spec)")
     body_part_loss_weight: Float = Field(1.0, ge=0, description="weight of the body-part loss")
+    map_loss_weight: Float = Field(
+        1.0, ge=0, description="weight of the fracture-map loss (box targets), when the model has a map head"
+    )
     loss: FractureLoss = Field("ce", description="fracture loss: ce (cross-entropy) or focal")
     focal_gamma: Float = Field(2.0, ge=0, description="focal loss: focusing parameter gamma")
     label_smoothing: Float = Field(
@@ -158,7 +173,8 @@ class TrainConfig(_Section):
     amp: bool = Field(True, description="bf16 autocast on CUDA; ignored on CPU")
     channels_last: bool = Field(True, description="channels-last memory format for convolutions")
     feature_cache: bool = Field(
-        True, description="frozen backbone: compute features once, train the heads on them"
+        True,
+        description="frozen backbone: compute features once, train the heads on them (not with map_head)",
     )
     feature_cache_views: Int = Field(
         4, ge=1, description="augmented views per train image in the feature cache (+1 clean)"

@@ -12,8 +12,9 @@ from typing import NamedTuple
 
 import torch
 
-# Names of the graph outputs of an exported model, in order; a field that is None is not exported.
-ONNX_OUTPUTS: tuple[str, ...] = ("fracture_logits", "body_part_logits")
+# Names of the graph outputs of an exported model, in order; a field that is None is not exported, so a
+# model without a map head has the first two only.
+ONNX_OUTPUTS: tuple[str, ...] = ("fracture_logits", "body_part_logits", "fracture_map")
 
 
 class ModelOutput(NamedTuple):
@@ -24,6 +25,10 @@ class ModelOutput(NamedTuple):
     features: torch.Tensor | None = None  # [B, F] pooled image features, when asked for
     fracture_map: torch.Tensor | None = None  # [B, 1, h, w] dense fracture evidence, when a head makes it
 
+    def exported_names(self) -> tuple[str, ...]:
+        """The `ONNX_OUTPUTS` this output has (not None), in order: the graph's output names."""
+        return tuple(name for name in ONNX_OUTPUTS if getattr(self, name) is not None)
+
     def exported(self) -> tuple[torch.Tensor, ...]:
-        """The outputs an ONNX graph carries, in `ONNX_OUTPUTS` order."""
-        return tuple(getattr(self, name) for name in ONNX_OUTPUTS)
+        """The outputs an ONNX graph carries, in `ONNX_OUTPUTS` order (the fields that are not None)."""
+        return tuple(getattr(self, name) for name in self.exported_names())

@@ -7,7 +7,8 @@ same thing everywhere and a new one (a finding, a refusal reason) is added once.
 - `decision` is `abnormal` / `normal` at the named operating point, or `not_assessed`: the input is
   outside what the model can judge (`reasons` says why) and it carries no probability and no finding.
 - `body_part_origin` is one vocabulary for where the body part came from: `given` by the caller (an
-  argument, a form field, an index column), read from `dicom` tags, or `predicted` by the model.
+  argument, a form field, an index column), read from `dicom` tags, or `predicted` by the model;
+  a predicted part below the head's confidence floor is `UNKNOWN` (the fracture head was not fed it).
 - `tier` restates the probability in the words a reader acts on: `fracture_likely` (at or above the
   `definite` point), `possible_fracture` (at or above `suspicious`), `no_fracture_seen`; `tier_text`
   says it in plain words ("Abnormality likely" ... when the model's labels were abnormality labels)
@@ -19,18 +20,19 @@ same thing everywhere and a new one (a finding, a refusal reason) is added once.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mura.constants import BODY_PARTS
+from mura.constants import BODY_PARTS, UNSURE_BODY_PART
 
 Decision = Literal["abnormal", "normal", "not_assessed"]
 DECISIONS: tuple[str, ...] = ("abnormal", "normal", "not_assessed")
 NOT_ASSESSED = "not_assessed"
 BodyPartOrigin = Literal["given", "dicom", "predicted"]
-BodyPart = Literal[BODY_PARTS]  # type: ignore[valid-type]
+BodyPart = Literal[(*BODY_PARTS, UNSURE_BODY_PART)]  # type: ignore[valid-type]
 # What label 1 meant in the data a model was trained on: fracture labels (FracAtlas, folder data sets)
 # or abnormality labels (MURA: fractures, hardware, degenerative disease, ...).
 PositiveClass = Literal["fracture", "abnormality"]
@@ -112,7 +114,8 @@ class Prediction(BaseModel):
     operating_point: str = Field(description="the named threshold used, e.g. suspicious")
     threshold: float = Field(ge=0, le=1)
     body_part: BodyPart | None = Field(
-        description="the body part the fracture head used; null if not assessed"
+        description="the body part the fracture head used (UNKNOWN: none given and the body-part head "
+        "was not confident); null if not assessed"
     )
     body_part_origin: BodyPartOrigin
     body_part_probabilities: dict[str, float] = Field(description="the body-part head's softmax, by name")
@@ -144,13 +147,15 @@ class Prediction(BaseModel):
         return self.decision != NOT_ASSESSED
 
     def flat(self) -> dict[str, object]:
-        """One CSV row: lists joined with "; ", body-part probabilities as prob_<PART>, tier figures as
-        tier_<figure>, model_* columns."""
+        """One CSV row: lists joined with "; ", the findings as the JSON list the JSON lines carry (a box
+        needs its four numbers, score and point together; `findings_count` for a spreadsheet's filter),
+        body-part probabilities as prob_<PART>, tier figures as tier_<figure>, model_* columns."""
         nested = {"body_part_probabilities", "model", "findings", "tier_figures"}
         row: dict[str, object] = self.model_dump(exclude=nested)
         row["warnings"] = "; ".join(self.warnings)
         row["reasons"] = "; ".join(self.reasons)
-        row["findings"] = len(self.findings)
+        row["findings"] = json.dumps([finding.model_dump(mode="json") for finding in self.findings])
+        row["findings_count"] = len(self.findings)
         row.update({f"prob_{k}": v for k, v in self.body_part_probabilities.items()})
         figures = (
             self.tier_figures.model_dump() if self.tier_figures else dict.fromkeys(TierFigures.model_fields)
@@ -173,6 +178,7 @@ def csv_fields() -> list[str]:
     """The columns of `Prediction.flat` / a study's, in a fixed order (CSV header)."""
     nested = ("body_part_probabilities", "model", "tier_figures")
     names = [n for n in StudyPrediction.model_fields if n not in nested]
+    names.insert(names.index("findings") + 1, "findings_count")
     names += [f"prob_{p}" for p in BODY_PARTS]
     names += [f"tier_{k}" for k in TierFigures.model_fields]
     return names + [f"model_{k}" for k in ModelIdentity.model_fields]

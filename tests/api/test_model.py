@@ -107,9 +107,10 @@ def test_explain_and_dicom_results_from_arrays(make_checkpoint, films, tmp_path)
     first, _, _ = films
     model = mura.load(make_checkpoint("api32.pt", "custom_cnn", 32, seed=2), device="cpu")
     pixels = np.asarray(Image.open(first).convert("L"))
-    heatmap = model.explain(pixels)
+    prediction, heatmap = model.explain(pixels)
+    assert prediction.assessed and prediction == model.predict(pixels)
     assert heatmap.shape == pixels.shape and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
-    assert np.allclose(model.explain(first), heatmap, atol=1e-5)
+    assert np.allclose(model.explain(first).heatmap, heatmap, atol=1e-5)
     with pytest.raises(mura.MuraError, match="identity"):
         model.dicom_results([pixels])
     results = model.dicom_results([pixels, first], identity=StudyIdentity("PAT-1", "Doe^Jane"))

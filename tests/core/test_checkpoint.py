@@ -55,7 +55,9 @@ def test_load_model_rebuilds_the_trained_model(trained_run) -> None:
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, checkpoint.model_state[name]), name
     output = model(torch.zeros(2, 1, 32, 32), torch.tensor([0, -1]))
-    assert output.fracture_logits.shape == (2, 2) and output.body_part_logits.shape == (2, 7)
+    assert output.fracture_logits.shape == (2, 2) and output.body_part_logits.shape == (2, len(BODY_PARTS))
+    assert checkpoint.meta.body_parts == BODY_PARTS and 0.0 <= checkpoint.meta.body_part_floor <= 1.0
+    assert float(model.heads.body_part_floor) == checkpoint.meta.body_part_floor  # fitted, then applied
 
 
 def test_update_writes_a_copy_or_replaces_atomically(trained_run, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from mura.cli.infer import RecordWriter
 from mura.constants import BODY_PARTS
 from mura.decision import Decision, PointFigures
 from mura.inference.files import FileResult, study_prediction
-from mura.prediction import ModelIdentity, Prediction, StudyPrediction, csv_fields
+from mura.prediction import Finding, ModelIdentity, Prediction, StudyPrediction, csv_fields
 from mura.service.schemas import ImageAnswer, StudyAnswer
 from mura.tiers import TierScale
 
@@ -116,11 +116,34 @@ def test_not_assessed_round_trips_through_json_lines_and_csv() -> None:
     assert list(rows[0]) == csv_fields()
     assert rows[1]["decision"] == "not_assessed" and rows[1]["fracture_probability"] == ""
     assert rows[1]["reasons"] == "modality CT is not projection radiography"
-    assert rows[0]["model_sha256"] == MODEL.sha256 and float(rows[0]["prob_WRIST"]) == pytest.approx(1 / 7)
+    assert rows[0]["model_sha256"] == MODEL.sha256
+    assert float(rows[0]["prob_WRIST"]) == pytest.approx(1 / len(BODY_PARTS))
     assert (rows[0]["tier"], rows[0]["tier_text"]) == ("fracture_likely", "Fracture likely")
     assert (rows[0]["tier_operating_point"], float(rows[0]["tier_ppv"])) == ("definite", pytest.approx(5 / 6))
     assert rows[0]["tier_validated_on"].startswith("out-of-fold") and rows[0]["tier_images"] == "20"
     assert rows[1]["tier"] == rows[1]["tier_ppv"] == ""
+
+
+def test_csv_carries_each_finding_as_the_json_lines_do_and_their_count() -> None:
+    boxes = [
+        Finding(box=(120.0, 40.5, 180.0, 90.0), score=0.81, operating_point="definite"),
+        Finding(box=(10.0, 20.0, 30.0, 44.0), score=0.35, operating_point="suspicious"),
+    ]
+    records = [assessed("a.png", 0.9).model_copy(update={"findings": boxes}), assessed("b.png", 0.1)]
+    table = io.StringIO()
+    writer = RecordWriter(table, "csv")
+    for record in records:
+        writer.write(record)
+    rows = list(csv.DictReader(io.StringIO(table.getvalue())))
+    assert list(rows[0]) == csv_fields()
+    read_back = [Finding.model_validate(f) for f in json.loads(rows[0]["findings"])]
+    assert read_back == boxes and rows[0]["findings_count"] == "2"
+    assert json.loads(rows[0]["findings"])[0] == {
+        "box": [120.0, 40.5, 180.0, 90.0],
+        "score": 0.81,
+        "operating_point": "definite",
+    }
+    assert (json.loads(rows[1]["findings"]), rows[1]["findings_count"]) == ([], "0")
 
 
 def test_not_assessed_round_trips_through_the_service_schema() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from mura.cli import main
 from mura.data.cache import build_cache, open_cache
 from mura.data.folders import build_folder_index
 from mura.data.splits import block_ids, split_blocks
@@ -77,9 +78,7 @@ def test_fracatlas_index_and_cache(fracatlas_dir: Path, tmp_path: Path) -> None:
         "hand",
     ):
         assert column in frame.columns
-    only_shoulder = (table["shoulder"] == 1) & (table[["hand", "leg", "hip"]].sum(axis=1) == 0)
-    assert (frame["body_part"] == "SHOULDER").sum() == only_shoulder.sum()
-    assert set(frame["body_part"]) == {"", "SHOULDER"}
+    assert set(frame["body_part"]) == {"", "HAND", "LEG", "HIP", "SHOULDER"}
     ids = frame["path"].str.extract(r"IMG(\d+)")[0].astype(int) // 20
     assert (frame.groupby(ids)["split"].nunique() == 1).all()  # blocks of 20 ids never straddle splits
     info = build_cache(frame, tmp_path / "cache", size=64, progress=False)
@@ -88,3 +87,18 @@ def test_fracatlas_index_and_cache(fracatlas_dir: Path, tmp_path: Path) -> None:
     assert info.failed == len(failures) == 0  # truncated JPEGs and mixed modes all decode
     cache = open_cache(tmp_path / "cache")
     assert cache.images.shape == (2826, 64, 64) and cache.images.reshape(2826, -1).std(axis=1).min() > 5
+
+
+def test_mura_index_gives_fracatlas_films_their_region(fracatlas_dir: Path, tmp_path: Path) -> None:
+    """Hand, leg and hip films are their region's class (not unknown, never SHOULDER); films flagged
+    with several regions have no body part."""
+    assert main(["index", str(fracatlas_dir), "--format", "folders", "--out", str(tmp_path / "i.csv")]) == 0
+    frame = pd.read_csv(tmp_path / "i.csv", keep_default_na=False)
+    table = pd.read_csv(fracatlas_dir / "dataset.csv")
+    flags = table[["hand", "leg", "hip", "shoulder"]]
+    parts = dict(zip(frame["path"].map(lambda p: Path(p).name), frame["body_part"], strict=True))
+    for region, part in {"hand": "HAND", "leg": "LEG", "hip": "HIP", "shoulder": "SHOULDER"}.items():
+        only = table.loc[(flags[region] == 1) & (flags.sum(axis=1) == 1), "image_id"]
+        assert len(only) > 50 and {parts[name] for name in only} == {part}
+    several = table.loc[flags.sum(axis=1) > 1, "image_id"]
+    assert len(several) > 50 and {parts[name] for name in several} == {""}

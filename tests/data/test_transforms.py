@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mura.data.transforms import augment_batch
+from mura.data.transforms import augment_batch, augment_with_masks
 
 
 def _batch(n: int = 8, size: int = 32) -> torch.Tensor:
@@ -70,3 +70,24 @@ def test_crop_zooms_into_the_image_and_keeps_intensities_in_range() -> None:
     assert float(bright.median()) > float(plain.float().median()) * 1.1  # zoomed in (area 0.6-1 -> x1-1.7)
     assert float(bright.max()) <= 17 * 17 / 0.6 * 1.5  # never beyond the smallest crop's magnification
     assert not torch.allclose(cropped[0], cropped[1])
+
+
+@pytest.mark.parametrize("mode", ["flip_rotate", "strong", "crop"])
+def test_masks_move_with_the_pixels_and_do_not_change_the_views(mode: str) -> None:
+    """A box mask drawn where the image is bright stays on the bright pixels through flip/rotate/crop."""
+    image = torch.zeros(16, 1, 64, 64)
+    image[..., 10:22, 40:56] = 1.0  # an off-centre bright rectangle: its box
+    mask = (image > 0).float()
+    alone = augment_batch(image, mode, 20.0, torch.Generator().manual_seed(7))
+    views, moved = augment_with_masks(image, mask, mode, 20.0, torch.Generator().manual_seed(7))
+    assert torch.equal(views, alone)  # the same random views with or without masks
+    bright = (
+        alone > 0.5 if mode == "flip_rotate" else alone > alone.flatten(1).median(1).values.view(-1, 1, 1, 1)
+    )
+    inside = moved > 0.5
+    overlap = (bright & inside).flatten(1).sum(1).float() / inside.flatten(1).sum(1).clamp(min=1)
+    assert float(overlap.min()) > 0.9
+    flips = augment_with_masks(image, mask, "flip_rotate", 0.0, torch.Generator().manual_seed(7))[1]
+    mirrored = torch.zeros(1, 64, 64)
+    mirrored[..., 10:22, 8:24] = 1.0
+    assert any(torch.allclose(m, mirrored, atol=1e-5) for m in flips)  # some were flipped, box and all

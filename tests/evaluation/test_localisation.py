@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from mura.evaluation.localisation import (
+    NO_MAP_OUTPUT,
     average_precision,
     box_iou,
     froc_sensitivity,
@@ -13,6 +17,8 @@ from mura.evaluation.localisation import (
     map_peak,
     match_detections,
     pointing_hits,
+    predictions_localisation,
+    rescored_map_boxes,
 )
 
 HIT = [0.0, 0.0, 10.0, 10.0]  # the true box of film 0 and film 1 below
@@ -78,3 +84,33 @@ def test_report_estimates_with_bootstrap_intervals_over_films() -> None:
         perfect.pointing_game == {"estimate": 1.0, "low": 1.0, "high": 1.0}
         and perfect.ap50["estimate"] is None
     )
+
+
+def test_a_report_scores_the_map_boxes_of_predicted_rows_and_says_when_there_is_no_map() -> None:
+    truth = {0: np.array([[10.0, 10, 20, 20]]), 2: np.array([[0.0, 0, 8, 8]])}  # row 1: no fracture
+    rows = pd.DataFrame(
+        {
+            "cache_row": [0, 1, 2],
+            "map_boxes": [json.dumps([[10, 10, 20, 20, 0.9]]), json.dumps([[5, 5, 9, 9, 0.3]]), "[]"],
+            "map_peak_x": [15.0, 7.0, 30.0],
+            "map_peak_y": [15.0, 7.0, 30.0],
+        }
+    )
+    section = predictions_localisation(rows, truth, n_resamples=50)
+    assert section["status"] == "fracture map" and section["films_with_boxes"] == 2
+    assert section["ap50"]["estimate"] == pytest.approx(51 / 101)  # half the recall points, precision 1
+    assert section["pointing_game"]["estimate"] == pytest.approx(0.5)  # the second film's peak misses
+    assert section["froc"]["1"]["estimate"] == pytest.approx(0.5)
+    assert predictions_localisation(rows.drop(columns="map_boxes"), truth) == {"status": NO_MAP_OUTPUT}
+
+
+def test_map_boxes_are_rescored_at_another_calibration_of_their_image_probability() -> None:
+    boxes = [json.dumps([[1, 2, 3, 4, 0.4], [5, 6, 7, 8, 0.2]]), "[]", json.dumps([[0, 0, 1, 1, 0.0]])]
+    rescored = [
+        json.loads(b) for b in rescored_map_boxes(boxes, np.array([0.5, 0.3, 0.0]), np.array([0.9, 0.1, 0.7]))
+    ]
+    assert rescored[0] == [
+        [1, 2, 3, 4, pytest.approx(0.72)],
+        [5, 6, 7, 8, pytest.approx(0.36)],
+    ]  # peaks 0.8, 0.4
+    assert rescored[1:] == [[], [[0, 0, 1, 1, 0.0]]]

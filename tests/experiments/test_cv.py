@@ -115,6 +115,20 @@ def test_the_fold_ensemble_carries_the_oof_decision(cv_run, synthetic_mura) -> N
     assert len(ensemble.predict_cache(synthetic_mura.small_cache_dir, "test")) > 0
 
 
+def test_every_fold_carries_a_scope_detector_thresholded_on_the_pooled_out_of_fold_scores(cv_run) -> None:
+    _, result = cv_run
+    detectors = [load_checkpoint(p).meta.scope_detector for p in result.final_checkpoints]
+    assert all(d is not None for d in detectors)
+    assert len({d.threshold for d in detectors}) == 1  # one threshold, pooled over the folds
+    assert "3-fold cross-validation" in detectors[0].fitted_on and detectors[0].target_rate == 0.01
+    assert len({d.depths[0].score_mean for d in detectors}) == 3  # each fold fitted on its own films
+    oof = pd.read_csv(result.oof_predictions)  # every film was scored by the fold that held it out
+    refused = float(np.mean(oof["scope_score"] > detectors[0].threshold))
+    assert refused == pytest.approx(detectors[0].rate_reached) and refused <= 0.01
+    summary = json.loads((result.out_dir / "cv.json").read_text())["scope_detector"]
+    assert summary["rate_reached_out_of_fold"] == detectors[0].rate_reached
+
+
 def test_a_rerun_resumes_and_a_foreign_folder_is_refused(cv_run, tmp_path) -> None:
     cfg, result = cv_run
     done = [(result.out_dir / f"fold{k}" / "done.json").read_text() for k in range(3)]
@@ -217,6 +231,9 @@ def test_an_ensemble_of_runs_decides_at_points_fitted_on_its_oof_mean(cv_run, tm
     assert len(members) == 6 and len(summary["members"]) == 6
     decisions = [load_checkpoint(p).meta.decision for p in members]
     assert len({tuple(sorted(d.thresholds.items())) for d in decisions}) == 1  # one set of points
+    # each member keeps the scope detector its own cv fitted (layer 3 averages their margins)
+    detectors = [load_checkpoint(p).meta.scope_detector for p in members]
+    assert all(d is not None and "3-fold cross-validation" in d.fitted_on for d in detectors)
     assert {d.calibration for d in decisions[:3]} == {
         load_checkpoint(first.final_checkpoints[0]).meta.decision.calibration
     }

@@ -16,6 +16,7 @@ import torch
 
 from mura.checkpoint import save_model
 from mura.config import load_config
+from mura.constants import MURA_BODY_PARTS
 from mura.decision import Calibration, Decision
 from mura.models.registry import model_from_config
 from mura.preprocessing import Preprocessing
@@ -85,9 +86,11 @@ def write_checkpoint(
     epoch: int = 1,
     val_metrics: dict[str, Any] | None = None,
     test_metrics: dict[str, Any] | None = None,
+    legacy_body_parts: bool = False,
 ) -> Path:
     """A `name` model at `size` px saved as training saves its best epoch; `test_metrics` as `mura
-    evaluate --record` stores them."""
+    evaluate --record` stores them. `legacy_body_parts` builds one as mura did before the body-part
+    vocabulary grew: MURA's seven parts and no unknown-part embedding."""
     cfg = load_config(
         overrides={
             "model.name": name,
@@ -97,7 +100,8 @@ def write_checkpoint(
         }
     )
     torch.manual_seed(seed)
-    model = model_from_config(cfg.model)
+    legacy = {"num_body_parts": len(MURA_BODY_PARTS), "unknown_part": False} if legacy_body_parts else {}
+    model = model_from_config(cfg.model, **legacy)
     calibrate_batchnorm(model, size, seed)
     spread_logits(model, size, seed)
     preprocessing = Preprocessing(size, resize_mode, **model.default_preprocessing)

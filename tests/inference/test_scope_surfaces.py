@@ -1,6 +1,7 @@
 """`not_assessed` on every surface that predicts files: `mura predict` (JSON lines, CSV, one warning line
-per reason, the study rule), `mura.load(...)` (paths and arrays; `score_all=True`) and `mura evaluate`
-(refused cache rows listed apart, every metric over the assessed rows)."""
+per reason, the study rule), `mura.load(...)` (paths and arrays; `score_all=True`), `mura explain` /
+`Model.explain` (no heatmap) and `mura evaluate` (refused cache rows listed apart and counted in the
+summary and headline, every metric over the assessed rows)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import mura
 from mura.cli import main
 from mura.data.cache import build_cache
 from mura.data.index import write_index
+from mura.evaluation.report_folder import remove_report
 from mura.evaluation.runner import evaluate_checkpoints
 
 
@@ -101,8 +103,38 @@ def test_the_python_api_answers_not_assessed_unless_loaded_with_score_all(tiny_c
     assert anyway.assessed and anyway.warnings[0].startswith("out of scope, scored anyway: pixels:")
 
 
+def test_explain_draws_no_heatmap_for_what_the_gate_refuses_unless_score_all(
+    tiny_checkpoint, mixed, capsys, tmp_path
+) -> None:
+    model = mura.load(tiny_checkpoint, device="cpu")
+    ct = model.explain(mixed / "study" / "ct.dcm")
+    assert ct.heatmap is None and ct.prediction.decision == "not_assessed"
+    assert any(r.startswith("dicom: Modality CT") for r in ct.prediction.reasons)
+    blank = model.explain(np.zeros((300, 300), np.uint8))
+    assert blank.heatmap is None and blank.prediction.reasons[0].startswith("pixels: a near-uniform image")
+    anyway = mura.load(tiny_checkpoint, device="cpu", score_all=True).explain(mixed / "study" / "ct.dcm")
+    assert anyway.prediction.assessed and anyway.heatmap is not None
+    code, out, err = run(
+        capsys, "explain", str(mixed / "study" / "ct.dcm"), "-c", str(tiny_checkpoint), "-o", str(tmp_path)
+    )
+    assert code == 2 and out == "" and not list(tmp_path.iterdir())
+    assert "ct.dcm: not assessed: dicom: " in err
+    code, out, err = run(
+        capsys,
+        "explain",
+        str(mixed / "study" / "ct.dcm"),
+        "-c",
+        str(tiny_checkpoint),
+        "-o",
+        str(tmp_path),
+        "--score-all",
+    )
+    assert code == 0 and len(list(tmp_path.iterdir())) == 1
+    assert "warning: " in err and "out of scope, scored anyway: dicom: Modality CT" in err
+
+
 def test_evaluate_lists_refused_cache_rows_apart_and_scores_only_the_assessed(
-    tiny_checkpoint, make_radiograph, tmp_path
+    tiny_checkpoint, make_radiograph, tmp_path, capsys
 ) -> None:
     folder = tmp_path / "films"
     folder.mkdir()
@@ -135,5 +167,20 @@ def test_evaluate_lists_refused_cache_rows_apart_and_scores_only_the_assessed(
     assert set(refused["layer"]) == {"pixels"}
     scored = pd.read_csv(files["predictions"])
     assert len(scored) == 8 and not scored["path"].str.contains("black|noise").any()
-    meta = json.loads(files["metrics"].read_text())["meta"]
-    assert meta["n_images"] == 8 and meta["not_assessed"].startswith("2 of 10 images are outside")
+    metrics = json.loads(files["metrics"].read_text())
+    meta = metrics["meta"]
+    assert meta["n_images"] == 8 and meta["not_assessed"]["images"] == 2 and meta["not_assessed"]["of"] == 10
+    assert meta["not_assessed"]["by_layer"] == {"pixels": 2}
+    why = "2 of 10 images not assessed, left out of every figure and listed in not_assessed.csv: pixels 2 ("
+    summary = files["markdown"].read_text().split("## ")[1]  # the report's first section
+    assert f"Out of scope: {why}" in summary
+    assert "a near-uniform image 1" in summary and "a noise-like image 1" in summary
+    assert metrics["headline"].endswith("; 2 of 10 not assessed (pixels 2)")
+    # A rerun into the same folder is allowed and prints it in its headline; the list is the report's own
+    argv = ["--checkpoint", str(tiny_checkpoint), "--cache", str(tmp_path / "cache"), "--bootstrap", "0"]
+    code, out, _ = run(capsys, "evaluate", *argv, "--out", str(tmp_path / "eval"))
+    headline, listed = out.splitlines()[:2]
+    assert code == 0 and headline.endswith("; 2 of 10 not assessed (pixels 2)")
+    assert listed == f"not assessed: {tmp_path / 'eval' / 'not_assessed.csv'}"
+    remove_report(tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()

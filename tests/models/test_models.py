@@ -12,21 +12,28 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from mura.config import Config
+from mura.constants import BODY_PARTS
 from mura.errors import MuraError
 from mura.models import adapt_first_conv, create_model, list_models, model_from_config
 from mura.models.weights import offline_imagenet_state, offline_weights_file
-from mura.outputs import ONNX_OUTPUTS, ModelOutput
+from mura.outputs import ModelOutput
 
 SIZE = 64
+PARTS = len(BODY_PARTS)  # the head has a class per part of the vocabulary
 
 # registry name -> (feature dim, fracture head input, body-part head Linear widths, unpooled shape)
 SPEC = {
-    "custom_cnn": (128 * (SIZE // 8) ** 2, 128 * (SIZE // 8) ** 2 + 32, [(128, 64), (64, 7)], (128, 8, 8)),
-    "resnet50": (2048, 2080, [(2048, 256), (256, 7)], (2048, 2, 2)),
-    "densenet169": (1664, 1696, [(1664, 128), (128, 7)], (1664, 2, 2)),
-    "efficientnet_b0": (1280, 1312, [(1280, 128), (128, 7)], (1280, 2, 2)),
-    "convnext_atto": (320, 352, [(320, 128), (128, 7)], (320, 2, 2)),
-    "vit_tiny_patch16_224": (192, 224, [(192, 128), (128, 7)], (1 + (SIZE // 16) ** 2, 192)),
+    "custom_cnn": (
+        128 * (SIZE // 8) ** 2,
+        128 * (SIZE // 8) ** 2 + 32,
+        [(128, 64), (64, PARTS)],
+        (128, 8, 8),
+    ),
+    "resnet50": (2048, 2080, [(2048, 256), (256, PARTS)], (2048, 2, 2)),
+    "densenet169": (1664, 1696, [(1664, 128), (128, PARTS)], (1664, 2, 2)),
+    "efficientnet_b0": (1280, 1312, [(1280, 128), (128, PARTS)], (1280, 2, 2)),
+    "convnext_atto": (320, 352, [(320, 128), (128, PARTS)], (320, 2, 2)),
+    "vit_tiny_patch16_224": (192, 224, [(192, 128), (128, PARTS)], (1 + (SIZE // 16) ** 2, 192)),
 }
 
 
@@ -55,7 +62,7 @@ def test_outputs_and_spec_dimensions_on_one_channel_input(name):
         pooled = model.pool(unpooled)
         from_unpooled = model.forward_head(unpooled, body_part)
         from_pooled = model.forward_head(pooled, body_part, return_features=True)
-    assert output.fracture_logits.shape == (3, 2) and output.body_part_logits.shape == (3, 7)
+    assert output.fracture_logits.shape == (3, 2) and output.body_part_logits.shape == (3, PARTS)
     assert output.features is None and output.fracture_map is None  # features only when asked
     assert unpooled.shape == (3, *unpooled_shape)  # the backbone's own maps / tokens, not pooled
     assert pooled.shape == (3, feature_dim) == (3, model.feature_dim)
@@ -66,7 +73,7 @@ def test_outputs_and_spec_dimensions_on_one_channel_input(name):
     assert linears(model.heads.fracture_head)[0].in_features == fracture_in
     assert linears(model.heads.fracture_head)[-1].out_features == 2
     assert [(m.in_features, m.out_features) for m in linears(model.heads.body_part_head)] == body_widths
-    assert model.heads.embedding.weight.shape == (7, 32)
+    assert model.heads.embedding.weight.shape == (PARTS, 32) and model.heads.unknown_part.shape == (1, 32)
     assert model.cam_layer in set(model.backbone.modules())
 
 
@@ -86,7 +93,7 @@ def test_unknown_body_part_uses_the_predicted_part(name):
     with torch.no_grad():
         # make the body-part head confidently predict HAND (3) whatever the image
         last = linears(model.heads.body_part_head)[-1]
-        last.bias.copy_(torch.arange(7) == 3).mul_(100.0)
+        last.bias.copy_(torch.arange(PARTS) == 3).mul_(100.0)
         image = torch.randn(4, 1, SIZE, SIZE)
         unknown = model(image, torch.full((4,), -1)).fracture_logits
         body = model(image, torch.full((4,), -1)).body_part_logits
@@ -104,7 +111,7 @@ def test_spec_exact_custom_cnn_has_no_body_part_head_and_needs_known_parts():
     with torch.no_grad():
         output = model(image, torch.tensor([1, 2]))
     assert output.fracture_logits.shape == (2, 2)
-    assert torch.equal(output.body_part_logits, torch.zeros(2, 7))
+    assert torch.equal(output.body_part_logits, torch.zeros(2, PARTS))
     with pytest.raises(MuraError, match="known body part"):
         model(image, torch.tensor([1, -1]))
 
@@ -295,22 +302,24 @@ def test_onnx_export_has_a_dynamic_batch_and_keeps_the_unknown_part_rule(tmp_pat
     model = create_model("custom_cnn", img_size=SIZE, freeze="full").eval()
     batch = torch.export.Dim("batch", min=1, max=1024)
     path = tmp_path / "model.onnx"
+    with torch.no_grad():
+        names = list(model(torch.zeros(1, 1, SIZE, SIZE), torch.tensor([0])).exported_names())
     torch.onnx.export(
         Exported(model).eval(),
         (torch.randn(2, 1, SIZE, SIZE), torch.tensor([0, -1])),
         str(path),
         input_names=["image", "body_part"],
-        output_names=list(ONNX_OUTPUTS),
+        output_names=names,
         dynamic_shapes={"image": {0: batch}, "body_part": {0: batch}},
         dynamo=True,
     )
     image, body_part = torch.randn(5, 1, SIZE, SIZE), torch.tensor([0, -1, 6, -1, 2])
     outputs = ort.InferenceSession(str(path)).run(
-        list(ONNX_OUTPUTS), {"image": image.numpy(), "body_part": body_part.numpy()}
+        names, {"image": image.numpy(), "body_part": body_part.numpy()}
     )
     with torch.no_grad():
         expected = model(image, body_part)
-    for name, got in zip(ONNX_OUTPUTS, outputs, strict=True):
+    for name, got in zip(names, outputs, strict=True):
         np.testing.assert_allclose(got, getattr(expected, name).numpy(), atol=1e-5)
 
 

@@ -60,3 +60,25 @@ def test_the_schema_documents_not_assessed(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()["components"]["schemas"]["ImageAnswer"]
     assert "not_assessed" in schema["properties"]["decision"]["enum"]
     assert "not_assessed" in schema["description"] and "reasons" in schema["description"]
+
+
+def test_score_all_is_off_by_default_documented_and_scores_with_the_reasons_as_warnings(
+    client, encode_image
+) -> None:
+    blank = [("files", ("blank.png", encode_image(np.zeros((300, 300), np.uint8))))]
+    for where in ({"params": {"score_all": "true"}}, {"data": {"score_all": "yes"}}):
+        study = client.post("/v1/predict/study", files=blank, **where).json()
+        assert study["decision"] in ("abnormal", "normal") and study["views_not_assessed"] == 0
+        (view,) = study["images"]
+        assert view["fracture_probability"] is not None and view["reasons"] == []
+        assert view["warnings"][0].startswith("out of scope, scored anyway: pixels: a near-uniform image")
+    single = client.post(
+        "/v1/predict?score_all=1", files={"file": ("blank.png", encode_image(np.zeros((300, 300), np.uint8)))}
+    )
+    assert single.json()["fracture_probability"] is not None
+    assert client.post("/v1/predict/study", files=blank, data={"score_all": "maybe"}).status_code == 400
+    operation = client.get("/openapi.json").json()["paths"]["/v1/predict/study"]["post"]
+    (parameter,) = [p for p in operation["parameters"] if p["name"] == "score_all"]
+    assert parameter["schema"]["default"] is False and "research" in parameter["description"]
+    form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert form["score_all"]["default"] is False

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from mura.constants import BODY_PARTS, given_body_part
+from mura.constants import given_body_part
 from mura.errors import MuraError
 from mura.inference.files import (
     FileResult,
@@ -25,6 +25,7 @@ from mura.inference.files import (
 )
 from mura.inference.predictor import Predictor
 from mura.inference.scope import image_reasons, scored_anyway
+from mura.inference.study_identity import check_one_study
 from mura.inference.trace import RunTrace, check_trace_target
 from mura.prediction import ModelIdentity, Prediction, StudyPrediction
 
@@ -35,6 +36,13 @@ if TYPE_CHECKING:
     from mura.preprocessing import Preprocessing
 
 ImageInput = str | Path | np.ndarray
+
+
+class Explanation(NamedTuple):
+    """`Model.explain`'s answer: the prediction, and the heatmap only where the model assessed the input."""
+
+    prediction: Prediction
+    heatmap: np.ndarray | None  # float32 [H, W] in [0, 1]; None when `prediction` is not_assessed
 
 
 class Model:
@@ -70,7 +78,8 @@ class Model:
 
     @property
     def body_parts(self) -> tuple[str, ...]:
-        return BODY_PARTS
+        """The body-part head's classes (an answer may also say UNKNOWN: not confidently one of them)."""
+        return self._predictor.body_parts
 
     @property
     def provenance(self) -> list[dict[str, Any]]:
@@ -156,9 +165,12 @@ class Model:
         self, paths: Sequence[str | Path], body_part: str | None = None, *, trace: str | Path | None = None
     ) -> StudyPrediction:
         """The views of one study: the mean of the assessed views' probabilities (the MURA paper's rule).
-        `trace`: also write the run's trace there (as `predict_batch`)."""
+        DICOM views of different patients or studies are refused (MuraError naming two of them); other
+        files carry no identity and are taken as given. `trace`: also write the run's trace there (as
+        `predict_batch`)."""
         if trace is not None:
             check_trace_target(trace)
+        check_one_study(expand_paths(paths))
         results = list(self.predict_files(paths, body_part))
         if not any(r.ok for r in results):
             raise MuraError("no view of the study could be read: " + "; ".join(str(r.error) for r in results))
@@ -176,14 +188,20 @@ class Model:
         return RunTrace(self._predictor, settings, score_all=self.score_all)
 
     # --- explanations and DICOM results -------------------------------------------------------------
-    def explain(self, image: ImageInput, body_part: str | None = None) -> np.ndarray:
-        """Grad-CAM of the fracture output at the image's own size: float32 [H, W] in [0, 1]."""
+    def explain(self, image: ImageInput, body_part: str | None = None) -> Explanation:
+        """The prediction and its Grad-CAM (fracture output, at the image's own size: float32 [H, W] in
+        [0, 1]). An input the scope gate refuses gets no heatmap, since a heatmap would suggest a finding
+        where the model has no say: `heatmap` is None and `prediction` is `not_assessed` with its reasons
+        (a model loaded with `score_all=True` explains it anyway)."""
         from mura.data.images import read_image
         from mura.inference.gradcam import GradCamExplainer
 
+        prediction = self.predict(image, body_part)
+        if not prediction.assessed:
+            return Explanation(prediction, None)
         pixels = image if isinstance(image, np.ndarray) else read_image(Path(image)).pixels
         explainer = GradCamExplainer.from_predictor(self._predictor)
-        return explainer.heatmap(pixels, _part(body_part))
+        return Explanation(prediction, explainer.heatmap(pixels, _part(body_part)))
 
     def dicom_results(
         self,

@@ -85,8 +85,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     metrics = json.loads(files["metrics"].read_text())
     print(metrics["headline"])
-    if "not_assessed" in files:
-        print(f"not assessed: {metrics['meta']['not_assessed']}")
+    if "localisation" in metrics:  # the index carries boxes
+        from mura.evaluation.localisation_section import localisation_text
+
+        print(f"localisation: {localisation_text(metrics['localisation'])}")
+    if "not_assessed" in files:  # the headline counts them; the list says which and why
+        print(f"not assessed: {files['not_assessed']}")
     print(f"report: {files['html']}")
     print(f"metrics: {files['metrics']}")
     return 0

@@ -89,9 +89,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     predict.set_defaults(func=run_predict)
 
-    explain = subparsers.add_parser("explain", help="Grad-CAM overlay PNG per image")
+    explain = subparsers.add_parser("explain", help="Grad-CAM overlay PNG per image the model assesses")
     _add_model_args(explain)
     explain.add_argument("--out", "-o", required=True, metavar="DIR")
+    explain.add_argument(
+        "--score-all",
+        action="store_true",
+        help="explain inputs outside the model's scope too (research); the gate's reasons become warnings",
+    )
     explain.set_defaults(func=run_explain)
 
     export = subparsers.add_parser("export", help="export a checkpoint to ONNX (checked, with metadata)")
@@ -168,6 +173,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from mura.data.images import is_dicom
     from mura.inference.files import expand_paths, iter_file_predictions, study_prediction
     from mura.inference.predictor import Predictor
+    from mura.inference.study_identity import check_one_study
     from mura.inference.trace import RunTrace, check_trace_target
     from mura.pacs.study import split_radiographs
 
@@ -179,6 +185,9 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"mura predict: skipped {path}: {reason}", file=sys.stderr)
     if not files:
         raise MuraError("no image or DICOM radiograph found in " + ", ".join(args.paths))
+    if args.study:  # before any work: a folder mixing patients or studies would average them
+        for folder in dict.fromkeys(f.parent for f in files):
+            check_one_study([f for f in files if f.parent == folder])
     if args.dicom_out and not args.patient_id and not any(is_dicom(f) for f in files):
         raise MuraError(
             f"--dicom-out: none of the {len(files)} file(s) is DICOM, so no patient or study to attach "
@@ -292,14 +301,19 @@ def run_explain(args: argparse.Namespace) -> int:
     predictor = Predictor.from_checkpoints(args.checkpoint, device=args.device, runtime="torch")
     explainer = GradCamExplainer.from_predictor(predictor)
     written = 0
-    for result in iter_file_predictions(predictor, files, args.body_part, keep_pixels=True):
+    results = iter_file_predictions(
+        predictor, files, args.body_part, keep_pixels=True, score_all=args.score_all
+    )
+    for result in results:
         if not result.ok:
             print(f"mura explain: skipped {result.error}", file=sys.stderr)
             continue
-        if not result.prediction.assessed:
+        if not result.prediction.assessed:  # a heatmap would suggest a finding where the model has no say
             reasons = "; ".join(result.prediction.reasons)
             print(f"mura explain: skipped {result.path}: not assessed: {reasons}", file=sys.stderr)
             continue
+        for warning in result.prediction.warnings:
+            print(f"mura explain: warning: {result.path}: {warning}", file=sys.stderr)
         target = _write_cam(explainer, result, Path(args.out))
         prediction = result.prediction
         print(f"{target}\t{prediction.fracture_probability:.4f}\t{prediction.body_part}")

@@ -151,6 +151,10 @@ def run_cv(args: argparse.Namespace) -> int:
         f"out of fold: {s['headline']}; ECE {s['calibration']['ece_before']:.3f} -> "
         f"{s['calibration']['cross_fitted'][cfg.train.calibration]['ece']:.3f} (cross-fitted)"
     )
+    if s["localisation"] is not None:  # the index carries boxes
+        from mura.evaluation.localisation_section import localisation_text
+
+        print(f"localisation out of fold: {localisation_text(s['localisation'])}")
     print(f"final model: {' '.join(s['final_checkpoints'])}")
     print(f"report: {result.out_dir / 'oof' / 'report.html'}")
     return 0

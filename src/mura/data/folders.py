@@ -6,12 +6,12 @@ configurable positive/negative lists (case-insensitive, `_`/`-` read as spaces: 
 blocks of consecutive file names (no patient ids exist, and neighbouring files are often one study).
 
 FracAtlas (`images/{Fractured,Non_fractured}/` + `dataset.csv`): the CSV's `fractured` wins over the
-folder, with a warning naming each file where they disagree. Body part mapping, deliberately
-conservative because a wrong body part misleads a body-part-conditioned model more than "unknown":
-- `hand` -> unknown: FracAtlas "hand" films show hand, wrist, forearm or elbow (MURA has 4 parts there).
-- `shoulder` -> SHOULDER only when it is the only region flag (shoulder films often show chest and
-  humerus, and a mixed film could be anything).
-- `leg`, `hip` -> unknown (no MURA counterpart).
+folder, with a warning naming each file where they disagree. Body part: a film's region when it has
+exactly one region flag, so the body-part head learns what FracAtlas really labels: `hand` -> HAND
+(FracAtlas's hand films also show wrist, forearm or elbow: the region, not MURA's narrower part),
+`shoulder` -> SHOULDER, `hip` -> HIP, `leg` -> LEG (the regions MURA lacks, appended to the
+vocabulary in `mura.constants`). A film flagged with several regions ("mixed") gets no body part:
+no one class is true of it, and a wrong part misleads a body-part-conditioned model more than none.
 All other CSV columns stay in the index (hardware, views, multiscan, fracture_count, region flags).
 FracAtlas's `Annotations/` (YOLO and COCO, checked against each other) give the films' fracture boxes;
 any other folder data set takes boxes from a COCO JSON file or a YOLO folder the caller names.
@@ -43,6 +43,7 @@ SPLIT_FOLDERS = {
     "testing": "test",
 }
 FRACATLAS_FLAGS = ("hand", "leg", "hip", "shoulder")
+FRACATLAS_REGION_PART = {"hand": "HAND", "leg": "LEG", "hip": "HIP", "shoulder": "SHOULDER"}
 FRACATLAS_EXTRAS = (
     "hand",
     "leg",
@@ -153,7 +154,7 @@ def build_fracatlas_index(
             {
                 "path": str(path),
                 "split": "train",
-                "body_part": "SHOULDER" if flags == ["shoulder"] else "",
+                "body_part": FRACATLAS_REGION_PART[flags[0]] if len(flags) == 1 else "",
                 "patient_id": "",
                 "study_id": f"fracatlas/{Path(name).stem}",
                 "label": label,

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mura.atomic import atomic_path, write_bytes, write_text
-from mura.constants import BODY_PARTS
+from mura.constants import MURA_BODY_PARTS
 from mura.data.annotations import SYNTH_BOXES
 from mura.data.boxes import BOX_COLUMNS
 from mura.data.synth_anatomy import DrawnView, draw_anatomy
@@ -82,13 +82,13 @@ def plan_studies(patients: int, seed: int, valid_fraction: float = 0.1) -> list[
     rng = np.random.default_rng([seed, 0xA11])
     n_valid = max(1, round(valid_fraction * patients))
     n_train = patients - n_valid
-    weights = np.array([PART_WEIGHTS[p] for p in BODY_PARTS], dtype=float)
+    weights = np.array([PART_WEIGHTS[p] for p in MURA_BODY_PARTS], dtype=float)
     weights /= weights.sum()
 
     def parts_for(n: int) -> list[str]:
         # Every body part appears at least once when there are enough patients, then MURA's mix.
-        first = list(rng.permutation(BODY_PARTS))[: min(n, len(BODY_PARTS))]
-        rest = rng.choice(BODY_PARTS, size=n - len(first), p=weights)
+        first = list(rng.permutation(MURA_BODY_PARTS))[: min(n, len(MURA_BODY_PARTS))]
+        rest = rng.choice(MURA_BODY_PARTS, size=n - len(first), p=weights)
         return [str(p) for p in [*first, *rest]]
 
     plans: list[StudyPlan] = []

@@ -74,14 +74,31 @@ def augment_batch(unit: torch.Tensor, mode: str, degrees: float, generator: torc
     Input and output are pixels in [0, 1]; corners uncovered by rotation are black, like the
     background of a radiograph. The tensor may live on any device; parameters come from `generator`.
     """
+    return augment_with_masks(unit, None, mode, degrees, generator)[0]
+
+
+def augment_with_masks(
+    unit: torch.Tensor,
+    masks: torch.Tensor | None,
+    mode: str,
+    degrees: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`augment_batch`, moving `masks` [B, 1, H, W] (e.g. rasterised fracture boxes) with the pixels: the
+    same flip, rotation, scale/shift or crop, none of the photometric changes. The random numbers drawn
+    are the same with or without masks, so a seed gives the same views either way."""
     if mode not in AUGMENT_MODES:
         raise ValueError(f"unknown augmentation {mode!r} (choose from {', '.join(AUGMENT_MODES)})")
     if mode == "none" or unit.shape[0] == 0:
-        return unit
+        return unit, masks
     params = random_affine_params(unit.shape[0], mode, degrees, generator)
     theta = _theta(params).to(device=unit.device, dtype=unit.dtype)
     grid = F.affine_grid(theta, list(unit.shape), align_corners=False)
     out = F.grid_sample(unit, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if masks is not None:
+        masks = F.grid_sample(
+            masks.to(unit.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
     if mode in ("strong", "crop"):
         shape = (-1, 1, 1, 1)
         contrast = params["contrast"].to(unit.device, unit.dtype).view(shape)
@@ -90,4 +107,4 @@ def augment_batch(unit: torch.Tensor, mode: str, degrees: float, generator: torc
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
         out = ((out - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
         out = out.clamp_min(1e-6).pow(gamma)
-    return out
+    return out, masks

@@ -16,6 +16,7 @@ resample is a vector of film weights, so the ranking and matching are done once,
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -202,3 +203,40 @@ def localisation_report(
             rates = (draws * boxed) @ hits / ((draws * boxed).sum(axis=1))
         pointing = _interval(rates[0], rates[1:], level)
     return LocalisationReport(ap50, froc, pointing, n_films, int((counts > 0).sum()), int(counts.sum()))
+
+
+NO_MAP_OUTPUT = (
+    "no localisation output: the model has no fracture-map head (its Grad-CAM is not scored as if it "
+    "were the model's boxes)"
+)
+
+
+def predictions_localisation(
+    predictions: Any, truth_by_row: dict[int, np.ndarray], n_resamples: int = 1000, seed: int = 0
+) -> dict[str, Any]:
+    """The localisation section of a report from predicted rows (`Predictor.predict_cache`: `cache_row`,
+    `map_boxes` JSON [[x0, y0, x1, y1, score], ...], `map_peak_x/y`, all in the cache's input frame) and
+    the cache's true boxes by row (same frame; IoU and containment do not change with the frame's
+    scaling). A model without a map head gets `status` only: nothing else stands in for its boxes."""
+    if "map_boxes" not in predictions:
+        return {"status": NO_MAP_OUTPUT}
+    rows = predictions["cache_row"].astype(int).tolist()
+    truth = [truth_by_row.get(r, np.empty((0, 4))) for r in rows]
+    found = [np.asarray(json.loads(v), float).reshape(-1, 5) for v in predictions["map_boxes"]]
+    peaks = predictions[["map_peak_x", "map_peak_y"]].to_numpy(float)
+    report = localisation_report(
+        truth, [f[:, :4] for f in found], [f[:, 4] for f in found], peaks, n_resamples, seed
+    )
+    return {"status": "fracture map", **report.to_dict()}
+
+
+def rescored_map_boxes(map_boxes: Any, before: np.ndarray, after: np.ndarray) -> list[str]:
+    """`map_boxes` JSON (one per row) with each box's score, image probability x region peak, restated at
+    another image probability: `mura cv`'s folds scored with their own calibration, the deployed fold
+    ensemble scores its findings with the one fitted out of fold. A row scored 0 keeps its boxes at 0."""
+    rescored = []
+    for boxes_json, old, new in zip(map_boxes, before, after, strict=True):
+        found = np.asarray(json.loads(boxes_json), float).reshape(-1, 5)
+        found[:, 4] = found[:, 4] / old * new if old > 0 else 0.0
+        rescored.append(json.dumps(found.tolist()))
+    return rescored

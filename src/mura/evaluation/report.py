@@ -16,12 +16,14 @@ import pandas as pd
 
 from mura.atomic import write_text
 from mura.constants import BODY_PARTS
-from mura.decision import DEFAULT_THRESHOLD
+from mura.data.cache import ImageCache
+from mura.decision import DEFAULT_THRESHOLD, DEFINITE
 from mura.errors import MuraError
 from mura.evaluation import plots
 from mura.evaluation.bootstrap import bootstrap_report
 from mura.evaluation.calibration import calibration_summary
 from mura.evaluation.compare import compare_runs
+from mura.evaluation.localisation_section import example_films, finding_points
 from mura.evaluation.metrics import (
     body_part_codes,
     body_part_metrics,
@@ -215,6 +217,29 @@ def _draw_plots(
     }
 
 
+def _draw_films(
+    result: Mapping[str, Any], predictions: pd.DataFrame, out: Path, cache: ImageCache | None
+) -> dict[str, Path | None]:
+    """The localisation section's example films (`localisation_section.example_films`) drawn from the
+    cache's pixels; none without boxes in the cache or a map in the predictions."""
+    if cache is None or "ap50" not in result.get("localisation", {}):
+        return {}
+    points = finding_points(result)
+    definite = points.get(DEFINITE, np.inf)
+    films: dict[str, Path | None] = {}
+    for film in example_films(predictions, cache.boxes, points):
+        scores = ", ".join(f"{s:.2f}" for s in film.scores)
+        films[film.kind] = plots.plot_film(
+            cache.images[film.cache_row],
+            film.truth,
+            film.boxes,
+            film.scores >= definite,
+            out / PLOTS_FOLDER / f"film_{film.kind}.png",
+            f"{film.kind}: {Path(film.path).name} ({f'findings {scores}' if scores else 'no finding'})",
+        )
+    return films
+
+
 def write_report(
     result: Mapping[str, Any],
     predictions: pd.DataFrame,
@@ -222,9 +247,12 @@ def write_report(
     *,
     run_dirs: Sequence[str | Path] = (),
     index: pd.DataFrame | None = None,
+    cache: ImageCache | None = None,
 ) -> dict[str, Path]:
     """Write metrics.json, predictions.csv, mura_scorer*.csv, plots/, report.md and report.html into a
-    new or empty folder, or one an earlier report wrote (`report_folder`); any other is refused."""
+    new or empty folder, or one an earlier report wrote (`report_folder`); any other is refused. With
+    the `cache` the predictions were made from, films with their true and predicted boxes are drawn
+    when `result` has a localisation section."""
     df, _ = prepare_predictions(predictions)
     out = claim_report_folder(out_dir)
     names = ("metrics", "predictions", "markdown", "html")  # the keys of REPORT_FILES, in order
@@ -240,7 +268,7 @@ def write_report(
         Path(d).name: plots.plot_training_curves(Path(d), out / PLOTS_FOLDER / f"training_{i}.png")
         for i, d in enumerate(run_dirs)
     }
-    sections = build_sections(result, figures, training)
+    sections = build_sections(result, figures, training, _draw_films(result, predictions, out, cache))
     title = (
         f"Evaluation: {', '.join(result['meta'].get('models') or ['model'])} on "
         f"{result['meta'].get('split') or 'data'}"

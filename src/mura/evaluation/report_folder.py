@@ -14,6 +14,7 @@ from mura.atomic import write_text
 from mura.errors import MuraError
 
 REPORT_MARKER = ".mura-report"
+NOT_ASSESSED_FILE = "not_assessed.csv"  # the inputs the scope gate refused, listed apart
 REPORT_FILES = ("metrics.json", "predictions.csv", "report.md", "report.html")
 SCORER_FILES = "mura_scorer*.csv"  # one per operating point
 PLOTS_FOLDER = "plots"
@@ -46,12 +47,14 @@ def claim_report_folder(out_dir: str | Path) -> Path:
 
 
 def remove_report(out_dir: str | Path) -> None:
-    """Remove the files a report writes (and its marker) from a folder the caller owns, e.g. a `mura cv`
-    folder's oof/ whose results are being discarded; anything else there stays."""
+    """Remove the files a report writes (and its marker, and the list of inputs it left out of scope)
+    from a folder the caller owns, e.g. a `mura cv` folder's oof/ whose results are being discarded;
+    anything else there stays."""
     out = Path(out_dir)
     if not out.is_dir():
         return
-    for path in [*(out / name for name in REPORT_FILES), *out.glob(SCORER_FILES), out / REPORT_MARKER]:
+    names = (*REPORT_FILES, NOT_ASSESSED_FILE)
+    for path in [*(out / name for name in names), *out.glob(SCORER_FILES), out / REPORT_MARKER]:
         path.unlink(missing_ok=True)
     shutil.rmtree(out / PLOTS_FOLDER, ignore_errors=True)
     if not any(out.iterdir()):

@@ -8,7 +8,8 @@ The checkpoints are only read; `record=True` writes the test figures into a sing
 
 Cache rows the scope gate refuses (`mura.inference.scope`; a cache holds decoded grey films, so its
 pixel layer) are never scored silently: they are left out of every metric, listed in
-`not_assessed.csv` beside the report and counted in its metadata (`meta.not_assessed`).
+`not_assessed.csv` beside the report and counted per layer and reason in its metadata
+(`meta.not_assessed`), which the report's summary and the headline state.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from mura.data.cache import ImageCache, open_cache
 from mura.data.index import read_index
 from mura.decision import operating_points
 from mura.errors import MuraError
+from mura.evaluation.localisation import predictions_localisation
 from mura.evaluation.report import PREDICTED_PART, evaluate_predictions, write_report
-from mura.evaluation.report_folder import check_report_folder
+from mura.evaluation.report_folder import NOT_ASSESSED_FILE, check_report_folder
+from mura.evaluation.summary import not_assessed_text
 from mura.inference.scope import not_assessed_rows
 
 log = logging.getLogger(__name__)
-NOT_ASSESSED_FILE = "not_assessed.csv"
 
 # Columns the predictions gain besides the index's (`Predictor.predict_cache`, `prepare_predictions`).
 PREDICTION_COLUMNS = (
@@ -149,7 +151,8 @@ def evaluate_checkpoints(
     check_by_columns(by, cache.index, index)
     predictor = Predictor.from_checkpoints([Path(c) for c in checkpoints], device=device, tta=tta)
     predictions = predictor.predict_cache(caches, split, body_part_source, progress=True)
-    predictions, refused, not_assessed = _leave_out_of_scope(cache, split, predictions)
+    rows = cache.index[cache.index["split"] == split]
+    predictions, refused, not_assessed = leave_out_of_scope(cache, rows, predictions, f"of split {split!r}")
     if not any(m.has_body_part_head for m in predictor.members):
         predictions["body_part_pred"] = ""  # argmax of an absent head means nothing
     predictions = add_index_columns(predictions, index, by)
@@ -177,35 +180,48 @@ def evaluate_checkpoints(
         seed=seed,
         meta=meta,
     )
+    if cache.boxes:  # the index carries boxes: score the model's map (or say it has none)
+        result["localisation"] = predictions_localisation(predictions, cache.boxes, n_bootstrap, seed)
     if record:
         record_test_metrics(Path(checkpoints[0]), result, index_path or dirs[0])
     run_dirs = list(dict.fromkeys(Path(c).resolve().parent for c in checkpoints))
-    files = write_report(result, predictions, out_dir, run_dirs=run_dirs, index=index)
-    listed = Path(out_dir) / NOT_ASSESSED_FILE
-    listed.unlink(missing_ok=True)  # an earlier report's list is not this one's
-    if len(refused):
-        files["not_assessed"] = write_text(listed, refused.to_csv(index=False))
+    files = write_report(result, predictions, out_dir, run_dirs=run_dirs, index=index, cache=cache)
+    listed = write_not_assessed(out_dir, refused)
+    if listed is not None:
+        files["not_assessed"] = listed
     return files
 
 
-def _leave_out_of_scope(
-    cache: ImageCache, split: str, predictions: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """(the assessed rows' predictions, the refused rows with their reasons, a sentence for the report)."""
-    rows = cache.index[cache.index["split"] == split]
-    refused = not_assessed_rows(cache.images, rows)
+def leave_out_of_scope(
+    cache: ImageCache, rows: pd.DataFrame, predictions: pd.DataFrame, what: str
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(the predictions of the rows layer 2 lets through, the refused rows with their reasons, what
+    `meta["not_assessed"]` records: {} when every row is in scope). `what` names the rows in the error
+    raised when none is left (e.g. "of split 'test'")."""
+    refused = not_assessed_rows(cache.images, rows, predictions)
     if not len(refused):
-        return predictions, refused, f"none: all {len(rows)} images are within the model's scope"
+        return predictions, refused, {}
     kept = predictions[~predictions["path"].astype(str).isin(set(refused["path"].astype(str)))]
     if not len(kept):
         raise MuraError(
-            f"{cache.directory}: all {len(rows)} images of split {split!r} are outside the model's scope "
+            f"{cache.directory}: all {len(rows)} images {what} are outside the model's scope "
             f"(first: {refused['path'].iloc[0]}: {refused['reasons'].iloc[0]})"
         )
-    layers = ", ".join(f"{n} by {layer}" for layer, n in refused["layer"].value_counts().items())
-    sentence = (
-        f"{len(refused)} of {len(rows)} images are outside the model's scope ({layers}), listed in "
-        f"{NOT_ASSESSED_FILE}; every metric is over the {len(kept)} assessed images"
-    )
-    log.warning("%s", sentence)
-    return kept, refused, sentence
+    kinds = [":".join(str(reasons).split(":", 2)[:2]) for reasons in refused["reasons"]]  # "pixels: a ..."
+    counts = {
+        "images": len(refused),
+        "of": len(rows),
+        "by_layer": {str(k): int(n) for k, n in refused["layer"].value_counts().items()},
+        "by_reason": {str(k): int(n) for k, n in pd.Series(kinds).value_counts().items()},
+        "listed_in": NOT_ASSESSED_FILE,
+    }
+    log.warning("%s", not_assessed_text(counts))
+    return kept, refused, counts
+
+
+def write_not_assessed(out_dir: str | Path, refused: pd.DataFrame) -> Path | None:
+    """List the refused rows beside the report (None when there are none); an earlier report's list
+    is removed either way, as it is not this one's."""
+    listed = Path(out_dir) / NOT_ASSESSED_FILE
+    listed.unlink(missing_ok=True)
+    return write_text(listed, refused.to_csv(index=False)) if len(refused) else None

@@ -14,7 +14,8 @@ from mura.evaluation.layouts import (
     group_table,
     threshold_table,
 )
-from mura.evaluation.summary import PROPORTIONS, interval_text
+from mura.evaluation.localisation_section import finding_points, localisation_blocks
+from mura.evaluation.summary import PROPORTIONS, interval_text, not_assessed_text
 from mura.evaluation.tables import Details, Image, Section, Table, fmt
 
 SINGLE_FILM = (
@@ -57,9 +58,13 @@ def summary_table(result: Mapping[str, Any]) -> Table:
 
 
 def build_sections(
-    result: Mapping[str, Any], plots: Mapping[str, Path | None], training_plots: Mapping[str, Path | None]
+    result: Mapping[str, Any],
+    plots: Mapping[str, Path | None],
+    training_plots: Mapping[str, Path | None],
+    films: Mapping[str, Path | None] | None = None,
 ) -> list[Section]:
-    """All sections of one evaluation's report, in reading order: the deployed figures first."""
+    """All sections of one evaluation's report, in reading order: the deployed figures first; a
+    localisation section (`films` drawn by kind) when the data had boxes."""
     meta, point = result["meta"], result["meta"]["deployed_point"]
     image, boot, study = result["image"][point], result["bootstrap"][point], result["study"][point]
     at = f"the {point} point (threshold {fmt(result['thresholds'][point], 3)})"
@@ -69,6 +74,7 @@ def build_sections(
         f"Model(s): {', '.join(meta.get('models') or ['(unknown)'])}. Split: {meta['split']}. "
         f"{meta['n_images']} images, {studies} ({meta['n_positive']} positive images). "
         f"Body part for the fracture head: {meta['body_part_source']}.",
+        *([f"Out of scope: {not_assessed_text(meta['not_assessed'])}."] if meta.get("not_assessed") else []),
         f"Headline: {result['headline']}.",
         summary_table(result),
         f"Cohen's kappa at {at}: {interval_text({**boot['image']['kappa'], 'estimate': image['kappa']})}.",
@@ -117,6 +123,9 @@ def build_sections(
                 ],
             )
         )
+    if "localisation" in result:
+        blocks = localisation_blocks(result["localisation"], finding_points(result), films or {})
+        sections.append(Section("Localisation", blocks))
     sections.append(Section("Decision thresholds", [threshold_table(result)]))
     sections.append(
         Section(

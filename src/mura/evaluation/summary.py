@@ -1,5 +1,6 @@
 """The figures a report leads with: each stored operating point's sensitivity, specificity, PPV and NPV
-with Wilson score intervals, and the one-line headline `mura evaluate` and `mura cv` print.
+with Wilson score intervals, the one-line headline `mura evaluate` and `mura cv` print, and how many
+inputs the scope gate left out of them.
 
 Why Wilson and not the bootstrap for these: a proportion from a handful of cases (a sensitivity from 5
 positives, all found) has a percentile-bootstrap interval of [1.000, 1.000], every resample agreeing
@@ -87,7 +88,32 @@ def headline(result: Mapping[str, Any]) -> str:
     summary = result["summary"][point]
     interval = result["bootstrap"]["default"]["image"]["roc_auc"]
     auc = interval_text({**interval, "estimate": result["image"]["default"]["roc_auc"]})
-    return (
+    text = (
         f"AUC {auc}; {point}: sensitivity {interval_text(summary['sensitivity'])} "
         f"specificity {interval_text(summary['specificity'])} on {summary['n']:,} images"
+    )
+    refused = result["meta"].get("not_assessed")
+    if refused:  # the figures are over fewer images than were given: say so where they are quoted
+        layers = ", ".join(f"{layer} {n:,}" for layer, n in refused["by_layer"].items())
+        text += f"; {refused['images']:,} of {refused['of']:,} not assessed ({layers})"
+    return text
+
+
+def not_assessed_text(not_assessed: Mapping[str, Any]) -> str:
+    """How many inputs the scope gate refused and why, per layer (`meta["not_assessed"]`), e.g. "2 of 10
+    images not assessed, left out of every figure and listed in not_assessed.csv: pixels 2 (a
+    near-uniform image 1, a noise-like image 1)"; "" when none was refused."""
+    if not not_assessed:
+        return ""
+    per_layer = []
+    for layer, count in not_assessed["by_layer"].items():
+        reasons = [
+            f"{reason.split(': ', 1)[-1]} {n:,}"
+            for reason, n in not_assessed["by_reason"].items()
+            if reason.split(":", 1)[0] == layer
+        ]
+        per_layer.append(f"{layer} {count:,} ({', '.join(reasons)})" if reasons else f"{layer} {count:,}")
+    return (
+        f"{not_assessed['images']:,} of {not_assessed['of']:,} images not assessed, left out of every "
+        f"figure and listed in {not_assessed['listed_in']}: {'; '.join(per_layer)}"
     )

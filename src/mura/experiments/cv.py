@@ -8,8 +8,10 @@ of them.
 Protocol, per fold k (folds by patient, or by blocks of consecutive ids where there are no patients:
 `mura.data.splits.assign_folds`): train on the other folds for the recipe's fixed number of epochs and
 keep the last epoch (nothing is selected on fold k, so its predictions stay honest), then predict fold
-k. The decision (calibration + operating points, `mura.decision`) is fitted once on all OOF margins
-and stored in every fold checkpoint; `final/fold*.pt` is the fold ensemble (the deployed model:
+k. OOF rows the scope gate refuses (`mura.inference.scope`, layer 2: cache rows have no header) are
+listed in oof/not_assessed.csv and counted in cv.json, and enter no figure. The decision (calibration +
+operating points, `mura.decision`) is fitted once on the other OOF margins and stored in every fold
+checkpoint; `final/fold*.pt` is the fold ensemble (the deployed model:
 `mura predict --checkpoint final/*.pt`). A fold ensemble rather than a refit on all data: it needs no
 extra training run, each member's calibration was fitted on predictions of exactly such models, and
 an average of K models is at least as good as one on unseen films; the OOF figures describe a single
@@ -46,8 +48,14 @@ from mura.data.splits import assign_folds
 from mura.decision import binary_nll, fit_calibration, fit_decision, margins_from_probs
 from mura.errors import MuraError
 from mura.evaluation.calibration import expected_calibration_error
+from mura.evaluation.localisation import predictions_localisation, rescored_map_boxes
 from mura.evaluation.report import evaluate_predictions, write_report
-from mura.evaluation.runner import add_index_columns, check_by_columns
+from mura.evaluation.runner import (
+    add_index_columns,
+    check_by_columns,
+    leave_out_of_scope,
+    write_not_assessed,
+)
 from mura.evaluation.summary import PROPORTIONS
 from mura.experiments.cv_resume import (
     DONE,
@@ -60,7 +68,9 @@ from mura.experiments.cv_resume import (
 )
 from mura.inference.predictor import Predictor
 from mura.training.loop import train
+from mura.training.part_floor import fit_body_part_floor
 from mura.training.run_dir import LAST_CHECKPOINT
+from mura.training.scope_fit import fit_fold_detectors
 
 log = logging.getLogger(__name__)
 CV_MARKER = "cv_config.yaml"
@@ -106,7 +116,7 @@ def train_fold(cfg: Config, record: FoldRecord) -> dict[str, float]:
         write_text(run / FOLD_RECORD, record.to_json())
     wall, cpu = time.perf_counter(), _cpu_seconds()
     # Without last.pt nothing was saved: files of a start that died before its first epoch are replaced.
-    train(cfg, resume=resume, overwrite=not resume)
+    train(cfg, resume=resume, overwrite=not resume, scope_detector=False)  # fitted on last.pt below
     seconds = {"wall_seconds": time.perf_counter() - wall, "cpu_seconds": _cpu_seconds() - cpu}
     write_text(done, json.dumps(seconds) + "\n")
     return seconds
@@ -201,7 +211,11 @@ def cross_validate(
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / CV_MARKER)
     seconds = [train_fold(fold_config(cfg, folds, k, out), record) for k in range(folds)]
-    oof = add_index_columns(predict_folds(cfg, folds, out, tta), index, by)
+    # Out-of-scope rows (layer 2: cache rows have no header) never reach the decision fit or the figures
+    oof, refused, not_assessed = leave_out_of_scope(
+        cache, inside, predict_folds(cfg, folds, out, tta), "of the pooled folds"
+    )
+    oof = add_index_columns(oof, index, by)
     labels = oof["label"].to_numpy(dtype=int)
     margins = margins_from_probs(oof["uncalibrated_prob"].to_numpy())
     decision = fit_decision(
@@ -212,7 +226,19 @@ def cross_validate(
         target_specificity=cfg.train.target_specificity,
         fitted_on=f"out-of-fold predictions of {folds}-fold cross-validation ({len(oof)} images)",
     )
+    fold_probability = oof["fracture_prob"].to_numpy()  # each fold's own calibration
     oof["fracture_prob"] = decision.probabilities(margins)
+    if "map_boxes" in oof:  # a box scores image probability x region peak: restated at the OOF decision
+        oof["map_boxes"] = rescored_map_boxes(oof["map_boxes"], fold_probability, oof["fracture_prob"])
+    detectors, oof_scores = fit_fold_detectors(
+        [out / f"fold{k}" / LAST_CHECKPOINT for k in range(folds)],
+        cache,
+        inside,
+        assigned,
+        device=cfg.train.device,
+        seed=cfg.train.seed,
+    )
+    oof["scope_score"] = oof["path"].astype(str).map(pd.Series(oof_scores, index=inside["path"].astype(str)))
     oof["decision"] = (oof["fracture_prob"] >= decision.threshold()).astype(int)
     oof_csv = write_text(out / "oof_predictions.csv", oof.to_csv(index=False))
     thresholds = {k: v for k, v in decision.thresholds.items() if k != "default"}
@@ -224,6 +250,7 @@ def cross_validate(
         "threshold_source": decision.fitted_on,
         "default_operating_point": decision.default_point(),
         "calibration": decision.calibration.method,
+        "not_assessed": not_assessed,
     }
     result = evaluate_predictions(
         oof,
@@ -234,19 +261,42 @@ def cross_validate(
         seed=seed,
         meta=meta,
     )
-    write_report(result, oof, out / "oof", run_dirs=[out / f"fold{k}" for k in range(folds)])
+    if cache.boxes:  # out-of-fold localisation: each film's boxes from the fold that held it out
+        result["localisation"] = predictions_localisation(oof, cache.boxes, n_bootstrap, seed)
+    write_report(result, oof, out / "oof", run_dirs=[out / f"fold{k}" for k in range(folds)], cache=cache)
+    write_not_assessed(out / "oof", refused)
     final = []
-    for k in range(folds):
-        source = ckpt.load_checkpoint(out / f"fold{k}" / LAST_CHECKPOINT)
+    sources = [ckpt.load_checkpoint(out / f"fold{k}" / LAST_CHECKPOINT) for k in range(folds)]
+    floor = oof_body_part_floor(oof, sources[0].meta.body_parts)
+    for k, source in enumerate(sources):
         provenance = {
             **source.meta.provenance,
             "cross_validation": {"folds": folds, "fold": k, "out": str(out)},
         }
-        meta_k = source.meta.replace(decision=decision, provenance=provenance)
+        # Models without an unknown-part embedding keep feeding their argmax (no floor).
+        fold_floor = None if source.meta.body_part_floor is None else floor
+        meta_k = source.meta.replace(
+            decision=decision, provenance=provenance, body_part_floor=fold_floor, scope_detector=detectors[k]
+        )
         final.append(ckpt.save_checkpoint(out / "final" / f"fold{k}.pt", source.model_state, meta_k))
     summary = _summary(result, decision, _cross_fitted_calibration(oof, folds), seconds, final)
+    summary["scope_detector"] = {
+        "threshold": detectors[0].threshold,
+        "target_rate": detectors[0].target_rate,
+        "rate_reached_out_of_fold": detectors[0].rate_reached,
+    }
     write_text(out / "cv.json", json.dumps(summary, indent=1, default=float) + "\n")
     return CvResult(out, final, oof_csv, summary)
+
+
+def oof_body_part_floor(oof: pd.DataFrame, body_parts: Sequence[str]) -> float:
+    """The body-part confidence floor (`mura.training.part_floor`) fitted on the out-of-fold films whose
+    part is one of the model's `body_parts`: the deployed fold ensemble trusts a guess as sure as those
+    that were right 95% of the time."""
+    truth = oof["body_part"].fillna("").astype(str).str.upper()
+    known = truth.isin(list(body_parts))
+    correct = oof.loc[known, "body_part_pred"].to_numpy() == truth[known].to_numpy()
+    return fit_body_part_floor(oof.loc[known, "body_part_prob"].to_numpy(), correct)
 
 
 def _summary(
@@ -268,10 +318,12 @@ def _summary(
     return {
         "headline": result["headline"],
         "n_images": result["meta"]["n_images"],
+        "not_assessed": result["meta"]["not_assessed"],  # {} or counts per layer and reason (oof/)
         "n_positive": result["meta"]["n_positive"],
         "prevalence": result["image"]["default"]["prevalence"],
         "oof_auc": result["image"]["default"]["roc_auc"],
         "oof_auc_ci": [auc.get("low"), auc.get("high")],
+        "localisation": result.get("localisation"),  # None: the index has no boxes
         "calibration": {
             "stored": decision.calibration.to_dict(),
             "ece_before": result["calibration"]["ece_uncalibrated"],

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index, given_body_part
+from mura.constants import UNKNOWN_BODY_PART, UNSURE_BODY_PART, body_part_index, given_body_part
 from mura.data.images import is_dicom, read_image
 from mura.errors import ImageDecodeError, MuraError
 from mura.inference.scope import ModelScope, scope_reasons, scored_anyway
@@ -148,17 +148,25 @@ def iter_file_predictions(
         for start in range(0, len(paths), batch):
             current = pending
             pending = submit(start + batch)  # queued now, decoded while the model runs below
+            decoded = [f.result() for f in current]
             yield from _predict_batch(
-                predictor, [f.result() for f in current], paths[start : start + batch], keep_pixels
+                predictor, decoded, paths[start : start + batch], keep_pixels, score_all
             )
 
 
 def _predict_batch(
-    predictor: Predictor, decoded: list[DecodedFile | str], paths: Sequence[FileSource], keep_pixels: bool
+    predictor: Predictor,
+    decoded: list[DecodedFile | str],
+    paths: Sequence[FileSource],
+    keep_pixels: bool,
+    score_all: bool,
 ) -> Iterator[FileResult]:
     good = [d for d in decoded if isinstance(d, DecodedFile) and d.prepared]
+    sizes = [(int(d.pixels.shape[1]), int(d.pixels.shape[0])) for d in good]  # where findings go
     prediction = (
-        predictor.predict_prepared([d.prepared for d in good], [d.body_part for d in good]) if good else None
+        predictor.predict_prepared([d.prepared for d in good], [d.body_part for d in good], sizes)
+        if good
+        else None
     )
     index = 0
     for source, item in zip(paths, decoded, strict=True):
@@ -178,6 +186,7 @@ def _predict_batch(
             path=str(path),
             given_origin=item.body_part_origin,
             warnings=(*item.warnings, *scored_anyway(item.reasons)),
+            score_all=score_all,  # layer 3 (features) decides here, from the prediction's own pass
         )
         index += 1
         yield FileResult(path, prediction=record, pixels=pixels)
@@ -234,12 +243,16 @@ def study_prediction(path: str | None, results: Sequence[FileResult], tiers: Tie
             **common,
         )
     probability = float(np.mean([v.fracture_probability for v in assessed]))
-    part_probs = {n: float(np.mean([v.body_part_probabilities[n] for v in assessed])) for n in BODY_PARTS}
+    names = assessed[0].body_part_probabilities
+    part_probs = {n: float(np.mean([v.body_part_probabilities[n] for v in assessed])) for n in names}
     given = {(v.body_part, v.body_part_origin) for v in assessed if v.body_part_origin != "predicted"}
     if len(given) == 1 and all(v.body_part_origin != "predicted" for v in assessed):
         part, origin = next(iter(given))
     else:
-        part, origin = max(part_probs, key=part_probs.__getitem__), "predicted"
+        # The most probable part, if a view was sure of it (reached the confidence floor), else UNKNOWN.
+        likeliest = max(part_probs, key=part_probs.__getitem__)
+        part = likeliest if any(v.body_part == likeliest for v in assessed) else UNSURE_BODY_PART
+        origin = "predicted"
     return StudyPrediction(
         fracture_probability=probability,
         decision=decide(probability, first.threshold),
@@ -249,3 +262,4 @@ def study_prediction(path: str | None, results: Sequence[FileResult], tiers: Tie
         **tiers.assign(probability)._asdict(),
         **common,
     )
+

@@ -19,9 +19,11 @@ import torch
 from mura.checkpoint import CheckpointMeta, load_model
 from mura.decision import Decision
 from mura.errors import MuraError
+from mura.inference.scope_features import member_scores
 from mura.outputs import ONNX_OUTPUTS
 from mura.prediction import PositiveClass
 from mura.preprocessing import Preprocessing
+from mura.scope_detector import ScopeDetector
 
 RUNTIMES = ("auto", "torch", "onnx")
 ONNX_META_PREFIX = "mura."
@@ -40,6 +42,8 @@ class MemberOutput(NamedTuple):
 
     fracture_logits: np.ndarray  # [B, 2]
     body_part_logits: np.ndarray  # [B, 7]
+    fracture_map: np.ndarray | None = None  # [B, 1, h, w] map logits; None without a map head
+    scope_scores: np.ndarray | None = None  # [B] layer 3's scores (`mura.scope_detector`); None: no detector
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Member:
     model_name: str
     positive_class: PositiveClass  # what label 1 meant in its training data (the tiers' words)
     info: dict[str, Any] = field(default_factory=dict)  # val_metrics, test_metrics, epoch, config, ...
+    scope_detector: ScopeDetector | None = None  # layer 3, scored from the same forward pass; None: none
 
     def run(self, image: np.ndarray, body_part: np.ndarray) -> MemberOutput:
         raise NotImplementedError
@@ -69,9 +74,14 @@ class TorchMember(Member):
         x = torch.from_numpy(image).to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
         parts = torch.from_numpy(body_part).to(self.device)
+        scores = None
         with torch.inference_mode():
-            output = self.model(x, parts)
-        return MemberOutput(**{name: getattr(output, name).float().cpu().numpy() for name in ONNX_OUTPUTS})
+            if self.scope_detector is None:
+                output = self.model(x, parts)
+            else:
+                output, scores = member_scores(self.model, self.scope_detector, lambda: self.model(x, parts))
+        arrays = {name: getattr(output, name).float().cpu().numpy() for name in output.exported_names()}
+        return MemberOutput(**arrays, scope_scores=scores)
 
 
 @dataclass
@@ -80,10 +90,17 @@ class OnnxMember(Member):
 
     def run(self, image: np.ndarray, body_part: np.ndarray) -> MemberOutput:
         outputs = self.session.run(
-            list(ONNX_OUTPUTS),
+            self.output_names,
             {"image": np.ascontiguousarray(image, dtype=np.float32), "body_part": body_part.astype(np.int64)},
         )
-        return MemberOutput(**dict(zip(ONNX_OUTPUTS, outputs, strict=True)))
+        return MemberOutput(**dict(zip(self.output_names, outputs, strict=True)))
+
+    @property
+    def output_names(self) -> list[str]:
+        """The `ONNX_OUTPUTS` this graph has: an export of a model without a map head lacks
+        `fracture_map`."""
+        present = {output.name for output in self.session.get_outputs()}
+        return [name for name in ONNX_OUTPUTS if name in present]
 
 
 def member_info(meta: CheckpointMeta) -> dict[str, Any]:
@@ -95,6 +112,8 @@ def member_info(meta: CheckpointMeta) -> dict[str, Any]:
         "config": meta.config,
         "provenance": meta.provenance,
         "scope_parts": list(meta.scope_parts),  # what the scope gate lets in (mura.inference.scope)
+        "body_parts": list(meta.body_parts),  # the body-part head's classes
+        "body_part_floor": meta.body_part_floor,  # None: an old model, feeds its argmax however unsure
     }
 
 
@@ -110,6 +129,7 @@ def load_torch_member(path: Path, device: torch.device) -> TorchMember:
         model_name=checkpoint.meta.model_name,
         positive_class=checkpoint.meta.positive_class,
         info=member_info(checkpoint.meta),
+        scope_detector=checkpoint.meta.scope_detector,
         model=model,
         device=device,
     )
@@ -124,6 +144,13 @@ def _decode_metadata(path: Path, raw: dict[str, str]) -> dict[str, Any]:
     if "checkpoint_meta" not in meta:
         raise MuraError(f"{path}: ONNX model has no mura metadata (export it with `mura export`)")
     return meta
+
+
+def _onnx_scope_note(meta: CheckpointMeta) -> dict[str, str]:
+    """An exported graph returns no intermediate features, so its detector cannot run (the trace says so)."""
+    if meta.scope_detector is None:
+        return {}
+    return {"scope_features": "not applied: the ONNX runtime gives no depth features; use runtime='torch'"}
 
 
 def load_onnx_member(path: Path, device: torch.device, threads: int = 0) -> OnnxMember:
@@ -155,7 +182,7 @@ def load_onnx_member(path: Path, device: torch.device, threads: int = 0) -> Onnx
         has_body_part_head=bool(raw.get("has_body_part_head", True)),
         model_name=meta.model_name,
         positive_class=meta.positive_class,
-        info={**member_info(meta), "checkpoint": raw.get("checkpoint")},
+        info={**member_info(meta), "checkpoint": raw.get("checkpoint"), **_onnx_scope_note(meta)},
         session=session,
     )
 

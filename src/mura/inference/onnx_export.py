@@ -2,11 +2,12 @@
 
 The graph takes `image` (float32 [B, 1, S, S], already normalised) and `body_part` (int64 [B], -1 =
 predict it) with a dynamic batch, and returns the outputs named in `mura.outputs.ONNX_OUTPUTS` (raw
-`fracture_logits` [B, 2] and `body_part_logits` [B, 7]): the same fields of the PyTorch model's
-`ModelOutput`, so the predictor's softmax / temperature / threshold code is
-shared by both runtimes. The checkpoint's metadata (preprocessing, decision: calibration and operating
-points, body parts, metrics, provenance) goes into the model's metadata_props (`mura.*`, JSON values),
-so `mura predict --checkpoint model.onnx` needs no `.pt` file and decides exactly as the `.pt` does.
+`fracture_logits` [B, 2] and `body_part_logits` [B, 7], and `fracture_map` [B, 1, h, w] logits when the
+model has a map head): the same fields of the PyTorch model's `ModelOutput`, so the predictor's softmax /
+temperature / threshold code and its findings are shared by both runtimes. The checkpoint's metadata
+(preprocessing, decision: calibration and operating points, body parts, metrics, provenance) goes into
+the model's metadata_props (`mura.*`, JSON values), so `mura predict --checkpoint model.onnx` needs no
+`.pt` file and decides exactly as the `.pt` does.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ from mura.atomic import atomic_path
 from mura.checkpoint import Checkpoint, load_model
 from mura.errors import MuraError
 from mura.inference.members import ONNX_META_PREFIX
-from mura.outputs import ONNX_OUTPUTS
 
-PARITY_TOLERANCE = 1e-4  # max abs difference of probabilities between ONNX Runtime and PyTorch
+PARITY_TOLERANCE = 1e-4  # max abs difference of probabilities (image and map cells), ONNX Runtime vs PyTorch
 INPUT_NAMES = ["image", "body_part"]
 
 
@@ -35,7 +35,7 @@ INPUT_NAMES = ["image", "body_part"]
 class ExportReport:
     path: Path
     opset: int
-    max_prob_diff: float  # ONNX Runtime vs PyTorch, fracture and body-part probabilities
+    max_prob_diff: float  # ONNX Runtime vs PyTorch: fracture, body-part and map-cell probabilities
     metadata: dict[str, Any]
 
 
@@ -56,19 +56,24 @@ def _metadata(checkpoint: Checkpoint, model: torch.nn.Module) -> dict[str, Any]:
         "checkpoint_meta": checkpoint.meta.to_dict(),
         "has_body_part_head": bool(getattr(model, "has_body_part_head", True)),
         "checkpoint": checkpoint.path.name,
-        "outputs": "raw logits; probability = the decision's calibration of logit[1] - logit[0]",
+        "outputs": "raw logits; probability = the decision's calibration of logit[1] - logit[0]; "
+        "fracture_map (when present): per-cell logits over the input square",
     }
 
 
 def _export_graph(
-    module: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path, opset: int
+    module: torch.nn.Module,
+    example: tuple[torch.Tensor, torch.Tensor],
+    path: Path,
+    opset: int,
+    outputs: tuple[str, ...],
 ) -> None:
     """TorchScript-based exporter (fast, honours opset 17); the dynamo exporter if that one fails."""
-    common = dict(input_names=INPUT_NAMES, output_names=list(ONNX_OUTPUTS), verbose=False)
+    common = dict(input_names=INPUT_NAMES, output_names=list(outputs), verbose=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            batch_axes = {name: {0: "batch"} for name in [*INPUT_NAMES, *ONNX_OUTPUTS]}
+            batch_axes = {name: {0: "batch"} for name in [*INPUT_NAMES, *outputs]}
             torch.onnx.export(
                 module,
                 example,
@@ -91,13 +96,18 @@ def _export_graph(
             )
 
 
-def _probabilities(fracture_logits: np.ndarray, body_part_logits: np.ndarray) -> np.ndarray:
+def _probabilities(
+    fracture_logits: np.ndarray, body_part_logits: np.ndarray, fracture_map: np.ndarray | None = None
+) -> np.ndarray:
+    """Per image: fracture, body-part and (with a map) every map cell's probability, one row each."""
     fracture = expit(fracture_logits[:, 1] - fracture_logits[:, 0])[:, None]
-    return np.concatenate([fracture, softmax(body_part_logits, axis=1)], axis=1)
+    cells = [] if fracture_map is None else [expit(fracture_map.reshape(len(fracture_map), -1))]
+    return np.concatenate([fracture, softmax(body_part_logits, axis=1), *cells], axis=1)
 
 
 def parity(model: torch.nn.Module, onnx_path: Path, size: int, batch: int = 4, seed: int = 0) -> float:
-    """Max abs probability difference, ONNX Runtime vs PyTorch, on random inputs (given and -1 parts)."""
+    """Max abs probability difference, ONNX Runtime vs PyTorch, on random inputs (given and -1 parts),
+    the map's cells included when the model has a map head."""
     import onnxruntime as ort
 
     generator = torch.Generator().manual_seed(seed)
@@ -106,10 +116,13 @@ def parity(model: torch.nn.Module, onnx_path: Path, size: int, batch: int = 4, s
     parts[0] = -1
     with torch.inference_mode():
         output = model.eval()(image, parts)
-    reference = {name: getattr(output, name).float().numpy() for name in ONNX_OUTPUTS}
+    names = output.exported_names()
+    reference = {name: getattr(output, name).float().numpy() for name in names}
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    arrays = session.run(list(ONNX_OUTPUTS), {"image": image.numpy(), "body_part": parts.numpy()})
-    got = dict(zip(ONNX_OUTPUTS, arrays, strict=True))
+    if [o.name for o in session.get_outputs()] != list(names):
+        return float("inf")  # an output missing (or extra) is as far from PyTorch as it gets
+    arrays = session.run(list(names), {"image": image.numpy(), "body_part": parts.numpy()})
+    got = dict(zip(names, arrays, strict=True))
     return float(np.abs(_probabilities(**reference) - _probabilities(**got)).max())
 
 
@@ -144,8 +157,10 @@ def export_onnx(
     size = payload.meta.preprocessing.size
     module = _Exportable(model).eval()
     example = (torch.zeros(2, 1, size, size), torch.tensor([-1, 0], dtype=torch.int64))
+    with torch.inference_mode():
+        outputs = model(*example).exported_names()
     with atomic_path(out) as tmp:
-        _export_graph(module, example, tmp, opset)
+        _export_graph(module, example, tmp, opset, outputs)
         proto = onnx.load(str(tmp))
         metadata = _metadata(payload, model)
         for key, value in metadata.items():

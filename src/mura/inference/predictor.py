@@ -9,6 +9,14 @@
 - Decisions are made at a named operating point: by default `suspicious` (high sensitivity) where
   every member stores it, else `youden`, else 0.5; an ensemble decides at the mean of its members'
   thresholds for that point. Every answer says which point and threshold it used.
+- Body parts: the answer's vocabulary is the widest member's (each is a prefix of `BODY_PARTS`); a
+  part none was given for is the body-part head's argmax when its probability reaches the members'
+  (mean) confidence floor, else UNKNOWN (index -1), and then each member feeds its fracture head its
+  unknown-part embedding (`mura.models.heads`; a given part outside a member's classes counts as none).
+- Members with a scope detector score layer 3 of the scope gate from the same forward pass
+  (`mura.inference.scope_features`); the batch carries each image's reasons.
+- Members with a map head add their fracture maps to the batch (flip TTA flipped back), from which each
+  answer's findings come (`mura.inference.findings`), graded at the stored suspicious / definite points.
 """
 
 from __future__ import annotations
@@ -28,14 +36,21 @@ from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index
 from mura.decision import POINT_PREFERENCE
 from mura.devices import resolve_device
 from mura.errors import MuraError
-from mura.inference.batch import PredictionBatch
+from mura.inference.batch import PredictionBatch, cache_frame
+from mura.inference.findings import FINDING_POINTS, MemberMaps, finding_thresholds, map_probabilities
 from mura.inference.members import Member, load_member
+from mura.inference.scope_features import FeatureGate
 from mura.prediction import ModelIdentity
 from mura.tiers import TierScale
 
 BODY_PART_MODES = ("given", "predicted")
 
 InputSpec = tuple[int, str]  # (size, resize mode)
+
+
+def member_body_parts(member: Member) -> tuple[str, ...]:
+    """A member's body-part classes, as its checkpoint records them."""
+    return tuple(member.info.get("body_parts") or BODY_PARTS)
 
 
 class Predictor:
@@ -98,9 +113,32 @@ class Predictor:
         return "; ".join(dict.fromkeys(m.decision.fitted_on for m in self.members))
 
     @functools.cached_property
+    def body_parts(self) -> tuple[str, ...]:
+        """The body-part vocabulary of the answers: the widest member's (all are prefixes of one)."""
+        return max((member_body_parts(m) for m in self.members), key=len)
+
+    @functools.cached_property
+    def body_part_floor(self) -> float:
+        """The top body-part probability a predicted part must reach to be reported (members' mean;
+        0 for old members, which trust every guess)."""
+        return float(np.mean([m.info.get("body_part_floor") or 0.0 for m in self.members]))
+
+    @functools.cached_property
     def tiers(self) -> TierScale:
         """The three tiers every answer is restated in, from the members' stored operating points."""
         return TierScale.of([m.decision for m in self.members], [m.positive_class for m in self.members])
+
+    @functools.cached_property
+    def feature_gate(self) -> FeatureGate:
+        """Layer 3 of the scope gate: the members' feature-space detectors, scored in the same pass."""
+        return FeatureGate.of_members(self.members)
+
+    @functools.cached_property
+    def finding_thresholds(self) -> dict[str, float]:
+        """The points findings are graded at: suspicious / definite where every member stores them."""
+        stored = [n for n in FINDING_POINTS if all(n in m.decision.thresholds for m in self.members)]
+        points = {name: self.operating_point(name)[1] for name in stored}
+        return finding_thresholds(points, self.threshold_name, self.threshold)
 
     @property
     def input_specs(self) -> list[InputSpec]:
@@ -138,11 +176,16 @@ class Predictor:
         self, images: Sequence[np.ndarray], body_parts: Sequence[int] | None = None
     ) -> PredictionBatch:
         """Full-size uint8 [H, W] images -> predictions; body part -1 (or None) means predict it."""
-        return self.predict_prepared([self.prepare(image) for image in images], body_parts)
+        sizes = [(int(image.shape[1]), int(image.shape[0])) for image in images]
+        return self.predict_prepared([self.prepare(image) for image in images], body_parts, sizes)
 
     def predict_prepared(
-        self, prepared: Sequence[dict[InputSpec, np.ndarray]], body_parts: Sequence[int] | None = None
+        self,
+        prepared: Sequence[dict[InputSpec, np.ndarray]],
+        body_parts: Sequence[int] | None = None,
+        image_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> PredictionBatch:
+        """Resized inputs -> predictions; `image_sizes` (width, height of each original) place findings."""
         arrays = {
             spec: np.stack([p[spec] for p in prepared])
             if prepared
@@ -150,10 +193,18 @@ class Predictor:
             for spec in self.input_specs
         }
         parts = np.full(len(prepared), UNKNOWN_BODY_PART) if body_parts is None else np.asarray(body_parts)
-        return self.predict_arrays(arrays, parts)
+        return self.predict_arrays(arrays, parts, image_sizes)
 
-    def predict_arrays(self, arrays: dict[InputSpec, np.ndarray], body_parts: np.ndarray) -> PredictionBatch:
-        """uint8 [N, size, size] per input spec (exactly the prepared/cached pixels) -> predictions."""
+    def predict_arrays(
+        self,
+        arrays: dict[InputSpec, np.ndarray],
+        body_parts: np.ndarray,
+        image_sizes: Sequence[tuple[int, int]] | None = None,
+    ) -> PredictionBatch:
+        """uint8 [N, size, size] per input spec (exactly the prepared/cached pixels) -> predictions.
+
+        Without `image_sizes` (cache rows) findings are in the first input spec's square frame, where a
+        cache's boxes are; members of mixed resize modes share no such frame, so they give no map."""
         parts = np.asarray(body_parts, dtype=np.int64).reshape(-1)
         if np.any(parts >= len(BODY_PARTS)) or np.any(parts < UNKNOWN_BODY_PART):
             raise MuraError(f"body part indices must be -1..{len(BODY_PARTS) - 1}")
@@ -166,14 +217,28 @@ class Predictor:
                     )
         fracture = np.zeros(len(parts))
         uncalibrated = np.zeros(len(parts))
-        body = np.zeros((len(parts), len(BODY_PARTS)))
+        body = np.zeros((len(parts), len(self.body_parts)))
+        maps: list[MemberMaps] = []
+        scope_scores: list[np.ndarray | None] = []
         for member in self.members:
             spec = (member.preprocessing.size, member.preprocessing.resize_mode)
-            member_fracture, member_raw, member_body = self._member_probs(member, arrays[spec], parts)
+            width = len(member_body_parts(member))
+            member_fracture, member_raw, member_body, member_map, member_scores = self._member_probs(
+                member, arrays[spec], np.where(parts < width, parts, UNKNOWN_BODY_PART)
+            )
             fracture += member_fracture / len(self.members)
             uncalibrated += member_raw / len(self.members)
-            body += member_body / len(self.members)
-        used_index = np.where(parts >= 0, parts, body.argmax(axis=1) if len(parts) else parts)
+            body[:, : member_body.shape[1]] += member_body / len(self.members)
+            if member_map is not None:
+                maps.append(MemberMaps(member.preprocessing, member_map))
+            scope_scores.append(member_scores)
+        if image_sizes is None:
+            side = self.input_specs[0][0]
+            image_sizes = [(side, side)] * len(parts)
+            maps = maps if len({mode for _, mode in self.input_specs}) == 1 else []
+        trusted = body.max(axis=1, initial=0.0) >= self.body_part_floor
+        guessed = np.where(trusted, body.argmax(axis=1), UNKNOWN_BODY_PART) if len(parts) else parts
+        used_index = np.where(parts >= 0, parts, guessed)
         return PredictionBatch(
             fracture_prob=fracture,
             uncalibrated_prob=uncalibrated,
@@ -185,13 +250,20 @@ class Predictor:
             body_part_used=["given" if p >= 0 else "predicted" for p in parts],
             runtime=self.runtime,
             tiers=self.tiers,
+            body_parts=self.body_parts,
+            member_maps=maps,
+            image_sizes=list(image_sizes),
+            finding_thresholds=self.finding_thresholds,
+            feature_reasons=self.feature_gate.reasons(scope_scores),
         )
 
     def _member_probs(
         self, member: Member, images: np.ndarray, parts: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(calibrated fracture probability, uncalibrated, body-part probabilities) of one member."""
-        fracture, raw, body = [], [], []
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(calibrated fracture probability, uncalibrated, body-part probabilities, map probabilities
+        [N, h, w] or None without a map head, layer 3's scores of the unflipped view or None without a
+        detector) of one member."""
+        fracture, raw, body, maps, scores = [], [], [], [], []
         for start in range(0, len(parts), self.batch_size):
             x = np.asarray(member.preprocessing.normalize(images[start : start + self.batch_size, None]))
             p = parts[start : start + self.batch_size]
@@ -205,9 +277,16 @@ class Predictor:
             body.append(
                 np.mean([softmax(o.body_part_logits.astype(np.float64), axis=1) for o in outputs], axis=0)
             )
+            if outputs[0].fracture_map is not None:
+                maps.append(map_probabilities([o.fracture_map for o in outputs], [False, True][: len(views)]))
+            if outputs[0].scope_scores is not None:
+                scores.append(outputs[0].scope_scores)
         if not fracture:
-            return np.zeros(0), np.zeros(0), np.zeros((0, len(BODY_PARTS)))
-        return np.concatenate(fracture), np.concatenate(raw), np.concatenate(body)
+            none = np.zeros(0) if member.scope_detector is not None else None
+            return np.zeros(0), np.zeros(0), np.zeros((0, len(member_body_parts(member)))), None, none
+        combined = np.concatenate(maps) if maps else None
+        found = np.concatenate(scores) if scores else None
+        return np.concatenate(fracture), np.concatenate(raw), np.concatenate(body), combined, found
 
     # --- caches ---------------------------------------------------------------------------
     def caches_for_members(self, caches: Sequence[Any]) -> dict[InputSpec, Any]:
@@ -279,22 +358,4 @@ class Predictor:
                 for spec in caches
             }
             batches.append(self.predict_arrays(arrays, parts[start : start + chunk]))
-        return _cache_frame(rows, batches)
-
-
-def _cache_frame(rows: pd.DataFrame, batches: list[PredictionBatch]) -> pd.DataFrame:
-    """The split's index rows plus prediction columns, the contract's columns first."""
-    out = rows.copy()
-    out["fracture_prob"] = np.concatenate([b.fracture_prob for b in batches]) if batches else np.zeros(0)
-    out["uncalibrated_prob"] = (
-        np.concatenate([b.uncalibrated_prob for b in batches]) if batches else np.zeros(0)
-    )
-    out["decision"] = (
-        np.concatenate([b.decision for b in batches]).astype(int) if batches else np.zeros(0, int)
-    )
-    body_probs = np.concatenate([b.body_part_probs for b in batches]) if batches else np.zeros((0, 7))
-    out["body_part_pred"] = [BODY_PARTS[i] for i in body_probs.argmax(axis=1)]
-    out["body_part_used"] = [u for b in batches for u in b.body_part_used]
-    first = ["path", "study_id", "body_part", "label", "fracture_prob", "body_part_pred", "body_part_used"]
-    first = [c for c in first if c in out.columns]
-    return out[first + [c for c in out.columns if c not in first]]
+        return cache_frame(rows, batches)

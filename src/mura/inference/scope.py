@@ -8,6 +8,8 @@ report can count refusals per layer:
 1. `dicom` (`mura.inference.scope_dicom`): SOP class, Modality, photometric interpretation and the
    body part the header names, against the parts the model was trained on (`ModelScope`).
 2. `pixels` (`mura.inference.scope_pixels`): colour photographs, near-uniform and noise-like images.
+3. `features` (`mura.inference.scope_features`): a detector fitted on the training films' features,
+   scored from the prediction's own forward pass (so it decides after the model ran).
 
 An input with reasons is answered `not_assessed` with them (no probability, no body part), unless a
 researcher asks to score everything (`score_all`): then it is scored and the reasons become warnings.
@@ -87,12 +89,19 @@ def scored_anyway(reasons: Iterable[str]) -> list[str]:
     return [f"{SCORED_ANYWAY}: {r}" for r in reasons]
 
 
-def not_assessed_rows(images: Any, rows: pd.DataFrame) -> pd.DataFrame:
-    """The cache rows (`images[cache_row]`, decoded films) layer 2 refuses: path, study_id, label,
-    reasons ("; "-joined), layer. A cache holds grey pixels without headers, so only layer 2 applies."""
+def not_assessed_rows(
+    images: Any, rows: pd.DataFrame, predictions: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The cache rows (`images[cache_row]`, decoded films) the gate refuses: path, study_id, label,
+    reasons ("; "-joined), layer (the first reason's). A cache holds grey pixels without headers, so layer 2
+    applies, and layer 3 where `predictions` (`Predictor.predict_cache`) carry its `scope_reasons`."""
+    by_features: dict[str, str] = {}
+    if predictions is not None and "scope_reasons" in predictions:
+        by_features = dict(zip(predictions["path"].astype(str), predictions["scope_reasons"], strict=True))
     found = []
     for row in rows.itertuples(index=False):
         reasons = image_reasons(np.asarray(images[int(row.cache_row)]))
+        reasons += [r for r in by_features.get(str(row.path), "").split("; ") if r]
         if reasons:
             found.append(
                 {

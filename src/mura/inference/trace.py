@@ -9,7 +9,9 @@ Project-MONAI/MONAI#8208). A trace holds:
 - the model: each checkpoint's path, SHA-256, runtime, architecture, preprocessing (size, resize mode,
   normalisation) and decision (calibration, thresholds, targets, where it was fitted: `fitted_on` and a
   site fit's `origin`); the operating point and threshold the run decided at;
-- the scope: the body parts the gate lets in and whether out-of-scope inputs were scored anyway;
+- the scope: the layers applied (`features` only where a member has a detector, with each detector's
+  threshold, refusal rate and where it was fitted, and the members it does not gate), the body parts the
+  gate lets in and whether out-of-scope inputs were scored anyway;
 - versions (mura, Python, numpy, torch, timm, onnxruntime, pydicom, highdicom), the run's settings
   as the caller gives them, start and end times, and a summary of the outputs (decisions counted,
   not-assessed reasons counted, unreadable files).
@@ -35,7 +37,8 @@ from mura.atomic import write_text
 from mura.checkpoint import file_sha256
 from mura.errors import MuraError
 from mura.inference.predictor import Predictor
-from mura.inference.scope import ModelScope
+from mura.inference.scope import DICOM_LAYER, PIXEL_LAYER, ModelScope
+from mura.inference.scope_features import FEATURE_LAYER
 from mura.prediction import Prediction
 
 TRACE_FORMAT = 1
@@ -132,7 +135,10 @@ class RunTrace:
             ],
             "tta": predictor.tta,
             "scope": {
+                "layers": [DICOM_LAYER, PIXEL_LAYER]
+                + ([FEATURE_LAYER] if predictor.feature_gate.active else []),
                 "parts": sorted(ModelScope.of_members(predictor.members).parts),
+                "features": predictor.feature_gate.status(),
                 "score_all": self.score_all,
             },
             "settings": self.settings,

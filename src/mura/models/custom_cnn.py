@@ -56,6 +56,7 @@ class CustomCNNBackbone(nn.Module):
         self.img_size = img_size
         self.map_side = side
         self.num_features = CHANNELS[-1] * side * side
+        self.map_channels = CHANNELS[-1]  # channels of `forward_features`' maps (num_features is flattened)
 
     def group_matcher(self, coarse: bool = False) -> dict[str, str]:
         """timm-style stage description, so the generic freeze policies apply unchanged."""

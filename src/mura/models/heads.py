@@ -1,9 +1,16 @@
-"""The two task heads every model shares: body part (7-way) and fracture (2-way, body-part aware).
+"""The two task heads every model shares: body part (one class per part of the model's vocabulary,
+`mura.constants.BODY_PARTS[:num_body_parts]`) and fracture (2-way, body-part aware).
 
 The fracture head sees the image features concatenated with a learned embedding of the body part
-(spec section 3). Where the body part is unknown (index -1, e.g. external data without labels) the
-body-part head's own argmax is embedded instead ("predicted" mode). The choice is made element-wise
-with `torch.where`, so the graph has no data-dependent Python branches and exports to ONNX.
+(spec section 3). Where the body part is unknown (index -1, e.g. external data without labels):
+- models with an unknown-part embedding (`add_unknown_part`, every model built since) embed the
+  body-part head's argmax only when its top probability reaches `body_part_floor` (fitted on held-out
+  films and stored in the checkpoint), else the learned "unknown" vector: a bad guess is never fed.
+  In training mode an unknown part is always the unknown vector (training drops given parts to
+  unknown for a share of films so that vector learns to stand for "any part").
+- older models (no such vector) embed the argmax, however unsure, as they were trained to.
+The choice is made element-wise with `torch.where`, so the graph has no data-dependent Python
+branches and exports to ONNX (the floor is a buffer, a constant of the graph).
 
 Hidden sizes the spec leaves open are chosen here and listed per model in `SPEC_HEADS`.
 """
@@ -67,6 +74,7 @@ class MultiTaskHeads(nn.Module):
     `body_part_head=None` builds the spec's single-output form: body-part logits are all zero (a uniform
     distribution, i.e. no opinion) and every image needs a known body part; `has_body_part_head` tells
     callers (the predictor refuses "predicted" mode for such models), and eager calls with -1 raise.
+    `body_part_floor` is not in the state dict: the checkpoint's metadata holds it (`mura.checkpoint`).
     """
 
     def __init__(
@@ -84,10 +92,27 @@ class MultiTaskHeads(nn.Module):
         self.embedding = nn.Embedding(num_body_parts, embed_dim)
         self.body_part_head = body_part_head
         self.fracture_head = fracture_head
+        self.unknown_part: nn.Parameter | None = None
+        self.register_buffer("body_part_floor", torch.zeros(()), persistent=False)
 
     @property
     def has_body_part_head(self) -> bool:
         return self.body_part_head is not None
+
+    @property
+    def has_unknown_part(self) -> bool:
+        return self.unknown_part is not None
+
+    def add_unknown_part(self) -> None:
+        """Give the model a learned "unknown part" embedding (initialised like the part embeddings)."""
+        self.unknown_part = nn.Parameter(torch.randn(1, self.embedding.embedding_dim))
+
+    def set_body_part_floor(self, floor: float) -> None:
+        """The top body-part probability below which a predicted part is not fed (models with
+        `has_unknown_part` only; 0 feeds every guess)."""
+        if not 0.0 <= floor <= 1.0:
+            raise MuraError(f"body_part_floor={floor} is not a probability; give a value in 0..1")
+        self.body_part_floor.fill_(float(floor))
 
     def body_part_logits(self, features: torch.Tensor) -> torch.Tensor:
         if self.body_part_head is None:
@@ -102,12 +127,26 @@ class MultiTaskHeads(nn.Module):
                 "this model has no body-part head (body_part_head=False): every image needs a known "
                 "body part, got -1 (unknown)"
             )
-        # argmax carries no gradient, so the predicted part is effectively detached.
-        predicted = body_part_logits.argmax(dim=1)
-        used = torch.where(body_part >= 0, body_part, predicted)
-        embedded = self.embedding(used).to(features.dtype)
+        embedded = self.embed_parts(body_part, body_part_logits).to(features.dtype)
         fracture_logits = self.fracture_head(torch.cat([features, embedded], dim=1))
         return ModelOutput(fracture_logits=fracture_logits, body_part_logits=body_part_logits)
+
+    def embed_parts(self, body_part: torch.Tensor, body_part_logits: torch.Tensor) -> torch.Tensor:
+        """[B, embed_dim]: each given part's embedding; for -1 the predicted part's (see the module
+        docstring for when) or the unknown vector."""
+        # argmax carries no gradient, so the predicted part is effectively detached.
+        predicted = body_part_logits.argmax(dim=1)
+        known = body_part >= 0
+        embedded = self.embedding(torch.where(known, body_part, predicted))
+        if self.unknown_part is None:
+            return embedded
+        if self.training:
+            trusted = known
+        else:
+            top = torch.softmax(body_part_logits.float(), dim=1).amax(dim=1)
+            trusted = known | (top >= self.body_part_floor)
+        unknown = self.unknown_part.to(embedded.dtype).expand_as(embedded)
+        return torch.where(trusted.unsqueeze(1), embedded, unknown)
 
 
 def _tracing() -> bool:

@@ -26,6 +26,7 @@ from torch import nn
 from mura.constants import NUM_BODY_PARTS
 from mura.errors import MuraError
 from mura.models.custom_cnn import build_custom_cnn_parts
+from mura.models.fracture_map import FractureMapHead
 from mura.models.heads import build_heads
 from mura.models.multitask import MultiTaskModel
 from mura.models.stems import load_backbone_weights
@@ -67,6 +68,10 @@ def create_model(
     num_body_parts: int = NUM_BODY_PARTS,
     img_size: int = 224,
     load_pretrained: bool = True,
+    map_head: bool = False,
+    map_subcells: int = 1,
+    map_to_logit: bool = False,
+    unknown_part: bool = True,
     **timm_kwargs: Any,
 ) -> MultiTaskModel:
     """Build a multi-task model by registry name or any timm model name.
@@ -77,10 +82,19 @@ def create_model(
     architecture and preprocessing without reading any weights (a checkpoint is about to supply them).
     `freeze="auto"` is `last_stage` with pretrained weights and `full` without (freezing random layers
     only slows learning). `img_size` sizes custom_cnn's flatten and fixed-size backbones (ViT); extra
-    keyword arguments go to `timm.create_model` (e.g. `drop_path_rate`).
+    keyword arguments go to `timm.create_model` (e.g. `drop_path_rate`). `map_head=True` adds the dense
+    fracture-map head (`mura.models.fracture_map`: `map_subcells` per backbone cell side, `map_to_logit`
+    feeding its evidence to the fracture logit). `num_body_parts` is the width of the body-part head
+    (`BODY_PARTS[:num_body_parts]`); `unknown_part=True` gives the fracture head a learned "unknown
+    part" embedding (`mura.models.heads`); checkpoints written before it load with False and 7 parts.
     """
     if pretrained and weights_file:
         raise MuraError(f"{name}: give either pretrained=True (download) or a weights file, not both")
+    if not map_head and (map_subcells != 1 or map_to_logit):
+        raise MuraError(
+            f"{name}: map_subcells={map_subcells} / map_to_logit={map_to_logit} shape a fracture map the "
+            "model does not have; set map_head=True, or leave them at 1 / False"
+        )
     if freeze == "auto":
         freeze = "last_stage" if (pretrained or weights_file) else "full"
     options = dict(
@@ -99,16 +113,33 @@ def create_model(
         log.warning("%s: freeze=%s keeps randomly initialised backbone layers fixed", name, freeze)
     builder = _REGISTRY.get(name)
     if builder is not None:
-        return builder(**options)
-    import timm
+        model = builder(**options)
+    else:
+        import timm
 
-    if timm.is_model(name):
-        return build_timm_model(name, name, "generic", **options)
-    raise MuraError(f"unknown model {name!r}: use one of {', '.join(list_models())} or any timm model name")
+        if not timm.is_model(name):
+            raise MuraError(
+                f"unknown model {name!r}: use one of {', '.join(list_models())} or any timm model name"
+            )
+        model = build_timm_model(name, name, "generic", **options)
+    if map_head:
+        # Built last, so a model's other weights are initialised as without a map head.
+        channels = int(getattr(model.backbone, "map_channels", None) or model.backbone.num_features)
+        model.map_head = FractureMapHead(channels, subcells=map_subcells, to_logit=map_to_logit)
+    if unknown_part:
+        model.heads.add_unknown_part()
+    return model
 
 
-def model_from_config(model_cfg: Any, *, load_pretrained: bool = True) -> MultiTaskModel:
-    """`create_model` from a `mura.config.ModelConfig` (name, weights, freeze, heads, size)."""
+def model_from_config(
+    model_cfg: Any,
+    *,
+    load_pretrained: bool = True,
+    num_body_parts: int = NUM_BODY_PARTS,
+    unknown_part: bool = True,
+) -> MultiTaskModel:
+    """`create_model` from a `mura.config.ModelConfig` (name, weights, freeze, heads, size, map head);
+    a checkpoint's body-part vocabulary width and unknown-part embedding come from its metadata."""
     return create_model(
         model_cfg.name,
         pretrained=model_cfg.pretrained,
@@ -119,6 +150,11 @@ def model_from_config(model_cfg: Any, *, load_pretrained: bool = True) -> MultiT
         body_part_head=model_cfg.body_part_head,
         img_size=model_cfg.size,
         load_pretrained=load_pretrained,
+        map_head=model_cfg.map_head,
+        map_subcells=model_cfg.map_subcells,
+        map_to_logit=model_cfg.map_to_logit,
+        num_body_parts=num_body_parts,
+        unknown_part=unknown_part,
     )
 
 

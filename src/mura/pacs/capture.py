@@ -1,11 +1,13 @@
-"""Secondary Capture per view: the grey radiograph, the region that drove the score outlined, and a
-banner that states the result.
+"""Secondary Capture per view: the grey radiograph, the model's findings boxed (or, for a model without
+a map head, the region that drove the score outlined), and a banner that states the result.
 
-A reader looks at the film, not at a colour wash: the capture stays grey (MONOCHROME2) and shows where
-the model looked as one outline, the contour of the Grad-CAM map at half its maximum, drawn only where
-the view was called positive (a "no fracture seen" view has nothing to point at). The banner carries the
-tier in words, the probability, the operating point and a burned-in "NOT FOR DIAGNOSTIC USE" line, so a
-viewer that shows only pixels still shows what the picture is.
+A reader looks at the film, not at a colour wash: the capture stays grey (MONOCHROME2). A view with
+findings (`Prediction.findings`, from the model's fracture map) shows each as a box, dotted at the
+`suspicious` operating point and solid at `definite`, as commercial fracture readers draw them. Without
+findings, where the model looked is one outline, the contour of the Grad-CAM map at half its maximum,
+drawn only where the view was called positive (a "no fracture seen" view has nothing to point at). The
+banner carries the tier in words, the probability, the operating point and a burned-in "NOT FOR
+DIAGNOSTIC USE" line, so a viewer that shows only pixels still shows what the picture is.
 
 It is stored JPEG baseline (quality 95, via highdicom and Pillow), which every PACS that takes
 compressed images takes. Measured: FracAtlas films (410-512 px wide, enlarged to 512) give 33-87 KB
@@ -30,7 +32,7 @@ from pydicom.uid import JPEGBaseline8Bit, generate_uid
 from mura.constants import BODY_PARTS
 from mura.pacs.identity import MANUFACTURER, NOT_FOR_DIAGNOSIS, copy_study_modules, model_label
 from mura.pacs.results import PriorResults, ViewResult
-from mura.prediction import ModelIdentity, Prediction
+from mura.prediction import Finding, ModelIdentity, Prediction
 
 if TYPE_CHECKING:
     from mura.inference.gradcam import GradCamExplainer
@@ -39,6 +41,42 @@ SC_SERIES_NUMBER = 9902
 MIN_CAPTURE_WIDTH = 512  # small images are enlarged so the banner text stays legible
 HIGH_REGION = 0.5  # the outline: where the Grad-CAM map reaches half its maximum
 JPEG_METHOD = "ISO_10918_1"
+DASH = 12  # a suspicious box's dashes and gaps, in capture pixels at 512 px wide (scaled with the film)
+
+
+def _line_width(image: np.ndarray) -> int:
+    return max(2, round(max(image.shape) / 250))
+
+
+def _edges(box: tuple[float, ...], dotted: bool, dash: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """The segments of a box's outline: its four sides, or dashes along them."""
+    x0, y0, x1, y1 = (round(c) for c in box)
+    sides = [((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))]
+    if not dotted:
+        return sides
+    segments = []
+    for (ax, ay), (bx, by) in sides:
+        length = max(abs(bx - ax), abs(by - ay), 1)
+        for start in range(0, length, 2 * dash):
+            ends = (start / length, min(start + dash, length) / length)
+            a, b = ((round(ax + (bx - ax) * t), round(ay + (by - ay) * t)) for t in ends)
+            segments.append((a, b))
+    return segments
+
+
+def draw_findings(image: np.ndarray, findings: list[Finding], scale: float) -> np.ndarray:
+    """The grey image with each finding's box (original pixels x `scale`) drawn white on a black edge:
+    dotted when `suspicious`, solid when `definite`; uint8 [H, W]."""
+    out = image.copy()
+    width = _line_width(image)
+    dash = max(4, round(DASH * image.shape[1] / MIN_CAPTURE_WIDTH))
+    for finding in findings:
+        box = tuple(c * scale for c in finding.box)
+        segments = _edges(box, finding.operating_point == "suspicious", dash)
+        for colour, thickness in ((0, width * 2 + 1), (255, width)):
+            for start, end in segments:
+                cv2.line(out, start, end, colour, thickness)
+    return out
 
 
 def outline(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
@@ -49,7 +87,7 @@ def outline(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     if mask is None:
         return out
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    width = max(2, round(max(image.shape) / 250))
+    width = _line_width(image)
     cv2.drawContours(out, contours, -1, 0, width * 2 + 1)
     cv2.drawContours(out, contours, -1, 255, width)
     return out
@@ -92,7 +130,10 @@ def view_lines(prediction: Prediction, identity: ModelIdentity) -> list[str]:
     if not prediction.assessed:
         reasons = "Not assessed: " + "; ".join(prediction.reasons)
         return [reasons, f"{model_label(identity)} {identity.version}", NOT_FOR_DIAGNOSIS]
-    shown = "outlined: where the model looked" if prediction.decision == "abnormal" else "no outline"
+    if prediction.findings:
+        shown = f"{len(prediction.findings)} box(es): dotted suspicious, solid definite"
+    else:
+        shown = "outlined: where the model looked" if prediction.decision == "abnormal" else "no outline"
     return [
         f"{prediction.tier_text or prediction.decision}: p = {prediction.fracture_probability:.2f} "
         f"({prediction.operating_point} operating point {prediction.threshold:.3f}; {shown})",
@@ -105,7 +146,9 @@ def view_lines(prediction: Prediction, identity: ModelIdentity) -> list[str]:
 def _pixels(view: ViewResult, explainer: GradCamExplainer | None, identity: ModelIdentity) -> np.ndarray:
     prediction = view.prediction
     grey = legible(view.pixels)
-    if explainer is not None and prediction.decision == "abnormal":
+    if prediction.findings:
+        grey = draw_findings(grey, prediction.findings, grey.shape[1] / view.pixels.shape[1])
+    elif explainer is not None and prediction.decision == "abnormal":
         given = prediction.body_part is not None and prediction.body_part_origin != "predicted"
         part = BODY_PARTS.index(prediction.body_part) if given else -1
         heatmap = explainer.heatmap(view.pixels, part)
@@ -122,7 +165,7 @@ def make_captures(
 ) -> list[Dataset]:
     """One grey JPEG Secondary Capture per view, in one series of the reference's study (the prior
     results' series, numbered on from them, when a re-analysis adds views). `explainer` is needed only
-    for views called positive (the others get no outline)."""
+    for views called positive without findings (the others get no outline)."""
     series_uid = (prior.capture_series_uid if prior else None) or generate_uid()
     first = (prior.captures if prior else 0) + 1
     captures = []
@@ -163,7 +206,9 @@ def make_captures(
         capture.LossyImageCompressionMethod = JPEG_METHOD
         capture.SeriesDescription = f"mura result overlays ({NOT_FOR_DIAGNOSIS.lower()})"
         capture.DerivationDescription = (
-            "Radiograph with the Grad-CAM region of the fracture output outlined (half maximum)"
+            "Radiograph with the fracture map's findings boxed (dotted suspicious, solid definite)"
+            if view.prediction.findings
+            else "Radiograph with the Grad-CAM region of the fracture output outlined (half maximum)"
         )
         capture.ManufacturerModelName = model_label(identity)
         capture.SoftwareVersions = identity.version

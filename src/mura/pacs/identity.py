@@ -43,13 +43,11 @@ PATIENT_STUDY_KEYWORDS = (
 
 
 def study_reference(views: list[ViewResult], identity: StudyIdentity | None) -> Dataset:
-    """The data set whose patient and study modules every object copies: the first DICOM view's header,
-    else one made from `identity`. DICOM views of different studies are refused."""
+    """The data set whose patient and study modules every object copies: the first DICOM view's header
+    (the views were checked to be of one patient and study: `mura.inference.study_identity`), else one
+    made from `identity`."""
     headers = [v.header for v in views if v.header is not None]
     if headers:
-        studies = {str(h.get("StudyInstanceUID", "")) for h in headers}
-        if len(studies) > 1:
-            raise MuraError(f"the views belong to {len(studies)} studies; give one study at a time")
         return headers[0]
     if identity is None:
         raise MuraError("a study of non-DICOM files needs a StudyIdentity (at least a patient ID)")

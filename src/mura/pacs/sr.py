@@ -2,8 +2,12 @@
 
 TID 1500 is the template PACS viewers and AI result consumers (e.g. OHIF, IHE AI Results) read. One
 measurement group for the study and one per view, each referencing the source instance it was measured
-on. The observer device is the model (`mura.pacs.identity`). Built with highdicom, which checks the
-object as it builds.
+on, and one planar ROI group (TID 1410) per finding of a DICOM view: its box as a closed SCOORD POLYLINE
+on the source instance (in the source's pixels: `Prediction.findings` are in the decoded original's), the
+finding Present, its score as the Probability and its operating point as a Comment ("operating point:
+definite"). A view known only by its capture (a non-DICOM input) gets no region: the capture's pixels
+are enlarged and banner-shifted, and the box is burned into it anyway. The observer device is the
+model (`mura.pacs.identity`). Built with highdicom, which checks the object as it builds.
 
 Every code is standard, so a PACS can index the finding and `dciodvfy` knows every scheme:
 - finding: SNOMED CT 125605004 "Fracture of bone" for a model trained on fracture labels; for MURA's
@@ -27,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 import highdicom as hd
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
@@ -40,7 +45,7 @@ from mura.pacs.identity import (
     observer_device,
 )
 from mura.pacs.results import PriorResults, StudyResults
-from mura.prediction import ModelIdentity, PositiveClass, Prediction
+from mura.prediction import Finding, ModelIdentity, PositiveClass, Prediction
 
 SR_SERIES_NUMBER = 9901
 FINDINGS: dict[str, hd.sr.CodedConcept] = {
@@ -67,6 +72,7 @@ BODY_PART_CODES: dict[str, hd.sr.CodedConcept | Any] = {
     "LEG": codes.SCT.LowerLimb,  # FracAtlas "leg": femur to foot (61685007)
 }
 STUDY_GROUP = "study"
+OPERATING_POINT_PREFIX = "operating point: "
 
 
 def summary_text(prediction: Prediction) -> str:
@@ -130,6 +136,34 @@ def _group(
     return group
 
 
+def _finding_group(
+    tracking: str,
+    finding: Finding,
+    concept: hd.sr.CodedConcept,
+    algorithm_id: hd.sr.AlgorithmIdentification,
+    source: Dataset,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """One TID 1410 group: the finding's box on `source` (closed polyline, column/row), Present, its score
+    as the probability and its operating point as a comment."""
+    x0, y0, x1, y1 = finding.box
+    corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=float)
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=corners,
+        source_image=hd.sr.SourceImageForRegion.from_source_image(source),
+    )
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=tracking),
+        referenced_region=region,
+        finding_type=concept,
+        algorithm_id=algorithm_id,
+        measurements=[hd.sr.Measurement(PROBABILITY, finding.score, codes.UCUM.NoUnits)],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(concept, codes.SCT.Present)],
+    )
+    group[0].ContentSequence.append(_text(REASON, OPERATING_POINT_PREFIX + finding.operating_point))
+    return group
+
+
 def make_report(
     identity: ModelIdentity,
     study: StudyResults,
@@ -146,6 +180,12 @@ def make_report(
     groups += [
         _group(f"view {i}: {v.name}"[:64], v.prediction, finding, algorithm_id, [s], is_study=False)
         for i, (v, s) in enumerate(zip(study.views, sources, strict=True), start=1)
+    ]
+    groups += [
+        _finding_group(f"view {i} finding {k}", found, finding, algorithm_id, v.header)
+        for i, v in enumerate(study.views, start=1)
+        if v.header is not None
+        for k, found in enumerate(v.prediction.findings, start=1)
     ]
     context = hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(codes.DCM.Device, observer_device(identity))
@@ -183,6 +223,20 @@ def _evidence(source: Dataset) -> Dataset:
     return item
 
 
+def _finding_summary(group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations) -> dict[str, Any]:
+    """A finding as a consumer reads it back: the source instance, the box (from the polyline), score and
+    operating point."""
+    region = group.roi
+    points = np.asarray(region.value, dtype=float)
+    comments = [t.removeprefix(OPERATING_POINT_PREFIX) for t in _texts(group, REASON)]
+    return {
+        "source": str(region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID),
+        "box": (*points.min(axis=0), *points.max(axis=0)),
+        "score": float(group.get_measurements(name=PROBABILITY)[0].value),
+        "operating_point": comments[0] if comments else None,
+    }
+
+
 def _texts(group: Any, name: Any) -> list[str]:
     return [str(item.value) for item in group[0].ContentSequence.find(name) if item.ValueType == "TEXT"]
 
@@ -218,6 +272,7 @@ def sr_summary(sr: Dataset) -> dict[str, Any]:
                 "parameters": [item.value for item in items.find(codes.DCM.AlgorithmParameters)],
             },
         )
+    summary["findings"] = [_finding_summary(group) for group in report.get_planar_roi_measurement_groups()]
     summary["replaces"] = [
         str(item.ReferencedSOPInstanceUID)
         for study in sr.get("PredecessorDocumentsSequence", [])

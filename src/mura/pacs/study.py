@@ -39,6 +39,7 @@ from mura.inference.files import (
     study_prediction,
 )
 from mura.inference.scope import acquisition_problems, image_reasons
+from mura.inference.study_identity import check_one_study
 from mura.pacs.capture import make_captures
 from mura.pacs.identity import MANUFACTURER, study_reference
 from mura.pacs.results import PriorResults, StudyIdentity, StudyResults, ViewResult
@@ -114,6 +115,7 @@ def study_results(
         raise MuraError("image arrays carry no patient or study: give identity=StudyIdentity(...)")
     files = [v if isinstance(v, InMemoryFile) else Path(v) for v in views if not isinstance(v, np.ndarray)]
     skipped, headers, candidates = _readable(files)
+    check_one_study(candidates)
     name, threshold = resolve_operating_point(predictor, operating_point)
     results = list(iter_file_predictions(predictor, candidates, body_part, keep_pixels=True))
     good: list[ViewResult] = []

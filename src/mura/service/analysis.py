@@ -3,7 +3,7 @@
 Runs on a worker thread (see engine.py). Decoding happens only in memory; nothing here writes a file
 or logs pixel data or filenames. An upload outside the model's scope (`mura.inference.scope`: a CT, a
 photograph, a blank, a body part it was not trained on) is answered `not_assessed` with its reasons,
-never scored.
+never scored, unless the request asks `score_all` (research: scored, the reasons among the warnings).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART
 from mura.data.images import read_image
 from mura.errors import ImageDecodeError, MuraError
 from mura.inference.batch import PredictionBatch
-from mura.inference.files import FileResult, not_assessed, study_prediction
-from mura.inference.scope import ModelScope, scope_reasons
+from mura.inference.files import FileResult, InMemoryFile, not_assessed, study_prediction
+from mura.inference.scope import ModelScope, scope_reasons, scored_anyway
+from mura.inference.study_identity import check_one_study
 from mura.prediction import BodyPartOrigin, ModelIdentity
 from mura.service.engine import ModelGate
 from mura.service.errors import ServiceError, undecodable
@@ -87,7 +88,9 @@ def decode_study(
 ) -> tuple[list[DecodedUpload], list[dict[str, str]]]:
     """The views that decode, and the others with their reasons (as `mura predict --study` skips them).
 
-    Every header is checked before any view is decoded, so the views' sum is refused (422) up front.
+    Every header is checked before any view is decoded, so the views' sum is refused (422) up front, and
+    so are DICOM views of different patients or studies (422 `not_one_study`, naming the two files and
+    what differs, never a value from the files).
     """
     usable, declared, skipped = [], [], {}
     for i, upload in enumerate(uploads):
@@ -97,6 +100,10 @@ def decode_study(
         except ServiceError as exc:
             skipped[i] = skipped_view(upload.filename, exc)
     check_request_pixels(declared, max_pixels)
+    try:
+        check_one_study([InMemoryFile(uploads[i].filename, uploads[i].data) for i in usable])
+    except MuraError as exc:
+        raise ServiceError(422, "not_one_study", str(exc)) from None
     good = []
     for i in usable:
         try:
@@ -114,11 +121,14 @@ def predict_uploads(
     gate: ModelGate,
     explainer: Explainer | None = None,
     skip_bad: bool = False,
+    score_all: bool = False,
 ) -> tuple[list[ImageAnswer], list[dict[str, str]]]:
     """Decode the uploads, predict the good ones as one batch, explain each; (answers, skipped views).
 
     Without `skip_bad` the first bad upload refuses the request; with it (a study), bad views are
-    listed and only a study with no usable view is refused (422 with the list).
+    listed and only a study with no usable view is refused (422 with the list). `score_all` (a
+    researcher's choice, as `mura predict --score-all`) scores uploads the scope gate refuses too, its
+    reasons among the warnings.
     """
     scope = ModelScope.of_members(predictor.members)
     if skip_bad:
@@ -130,7 +140,7 @@ def predict_uploads(
     else:
         check_request_pixels([checked_pixels(upload, max_pixels) for upload in uploads], max_pixels)
         images, skipped = [decode_upload(upload, body_part, max_pixels, scope) for upload in uploads], []
-    scored = [image for image in images if not image.reasons]
+    scored = [image for image in images if score_all or not image.reasons]
     batch = None
     if scored:
         try:
@@ -141,7 +151,7 @@ def predict_uploads(
     answers = []
     position = iter(range(len(scored)))  # each scored image's row of the batch, in order
     for image in images:
-        if image.reasons:
+        if image.reasons and not score_all:
             refused = not_assessed(predictor, image.filename, image.reasons, image.warnings)
             answer = ImageAnswer(**refused.model_dump())
         else:
@@ -151,7 +161,7 @@ def predict_uploads(
                 predictor.identity,
                 path=image.filename,
                 given_origin=image.body_part_origin,
-                warnings=image.warnings,
+                warnings=(*image.warnings, *scored_anyway(image.reasons)),
             )
             answer = ImageAnswer(**prediction.model_dump())
         if image.identity is not None:

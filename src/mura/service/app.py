@@ -1,7 +1,8 @@
 """The HTTP service: a JSON API around one loaded Predictor, plus a one-page web front end.
 
 Endpoints: `POST /v1/predict` (one image), `POST /v1/predict/study` (several views, probability =
-mean of the usable ones, the others listed under `skipped`), `GET /v1/model`, `GET /healthz`,
+mean of the usable ones, the others listed under `skipped`; `score_all=true` scores out-of-scope
+uploads too, for research), `GET /v1/model`, `GET /healthz`,
 `GET /` (the page), `GET /openapi.json` (every answer is a model in schemas.py), `GET /docs` (Swagger UI,
 only with `docs=True`: it loads its assets from a CDN, which an offline hospital network cannot reach
 and which would learn of every visit).
@@ -15,7 +16,8 @@ A request's body is read first, under a deadline and a cap on bodies read at onc
 take an inference slot, so slow or stalled uploads cannot lock the model away from other clients.
 
 Refusals, always JSON `{"error": code, "detail": message}`:
-- 400 `bad_request`: malformed multipart, missing file, unknown body part, bad `cam`, too many files;
+- 400 `bad_request`: malformed multipart, missing file, unknown body part, bad `cam` or `score_all`,
+  too many files;
 - 401 `unauthorized` + WWW-Authenticate: Bearer: no valid token (when the server has tokens);
 - 408 `request_timeout`: the body did not arrive within `body_timeout_s`;
 - 413 `payload_too_large`: body over `max_upload_bytes` (announced Content-Length, or counted while reading);
@@ -23,7 +25,7 @@ Refusals, always JSON `{"error": code, "detail": message}`:
 - 422 `undecodable_image`: the bytes do not decode, or the image is under 32 px a side;
   422 `image_too_large`: the header declares more than `max_pixels` pixels (decompression bomb: the
   request was small, its content is what cannot be processed); 422 `no_usable_view`: a study none of
-  whose views could be used (with `skipped`);
+  whose views could be used (with `skipped`); 422 `not_one_study`: DICOM views of two patients or studies;
 - 503 `busy` + Retry-After: `max_reading` bodies are being read, or all `workers + max_queue` slots are taken.
 Uploads stay in memory (see uploads.py) and are never logged.
 """
@@ -45,11 +47,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 
-from mura.constants import BODY_PARTS, given_body_part
 from mura.service.analysis import SupportsPredictImages, predict_uploads, study_summary
 from mura.service.dicom_answer import DICOM_MEDIA_TYPE, study_report_bytes, wants_dicom
 from mura.service.engine import Admission, InferenceEngine
 from mura.service.errors import ServiceError, bad_request, request_timeout
+from mura.service.form_fields import body_part, switch, upload_body
 from mura.service.schemas import Health, ImageAnswer, StudyAnswer, error_responses
 from mura.service.security import (
     UNAUTHORIZED_RESPONSES,
@@ -68,51 +70,6 @@ DEFAULT_MAX_PIXELS = 64_000_000  # 8,000 x 8,000: three times a large detector p
 DEFAULT_MAX_STUDY_FILES = 16
 DEFAULT_BODY_TIMEOUT_S = 30.0  # a 32 MB upload at ~1 MB/s
 DEFAULT_MAX_READING = 16  # bodies received at once: with the 32 MB limit, at most 512 MB in flight
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("", "0", "false", "no", "off")
-
-
-def _upload_body(multiple: bool, max_files: int, cam: bool) -> dict[str, Any]:
-    """OpenAPI description of the multipart body (the app parses it itself, so FastAPI cannot infer it).
-
-    `cam` is offered only by a server with a Grad-CAM explainer (elsewhere `cam=true` gets 400).
-    """
-    file_schema = {"type": "string", "format": "binary"}
-    files = (
-        {"files": {"type": "array", "items": file_schema, "minItems": 1, "maxItems": max_files}}
-        if multiple
-        else {"file": file_schema}
-    )
-    required = ["files"] if multiple else ["file"]
-    properties: dict[str, Any] = {
-        **files,
-        "body_part": {
-            "type": "string",
-            "enum": list(BODY_PARTS),
-            "description": "omit to let the model predict it (DICOM files: read from their tags)",
-        },
-    }
-    schema = {"type": "object", "properties": properties, "required": required}
-    body = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
-    if not cam:
-        return body
-    text = "include what a viewer draws: the film and its Grad-CAM heatmap, as base64 PNG layers"
-    properties["cam"] = {"type": "boolean", "description": text}
-    return {"parameters": [{"name": "cam", "in": "query", "schema": {"type": "boolean"}}], **body}
-
-
-def _body_part(form: MultipartForm) -> int:
-    try:
-        return given_body_part(form.fields.get("body_part", ""))
-    except ValueError as exc:
-        raise bad_request(str(exc)) from None
-
-
-def _wants_cam(request: Request, form: MultipartForm) -> bool:
-    value = form.fields.get("cam", request.query_params.get("cam", "")).strip().lower()
-    if value not in TRUE_WORDS + FALSE_WORDS:
-        raise bad_request(f"cam must be true or false, not {value[:20]!r}")
-    return value in TRUE_WORDS
 
 
 def _internal_error(exc: Exception) -> ServiceError:
@@ -212,8 +169,8 @@ def create_app(
         request: Request, max_files: int, study: bool
     ) -> tuple[list[ImageAnswer], list[dict[str, str]]]:
         form = await _read_form(request, max_files)
-        body_part = _body_part(form)
-        cam = _wants_cam(request, form)
+        part, cam = body_part(form), switch(request, form, "cam")
+        score_all = switch(request, form, "score_all")  # research only: see form_fields.SCORE_ALL_TEXT
         if cam and explainer is None:
             raise bad_request("this server has no Grad-CAM explainer configured")
         async with engine.slot():
@@ -222,11 +179,12 @@ def create_app(
                     predict_uploads,
                     predictor,
                     form.files,
-                    body_part,
+                    part,
                     max_pixels,
                     engine.gate,
                     explainer if cam else None,
                     skip_bad=study,
+                    score_all=score_all,
                 )
             except ServiceError:
                 raise
@@ -235,7 +193,7 @@ def create_app(
 
     @v1.post(
         "/v1/predict",
-        openapi_extra=_upload_body(multiple=False, max_files=1, cam=explainer is not None),
+        openapi_extra=upload_body(multiple=False, max_files=1, cam=explainer is not None),
         summary="Predict one radiograph",
         response_model=ImageAnswer,
         response_model_exclude_unset=True,
@@ -247,7 +205,7 @@ def create_app(
 
     @v1.post(
         "/v1/predict/study",
-        openapi_extra=_upload_body(multiple=True, max_files=max_study_files, cam=explainer is not None),
+        openapi_extra=upload_body(multiple=True, max_files=max_study_files, cam=explainer is not None),
         summary="Predict a study (views that cannot be used are skipped and listed)",
         response_model=StudyAnswer,
         response_model_exclude_unset=True,

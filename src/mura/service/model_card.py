@@ -132,7 +132,7 @@ def model_card(predictor: Any) -> dict[str, Any]:
             "validation": tier_validation(predictor.tiers),
             # `mura evaluate --record` writes a model's (an ensemble's) test figures into its first file
             "held_out_test": members[0]["test_metrics"] or None,
-            "body_parts": list(BODY_PARTS),
+            "body_parts": list(getattr(predictor, "body_parts", BODY_PARTS)),  # the head's classes
             "members": members,
         }
     )

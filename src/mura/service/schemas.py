@@ -82,11 +82,13 @@ class Health(BaseModel):
 
 
 ERROR_STATUSES = {
-    400: "bad request: malformed multipart, missing file, unknown body part, bad cam value, too many files",
+    400: "bad request: malformed multipart, missing file, unknown body part, bad cam or score_all value, "
+    "too many files",
     408: "the request body did not arrive within the server's deadline",
     413: "the request body is over the upload limit",
     415: "not multipart/form-data, or a file that is not PNG, JPEG or DICOM by its content",
-    422: "the image cannot be used: undecodable, too large in pixels, too small, or no model answer",
+    422: "the image cannot be used: undecodable, too large in pixels, too small, or no model answer; "
+    "a study: no usable view, or DICOM views of different patients or studies (`not_one_study`)",
     503: "the server is at capacity; see Retry-After",
     500: "an internal failure (logged as one line, never with upload data)",
 }

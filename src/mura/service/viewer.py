@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from mura.constants import BODY_PARTS
+from mura.constants import body_part_index
 from mura.data.dicom.read import read_dataset
 from mura.errors import ImageDecodeError
 from mura.service.engine import ModelGate
@@ -58,7 +58,7 @@ def add_view_layers(answer: ImageAnswer, pixels: np.ndarray, explainer: Explaine
         return
     small = shrink(pixels, HEATMAP_SIDE)
     with gate.exclusive():
-        heat = explainer.heatmap(small, BODY_PARTS.index(answer.body_part))
+        heat = explainer.heatmap(small, body_part_index(answer.body_part))
     answer.heatmap_png = png_base64(np.round(np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8))
 
 

@@ -113,6 +113,12 @@ def build_run(cfg: Config, *, info: DistInfo, cache: ImageCache) -> Run:
         std=float(model.default_preprocessing["std"]),
     )
     use_features = bool(cfg.train.feature_cache and model.backbone_is_frozen)
+    if use_features and model.has_map_head:
+        raise MuraError(
+            f"model {cfg.model.name!r}: feature_cache=True trains the heads on pooled backbone features, "
+            "which hold no map to train the fracture map head (map_head=True) on; set feature_cache=False "
+            "or map_head=False"
+        )
     channels_last = cfg.train.channels_last and not use_features
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -143,6 +149,7 @@ def build_run(cfg: Config, *, info: DistInfo, cache: ImageCache) -> Run:
         focal_gamma=cfg.train.focal_gamma,
         label_smoothing=cfg.train.label_smoothing,
         body_part_weight=cfg.train.body_part_loss_weight,
+        map_weight=cfg.train.map_loss_weight,
         class_weights=class_weights_from_index(train_rows, cfg.train.class_weights, split=None),
     ).to(info.device)
     sampler = DistributedSampler(

@@ -42,9 +42,16 @@ def prepare_inputs(
     use_features: bool,
     cache_settings: dict[str, Any],
 ) -> tuple[Any, Any, BatchInput]:
-    """(train data, val data, batch -> input): the image datasets, or their cached backbone features."""
+    """(train data, val data, batch -> input): the image datasets (with the training boxes for a map
+    head), or their cached backbone features."""
     image_input = ImageInput(
-        pre, cfg.data.augment, cfg.data.rotation_degrees, info.device, channels_last, augment_gen
+        pre,
+        cfg.data.augment,
+        cfg.data.rotation_degrees,
+        info.device,
+        channels_last,
+        augment_gen,
+        boxes_for=train_set.boxes_for if cfg.model.map_head else None,
     )
     if not use_features:
         return train_set, val_set, image_input

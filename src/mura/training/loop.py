@@ -25,16 +25,19 @@ import torch.distributed as dist
 
 from mura import checkpoint as ckpt
 from mura.config import Config
+from mura.constants import BODY_PARTS
 from mura.data.cache import ImageCache
 from mura.decision import fit_decision, margins_from_logits
 from mura.errors import MuraError
 from mura.training.assembly import Run, build_run, open_inputs
 from mura.training.distributed import DistInfo, cleanup_distributed, init_distributed, unwrap
 from mura.training.fastpath import configure_threads, tcmalloc_loaded
+from mura.training.part_floor import floor_from_probabilities
 from mura.training.resume import restore, training_state
 from mura.training.run_dir import check_run_dir, remove_run_files
 from mura.training.run_log import RunLog
 from mura.training.scope import trained_parts
+from mura.training.scope_fit import fit_checkpoint_detector
 from mura.training.steps import predict, train_one_epoch, validation_metrics
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,7 @@ def run_epoch(run: Run, epoch: int) -> tuple[dict[str, Any], dict[str, np.ndarra
             cfg.train.grad_clip,
             run.autocast,
             f"epoch {epoch + 1}/{cfg.train.epochs}",
+            part_generator=_part_generator(run, epoch),
         )
     )
     arrays = predict(run.module, run.val_loader, run.batch_input, info, run.autocast)
@@ -102,10 +106,32 @@ def run_epoch(run: Run, epoch: int) -> tuple[dict[str, Any], dict[str, np.ndarra
     return row, arrays, improved
 
 
+def _part_generator(run: Run, epoch: int) -> torch.Generator | None:
+    """Draws which films hide their part this epoch; None for models that cannot be fed "unknown"."""
+    heads = unwrap(run.model).heads
+    if not (heads.has_unknown_part and heads.has_body_part_head):
+        return None
+    return torch.Generator().manual_seed(run.cfg.train.seed * 1_000_033 + epoch * 7_927 + run.info.rank)
+
+
+def body_part_floor(run: Run, arrays: dict[str, np.ndarray]) -> float | None:
+    """The body-part head's confidence floor fitted on validation predictions (`part_floor`); None for
+    a model without an unknown-part embedding."""
+    if not unwrap(run.model).heads.has_unknown_part:
+        return None
+    probs = torch.softmax(torch.from_numpy(arrays["body_part_logits"]).double(), dim=1).numpy()
+    return floor_from_probabilities(probs, arrays["body_parts"])
+
+
 def checkpoint_meta(
-    run: Run, epoch: int, metrics: dict[str, Any], arrays: dict[str, np.ndarray] | None
+    run: Run,
+    epoch: int,
+    metrics: dict[str, Any],
+    arrays: dict[str, np.ndarray] | None,
+    floor: float | None = None,
 ) -> ckpt.CheckpointMeta:
-    """Metadata for best.pt / last.pt; a decision is fitted on the validation predictions when given."""
+    """Metadata for best.pt / last.pt; a decision is fitted on the validation predictions when given,
+    `floor` is the body-part confidence floor fitted on the same epoch's."""
     decision = ckpt.CheckpointMeta(run.cfg.to_dict(), run.preprocessing).decision
     if arrays is not None:
         val_images = len(arrays["labels"])
@@ -132,6 +158,8 @@ def checkpoint_meta(
         config=run.cfg.to_dict(),
         preprocessing=run.preprocessing,
         decision=decision,
+        body_parts=BODY_PARTS[: unwrap(run.model).heads.num_body_parts],
+        body_part_floor=floor,
         scope_parts=scope_parts,
         epoch=epoch,
         positive_class=ckpt.positive_class_of(run.cache.index["source"]),
@@ -145,19 +173,28 @@ def save_epoch(
 ) -> None:
     """best.pt when improved, then last.pt with the training state (rank 0 only)."""
     state = unwrap(run.model).state_dict()
+    floor = body_part_floor(run, arrays)
     if improved:
-        ckpt.save_checkpoint(run.best_path, state, checkpoint_meta(run, epoch, row, arrays))
-    ckpt.save_checkpoint(run.last_path, state, checkpoint_meta(run, epoch, row, None), training_state(run))
+        ckpt.save_checkpoint(run.best_path, state, checkpoint_meta(run, epoch, row, arrays, floor))
+    last = checkpoint_meta(run, epoch, row, None, floor)
+    ckpt.save_checkpoint(run.last_path, state, last, training_state(run))
 
 
 def train(
-    cfg: Config, *, resume: bool = False, overwrite: bool = False, stop_after_epoch: int | None = None
+    cfg: Config,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_after_epoch: int | None = None,
+    scope_detector: bool = True,
 ) -> RunResult:
     """Train per `cfg` into the run folder `cfg.out` (under torchrun: every rank calls this).
 
     A folder that holds a run is refused unless `resume` (continue from its `last.pt`) or `overwrite`
     (remove that run's files, once the inputs were checked). `stop_after_epoch` ends the call after
     that epoch as an interruption would (time-boxed sessions, resume tests); `resume=True` continues it.
+    `scope_detector`: fit the feature-space scope detector into `best.pt` at the end
+    (`mura.training.scope_fit`); `mura cv` fits its own on each fold's last epoch instead.
     """
     if not cfg.data.cache:
         raise MuraError("config: data.cache is empty; build a cache with `mura prepare` and set data.cache")
@@ -168,7 +205,17 @@ def train(
         cache = open_inputs(cfg)
         if info.is_main:
             remove_run_files(previous)
-        return _run(cfg, info=info, cache=cache, resume=resume, stop_after_epoch=stop_after_epoch)
+        result = _run(cfg, info=info, cache=cache, resume=resume, stop_after_epoch=stop_after_epoch)
+        if scope_detector and info.is_main and result.best_checkpoint.is_file():
+            fit_checkpoint_detector(
+                result.best_checkpoint,
+                cache,
+                cfg.data.train_split,
+                cfg.data.val_split,
+                device=cfg.train.device,
+                seed=cfg.train.seed,
+            )
+        return result
     finally:
         if owns_group:
             cleanup_distributed()

@@ -24,6 +24,7 @@ COLUMNS = (
     "train_loss",
     "train_fracture_loss",
     "train_body_part_loss",
+    "train_map_loss",
     "val_loss",
     "val_auc",
     "val_kappa",

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from mura.constants import BODY_PARTS
+from mura.constants import MURA_BODY_PARTS
 
 FRACATLAS_REGION_PARTS: dict[str, tuple[str, ...]] = {
     "hand": ("HAND", "FINGER", "WRIST", "FOREARM", "ELBOW"),
@@ -35,5 +35,5 @@ def trained_parts(index: pd.DataFrame, splits: Sequence[str]) -> tuple[tuple[str
                 named.update(FRACATLAS_REGION_PARTS.get(region.strip().lower(), ()))
     where = f"{', '.join(splits)} split(s) of the training index ({len(rows)} images)"
     if not named:
-        return BODY_PARTS, f"{where} name no body part: MURA's seven parts assumed"
+        return MURA_BODY_PARTS, f"{where} name no body part: MURA's seven parts assumed"
     return tuple(sorted(named)), f"body parts named by the {where}"

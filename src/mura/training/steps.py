@@ -1,8 +1,9 @@
 """One epoch of training and one pass of evaluation, shared by the image path and the feature-cache path.
 
 Both paths feed `module(inputs, body_part) -> ModelOutput`, read by field name; what differs is how a
-batch becomes `inputs` (`BatchInput`): uint8 pixels -> resize/augment/normalise on the device, or
-cached (pooled) backbone features as they are.
+batch becomes `inputs` (`BatchInput` -> `ModelInput`): uint8 pixels -> resize/augment/normalise on the
+device, or cached (pooled) backbone features as they are. A model with a map head trains from pixels,
+and its training batches carry the films' boxes as masks moved by the same augmentation (`MapTarget`).
 """
 
 from __future__ import annotations
@@ -11,26 +12,41 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from mura.data.transforms import augment_batch
+from mura.data.transforms import augment_with_masks
 from mura.decision import auc_or_nan, kappa_or_nan
 from mura.outputs import ModelOutput
 from mura.preprocessing import Preprocessing
 from mura.training.distributed import DistInfo, all_reduce_sum, gather_columns_by_row
+from mura.training.map_targets import MapTarget, rasterise_boxes
+from mura.training.part_floor import drop_body_parts
 from mura.training.schedule import LrSchedule
 
-BatchInput = Callable[[Any, bool], torch.Tensor]
+
+class ModelInput(NamedTuple):
+    """What one batch gives the model (`x`) and, for a map head in training, its box targets."""
+
+    x: torch.Tensor
+    map_target: MapTarget | None = None
+
+
+BatchInput = Callable[[Any, bool], ModelInput]
+BoxesFor = Callable[[torch.Tensor], list[np.ndarray]]
 # The model outputs `predict` keeps for the validation metrics, by `ModelOutput` field name.
 PREDICTED = ("fracture_logits", "body_part_logits")
 
 
 class ImageInput:
-    """uint8 batch -> model input on the device; augmentation (training only) from `generator`."""
+    """uint8 batch -> model input on the device; augmentation (training only) from `generator`.
+
+    With `boxes_for` (the training set's `boxes_for`, for a model with a map head), training batches
+    also carry their boxes as masks that the augmentation moves with the pixels.
+    """
 
     def __init__(
         self,
@@ -40,28 +56,41 @@ class ImageInput:
         device: torch.device,
         channels_last: bool,
         generator: torch.Generator,
+        boxes_for: BoxesFor | None = None,
     ) -> None:
         self.pre, self.augment, self.degrees = pre, augment, degrees
         self.device, self.channels_last, self.generator = device, channels_last, generator
+        self.boxes_for = boxes_for
 
     def pixels(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return self.with_target(images, None, generator).x
+
+    def with_target(
+        self, images: torch.Tensor, target: MapTarget | None, generator: torch.Generator | None
+    ) -> ModelInput:
+        """Pixels (and box masks, when given) -> the model input, both augmented alike by `generator`."""
         self.pre.check_pixels(tuple(images.shape), "training batch")
         unit = images.to(self.device, non_blocking=True).float().div_(255.0)
+        mask = None if target is None else target.mask.to(self.device)
         if generator is not None:
-            unit = augment_batch(unit, self.augment, self.degrees, generator)
+            unit, mask = augment_with_masks(unit, mask, self.augment, self.degrees, generator)
         x = self.pre.normalize_unit(unit)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return ModelInput(x, None if target is None else MapTarget(mask, target.boxed))
 
-    def __call__(self, batch: Any, train: bool) -> torch.Tensor:
-        return self.pixels(batch.image, self.generator if train else None)
+    def __call__(self, batch: Any, train: bool) -> ModelInput:
+        target = None
+        if train and self.boxes_for is not None:
+            target = rasterise_boxes(self.boxes_for(batch.row), int(batch.image.shape[-1]))
+        return self.with_target(batch.image, target, self.generator if train else None)
 
 
 class FeatureInput:
     def __init__(self, device: torch.device) -> None:
         self.device = device
 
-    def __call__(self, batch: Any, train: bool) -> torch.Tensor:
-        return batch.image.to(self.device, non_blocking=True)
+    def __call__(self, batch: Any, train: bool) -> ModelInput:
+        return ModelInput(batch.image.to(self.device, non_blocking=True))
 
 
 def autocast_for(device: torch.device, enabled: bool) -> Callable[[], Any]:
@@ -82,21 +111,25 @@ def train_one_epoch(
     grad_clip: float,
     autocast: Callable[[], Any],
     desc: str,
+    part_generator: torch.Generator | None = None,
 ) -> dict[str, float]:
-    """Returns mean losses, images/s and the fraction of wall time spent waiting for batches."""
+    """Returns mean losses, images/s and the fraction of wall time spent waiting for batches. With
+    `part_generator` a share of films hide their part from the fracture head (`part_floor`); the
+    body-part loss still sees every given part."""
     module.train()
     params = [p for p in module.parameters() if p.requires_grad]
-    sums = torch.zeros(4, dtype=torch.float64)  # total, fracture, body part, images
+    sums = torch.zeros(5, dtype=torch.float64)  # total, fracture, body part, fracture map, images
     wait = 0.0
     start = mark = time.perf_counter()
     for batch in tqdm(loader, desc=desc, leave=False, disable=not info.is_main):
         wait += time.perf_counter() - mark
         body_part = batch.body_part.to(info.device, non_blocking=True)
         label = batch.label.to(info.device, non_blocking=True)
-        x = batch_input(batch, True)
+        inputs = batch_input(batch, True)
+        fed = body_part if part_generator is None else drop_body_parts(body_part, part_generator)
         with autocast():
-            output = module(x, body_part)
-        parts = loss_fn(output, label, body_part)
+            output = module(inputs.x, fed)
+        parts = loss_fn(output, label, body_part, inputs.map_target)
         total = parts.total
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -106,18 +139,20 @@ def train_one_epoch(
         schedule.batch_end()
         n = len(batch)
         sums += torch.tensor(
-            [float(t.detach()) * n for t in (total, parts.fracture, parts.body_part)] + [n],
+            [float(t.detach()) * n for t in (total, parts.fracture, parts.body_part, parts.fracture_map)]
+            + [n],
             dtype=torch.float64,
         )
         mark = time.perf_counter()
     elapsed = max(time.perf_counter() - start, 1e-9)
     totals = all_reduce_sum(sums, info)
-    count = max(float(totals[3]), 1.0)
+    count = max(float(totals[4]), 1.0)
     return {
         "train_loss": float(totals[0]) / count,
         "train_fracture_loss": float(totals[1]) / count,
         "train_body_part_loss": float(totals[2]) / count,
-        "train_images_per_s": float(totals[3]) / elapsed,
+        "train_map_loss": float(totals[3]) / count,
+        "train_images_per_s": float(totals[4]) / elapsed,
         "data_wait_fraction": wait / elapsed,
     }
 
@@ -141,7 +176,7 @@ def predict(
     for batch in tqdm(loader, desc=desc, leave=False, disable=not info.is_main):
         body_part = batch.body_part.to(info.device, non_blocking=True)
         with autocast():
-            output = module(batch_input(batch, False), body_part)
+            output = module(batch_input(batch, False).x, body_part)
         for name, chunks in logits.items():
             chunks.append(getattr(output, name).float().cpu())
         labels.append(batch.label.long())

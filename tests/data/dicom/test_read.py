@@ -104,7 +104,9 @@ def test_bytes_source_and_metadata(tmp_path: Path) -> None:
         ({"BodyPartExamined": "ELBOW"}, "ELBOW"),
         ({"BodyPartExamined": "SHOULDER"}, "SHOULDER"),
         ({"BodyPartExamined": "CHEST"}, None),
-        ({"BodyPartExamined": "KNEE", "StudyDescription": "XR HUMERUS"}, "HUMERUS"),
+        ({"BodyPartExamined": "SKULL", "StudyDescription": "XR HUMERUS"}, "HUMERUS"),
+        ({"BodyPartExamined": "KNEE", "StudyDescription": "XR HUMERUS"}, "LEG"),
+        ({"BodyPartExamined": "PELVIS"}, "HIP"),
         ({"StudyDescription": "XR FINGER(S) 2+ VIEWS"}, "FINGER"),
         ({"SeriesDescription": "Forearm AP"}, "FOREARM"),
         ({}, None),
@@ -119,7 +121,8 @@ def test_body_part_text_rules() -> None:
     assert body_part_from_text("wrist and hand") == "WRIST"  # first named part wins
     assert body_part_from_text("Left upper arm") == "HUMERUS"
     assert body_part_from_text("METACARPAL") == "HAND"  # a whole word, not the CARPAL inside it
-    assert body_part_from_text("KNEE") is None and body_part_from_text(None) is None
+    assert body_part_from_text("XR lower leg") == body_part_from_text("ANKLE") == "LEG"  # FracAtlas's leg
+    assert body_part_from_text("CHEST") is None and body_part_from_text(None) is None
     assert {body_part_from_text(p) for p in BODY_PARTS} == set(BODY_PARTS)
 
 

@@ -41,8 +41,10 @@ from mura.errors import ImageDecodeError
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
-# Words (after upper-casing and splitting on anything but letters) that name one of MURA's body parts.
-# The first word of a text that matches wins, so "WRIST AND HAND" is a wrist.
+# Words (after upper-casing and splitting on anything but letters) that name one of the body parts of
+# `mura.constants.BODY_PARTS`: MURA's seven, then FracAtlas's regions MURA lacks (HIP: the pelvis film;
+# LEG: knee, lower leg, ankle, foot and femur, what FracAtlas's leg films show). The first word of a
+# text that matches wins, so "WRIST AND HAND" is a wrist.
 BODY_PART_WORDS: dict[str, str] = {
     **dict.fromkeys(("ELBOW", "ELBOWS", "OLECRANON"), "ELBOW"),
     **dict.fromkeys(("FINGER", "FINGERS", "DIGIT", "DIGITS", "THUMB", "PHALANX", "PHALANGES"), "FINGER"),
@@ -51,8 +53,17 @@ BODY_PART_WORDS: dict[str, str] = {
     **dict.fromkeys(("HUMERUS", "HUMERI"), "HUMERUS"),
     **dict.fromkeys(("SHOULDER", "SHOULDERS", "SCAPULA", "GLENOHUMERAL"), "SHOULDER"),
     **dict.fromkeys(("WRIST", "WRISTS", "CARPUS", "CARPAL", "SCAPHOID"), "WRIST"),
+    **dict.fromkeys(("HIP", "HIPS", "PELVIS", "PELVIC", "ACETABULUM"), "HIP"),
+    **dict.fromkeys(("LEG", "LEGS", "TIBIA", "FIBULA", "TIB", "KNEE", "KNEES", "PATELLA"), "LEG"),
+    **dict.fromkeys(("ANKLE", "ANKLES", "FOOT", "FEET", "TOE", "TOES", "CALCANEUS"), "LEG"),
+    **dict.fromkeys(("FEMUR", "THIGH", "METATARSAL", "METATARSALS"), "LEG"),
 }
-BODY_PART_PHRASES: dict[str, str] = {"UPPER ARM": "HUMERUS", "UPPERARM": "HUMERUS", "LOWER ARM": "FOREARM"}
+BODY_PART_PHRASES: dict[str, str] = {
+    "UPPER ARM": "HUMERUS",
+    "UPPERARM": "HUMERUS",
+    "LOWER ARM": "FOREARM",
+    "LOWER LEG": "LEG",
+}
 
 # Tags copied into DicomImage.metadata: enough to describe the image, no patient identity.
 METADATA_KEYWORDS = (
@@ -90,7 +101,7 @@ class DicomImage:
 
 
 def body_part_from_text(text: str | None) -> str | None:
-    """The MURA body part a free-text DICOM field names (`"XR WRIST 3V LT"` -> `"WRIST"`), or None."""
+    """The `BODY_PARTS` name a free-text DICOM field names (`"XR WRIST 3V LT"` -> `"WRIST"`), or None."""
     if not text:
         return None
     upper = str(text).upper()
