@@ -1,10 +1,11 @@
 # `make demo`: set up and run the main job on synthetic MURA. `make test`: set up and run the tests.
+# `make quickstart`: a small model trained on real FracAtlas films and one prediction (FRACATLAS=DIR).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench system-deps test-deps clean
+.PHONY: demo quickstart test lint bench system-deps test-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +42,9 @@ test-deps:
 
 demo: $(STAMP) system-deps
 	bash scripts/demo.sh
+
+quickstart: $(STAMP) system-deps
+	bash scripts/quickstart.sh
 
 test: $(STAMP) test-deps
 	$(BIN)/ruff check .

@@ -171,6 +171,10 @@ class TrainConfig(_Section):
     )
     grad_clip: Float = Field(1.0, ge=0, description="clip the gradient norm to this (0 = no clipping)")
     amp: bool = Field(True, description="bf16 autocast on CUDA; ignored on CPU")
+    cpu_bf16: bool = Field(
+        False,
+        description="bf16 autocast on CPUs that compute bf16 natively (AVX512-BF16 / AMX); ignored elsewhere",
+    )
     channels_last: bool = Field(True, description="channels-last memory format for convolutions")
     feature_cache: bool = Field(
         True,

@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 
 import mura
+from mura.api.model import explanation_figure
 from mura.cli import main
+from mura.inference.gradcam import overlay
 from mura.pacs.results import StudyIdentity
 from mura.prediction import Prediction, StudyPrediction
 
@@ -118,3 +120,29 @@ def test_explain_and_dicom_results_from_arrays(make_checkpoint, films, tmp_path)
     assert str(results.sr.PatientID) == "PAT-1"
     written = results.write(tmp_path / "out")
     assert len(written) == 3 and all(p.stat().st_size > 0 for p in written)
+
+
+def test_explain_boxes_the_findings_over_the_heatmap(make_checkpoint, films) -> None:
+    """A map head marking the film's central cells: one definite finding, drawn solid over the heatmap
+    (white on a black edge); the same box at `suspicious` is drawn in dashes."""
+    ckpt = make_checkpoint(
+        "central.pt", "custom_cnn", 32, threshold={"suspicious": 0.01, "definite": 0.02}, central_map=True
+    )
+    model = mura.load(ckpt, device="cpu")
+    pixels = np.asarray(Image.open(films[0]).convert("L").resize((480, 600), Image.BILINEAR))
+    explanation = model.explain(pixels)
+    (finding,) = explanation.prediction.findings
+    assert finding.box == (120.0, 150.0, 360.0, 450.0) and finding.operating_point == "definite"
+    heatmap_only = overlay(pixels, explanation.heatmap)
+    figure = explanation.figure(pixels)
+    drawn = np.any(figure != heatmap_only, axis=-1)
+    x0, y0, x1, y1 = (int(c) for c in finding.box)
+    for side in (drawn[y0, x0:x1], drawn[y1, x0:x1], drawn[y0:y1, x0], drawn[y0:y1, x1]):
+        assert side.all()  # solid: the whole outline
+    assert figure[y0, (x0 + x1) // 2].tolist() == [255, 255, 255]
+    assert not drawn[y0 + 8 : y1 - 8, x0 + 8 : x1 - 8].any() and not drawn[: y0 - 8].any()
+    suspicious = finding.model_copy(update={"operating_point": "suspicious"})
+    dotted = np.any(explanation_figure(pixels, explanation.heatmap, [suspicious]) != heatmap_only, axis=-1)
+    assert 0.3 < dotted[y0, x0:x1].mean() < 0.9  # dashes and gaps along the side
+    refused = model.explain(np.full((600, 480), 128, np.uint8))
+    assert refused.heatmap is None and refused.figure(pixels) is None

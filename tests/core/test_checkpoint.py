@@ -9,13 +9,13 @@ import torch
 
 from mura.checkpoint import (
     FORMAT_VERSION,
-    CheckpointMeta,
     file_sha256,
     load_checkpoint,
     load_model,
     save_checkpoint,
     update_checkpoint,
 )
+from mura.checkpoint_meta import CheckpointMeta
 from mura.config import load_config
 from mura.constants import BODY_PARTS
 from mura.decision import Decision

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mura.checkpoint import positive_class_of
+from mura.checkpoint_meta import positive_class_of
 from mura.decision import Decision, PointFigures, fit_decision, point_figures
 from mura.tiers import TierScale
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mura.constants import BODY_PARTS
-from mura.evaluation.metrics import body_part_metrics, fracture_metrics, per_group_fracture_metrics
+from mura.evaluation.metrics import fracture_metrics, per_group_fracture_metrics
 
 
 def test_fracture_metrics_match_hand_computation():
@@ -53,26 +53,6 @@ def test_kappa_undefined_when_everything_is_one_class():
     assert m["accuracy"] == 1.0
     assert m["kappa"] is None and "chance agreement" in m["undefined"]["kappa"]
     assert m["report"]["classes"][1]["precision"] is None
-
-
-def test_body_part_metrics_per_class_and_unknown_rows_ignored():
-    truth = np.array([0, 0, 1, 1, -1, 6])
-    pred = np.array([0, 1, 1, 1, 3, 6])
-    m = body_part_metrics(truth, pred)
-    assert m["n"] == 5 and m["accuracy"] == pytest.approx(4 / 5)
-    rows = {r["cls"]: r for r in m["report"]["classes"]}
-    assert rows["ELBOW"]["recall"] == pytest.approx(0.5) and rows["ELBOW"]["precision"] == 1.0
-    assert rows["FINGER"]["precision"] == pytest.approx(2 / 3)
-    assert rows["HAND"]["support"] == 0 and rows["HAND"]["recall"] is None
-    assert len(m["confusion_matrix"]) == len(BODY_PARTS)
-    # macro over the classes seen (ELBOW, FINGER, WRIST): F1 = 2/3, 0.8, 1
-    assert m["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 1.0) / 3)
-
-
-def test_body_part_metrics_without_a_head_or_known_parts():
-    assert body_part_metrics(np.array([0, 1]), np.array([-1, -1]))["accuracy"] is None
-    m = body_part_metrics(np.array([-1, -1]), np.array([2, 3]))
-    assert m["accuracy"] is None and "external" in m["undefined"]["body_part"]
 
 
 def test_missing_body_part_group_is_reported_undefined():

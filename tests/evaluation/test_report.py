@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mura.cli import main
-from mura.constants import BODY_PARTS
+from mura.constants import BODY_PARTS, MURA_BODY_PARTS
 from mura.errors import MuraError
 from mura.evaluation.report import compare_runs, evaluate_predictions, write_report
 
@@ -27,6 +27,11 @@ SECTIONS = (
     "Training curves",
     "Undefined figures",
 )
+
+
+def evaluate(table: pd.DataFrame, thresholds: dict, **kwargs) -> dict:
+    """`evaluate_predictions` for a MURA model (seven parts, no confidence floor)."""
+    return evaluate_predictions(table, thresholds, body_parts=MURA_BODY_PARTS, **kwargs)
 
 
 def predictions(n_studies=80, seed=0, parts=BODY_PARTS[:6], source="synthetic", skill=0.3):
@@ -72,7 +77,7 @@ def run_dir(tmp_path):
 
 def test_report_has_every_section_and_the_synthetic_banner(tmp_path, run_dir):
     df = predictions()
-    result = evaluate_predictions(
+    result = evaluate(
         df,
         {"youden": 0.45, "suspicious": 0.3},
         calibration_method="platt",
@@ -114,7 +119,7 @@ def test_degenerate_splits_report_undefined_without_crashing(tmp_path, case):
         df["body_part_pred"] = ""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = evaluate_predictions(df, {"youden": 0.4}, n_bootstrap=20, meta={"split": "test"})
+        result = evaluate(df, {"youden": 0.4}, n_bootstrap=20, meta={"split": "test"})
         files = write_report(result, df, tmp_path / case)
     html = files["html"].read_text()
     assert "Undefined figures" in html and "undefined" in html
@@ -127,7 +132,7 @@ def test_degenerate_splits_report_undefined_without_crashing(tmp_path, case):
 
 def test_external_data_uses_tables_10_11_layout(tmp_path):
     df = predictions(source="folders").assign(body_part="", body_part_used="predicted")
-    result = evaluate_predictions(df, {}, n_bootstrap=20, meta={"split": "test"})
+    result = evaluate(df, {}, n_bootstrap=20, meta={"split": "test"})
     assert result["meta"]["external"] is True and result["meta"]["synthetic"] is False
     assert result["per_body_part"]["default"]["HAND"]["n"] > 0  # grouped by the predicted part
     html = write_report(result, df, tmp_path / "ext")["html"].read_text()
@@ -137,7 +142,7 @@ def test_external_data_uses_tables_10_11_layout(tmp_path):
 
 def test_a_folder_holding_files_no_report_wrote_is_refused_and_left_as_it_was(tmp_path):
     df = predictions(n_studies=12)
-    result = evaluate_predictions(df, {"youden": 0.4}, n_bootstrap=0, meta={"split": "test"})
+    result = evaluate(df, {"youden": 0.4}, n_bootstrap=0, meta={"split": "test"})
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "report.html").write_text("my own notes")
@@ -150,15 +155,15 @@ def test_a_folder_holding_files_no_report_wrote_is_refused_and_left_as_it_was(tm
         write_report(result, df, tmp_path / "a_file")
     # A folder an earlier report wrote is the report's to replace.
     first = write_report(result, df, tmp_path / "eval")
-    again = write_report(evaluate_predictions(df, {}, n_bootstrap=0), df, tmp_path / "eval")
+    again = write_report(evaluate(df, {}, n_bootstrap=0), df, tmp_path / "eval")
     assert again["html"] == first["html"] and "Undefined figures" in again["html"].read_text()
 
 
 def test_bad_input_is_a_one_line_error():
     with pytest.raises(MuraError, match="fracture_prob"):
-        evaluate_predictions(pd.DataFrame({"label": [0, 1]}), {})
+        evaluate(pd.DataFrame({"label": [0, 1]}), {})
     with pytest.raises(MuraError, match=r"column\(s\) to report by not in"):
-        evaluate_predictions(predictions(n_studies=3), {}, by=["nope"], n_bootstrap=0)
+        evaluate(predictions(n_studies=3), {}, by=["nope"], n_bootstrap=0)
 
 
 def test_compare_writes_tables_8_and_9(tmp_path, capsys):
@@ -167,7 +172,7 @@ def test_compare_writes_tables_8_and_9(tmp_path, capsys):
         df = predictions(seed=1, skill=skill)
         if name == "custom_cnn":
             df["body_part_pred"] = ""  # the spec's baseline has no body-part head
-        result = evaluate_predictions(df, {}, n_bootstrap=30, meta={"split": "test", "models": [name]})
+        result = evaluate(df, {}, n_bootstrap=30, meta={"split": "test", "models": [name]})
         write_report(result, df, tmp_path / name / "eval")
         dirs.append(tmp_path / name)  # a run dir holding eval/
     fracture, body = compare_runs(dirs, tmp_path / "cmp")
@@ -187,7 +192,7 @@ def test_compare_writes_tables_8_and_9(tmp_path, capsys):
 def test_the_summary_leads_with_the_stored_points_and_honest_intervals(tmp_path):
     df = predictions(n_studies=60, seed=3)
     df.loc[df["label"] == 1, "fracture_prob"] = 0.9  # every positive found at both points
-    result = evaluate_predictions(
+    result = evaluate(
         df,
         {"suspicious": 0.3, "definite": 0.8},
         n_bootstrap=50,
@@ -214,22 +219,20 @@ def test_five_positives_all_found_do_not_make_a_certain_sensitivity():
 
 def test_one_film_studies_do_not_repeat_the_image_level(tmp_path):
     df = predictions(n_studies=40).drop_duplicates("study_id")
-    result = evaluate_predictions(df, {"suspicious": 0.3}, n_bootstrap=20, meta={"split": "test"})
+    result = evaluate(df, {"suspicious": 0.3}, n_bootstrap=20, meta={"split": "test"})
     assert result["meta"]["several_films_per_study"] is False
     md = write_report(result, df, tmp_path / "eval")["markdown"].read_text()
     assert "study level (the mean of a study's films) is the image level" in md
     assert "Study sens." not in md and "Study-level classification report" not in md
     assert "| study | roc_auc |" not in md
     several = predictions(n_studies=40)
-    md = write_report(evaluate_predictions(several, {}, n_bootstrap=20), several, tmp_path / "b")[
-        "markdown"
-    ].read_text()
+    md = write_report(evaluate(several, {}, n_bootstrap=20), several, tmp_path / "b")["markdown"].read_text()
     assert "Study sens." in md and "Study-level classification report" in md
 
 
 def test_undefined_figures_are_a_count_folded_away(tmp_path):
     df = predictions(n_studies=12)  # no WRIST images: dozens of undefined per-part figures
-    result = evaluate_predictions(df, {"suspicious": 0.3}, n_bootstrap=0, meta={"split": "test"})
+    result = evaluate(df, {"suspicious": 0.3}, n_bootstrap=0, meta={"split": "test"})
     html = write_report(result, df, tmp_path / "eval")["html"].read_text()
     undefined = html.split(">Undefined figures</h2>")[1]
     assert "<details><summary>" in undefined and "figures are undefined" in undefined

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from mura.constants import MURA_BODY_PARTS
 from mura.evaluation.localisation import NO_MAP_OUTPUT, predictions_localisation
 from mura.evaluation.localisation_section import example_films, localisation_text
 from mura.evaluation.report import evaluate_predictions, write_report
@@ -76,7 +77,7 @@ def test_the_best_the_worst_and_a_miss_are_chosen_among_the_findings() -> None:
 
 def test_a_report_with_boxes_shows_the_figures_and_draws_the_films(tmp_path) -> None:
     predictions, cache = films()
-    result = evaluate_predictions(predictions, POINTS, n_bootstrap=20)
+    result = evaluate_predictions(predictions, POINTS, body_parts=MURA_BODY_PARTS, n_bootstrap=20)
     result["localisation"] = predictions_localisation(predictions, cache.boxes, n_resamples=100)
     files = write_report(result, predictions, tmp_path / "eval", cache=cache)
     markdown = files["markdown"].read_text()
@@ -99,7 +100,7 @@ def test_a_report_with_boxes_shows_the_figures_and_draws_the_films(tmp_path) -> 
 def test_a_model_without_a_map_gets_one_sentence_and_no_film(tmp_path) -> None:
     predictions, cache = films()
     predictions = predictions.drop(columns=["map_boxes", "map_peak_x", "map_peak_y"])
-    result = evaluate_predictions(predictions, POINTS, n_bootstrap=20)
+    result = evaluate_predictions(predictions, POINTS, body_parts=MURA_BODY_PARTS, n_bootstrap=20)
     result["localisation"] = predictions_localisation(predictions, cache.boxes)
     files = write_report(result, predictions, tmp_path / "eval", cache=cache)
     section = files["markdown"].read_text().split("## Localisation", 1)[1].split("\n## ", 1)[0]

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
+from mura.constants import MURA_BODY_PARTS
 from mura.evaluation.bootstrap import bootstrap_over_studies
 from mura.evaluation.report import ensemble_tables
 from mura.evaluation.study import study_level_scores, study_metrics, write_mura_scorer_csv
@@ -50,13 +51,13 @@ def test_study_aggregation_is_invariant_to_image_order(seed, order_seed):
     df = _images(n_studies=15, seed=seed)
     shuffled = df.sample(frac=1.0, random_state=order_seed).reset_index(drop=True)
     pd.testing.assert_frame_equal(study_level_scores(df), study_level_scores(shuffled))
-    a, b = study_metrics(df, 0.5), study_metrics(shuffled, 0.5)
+    a, b = study_metrics(df, 0.5, MURA_BODY_PARTS), study_metrics(shuffled, 0.5, MURA_BODY_PARTS)
     assert a["overall"]["roc_auc"] == b["overall"]["roc_auc"]
     assert a["kappa"] == b["kappa"]
 
 
 def test_study_metrics_have_per_part_kappa_and_missing_parts_undefined():
-    m = study_metrics(_images(), 0.5)
+    m = study_metrics(_images(), 0.5, MURA_BODY_PARTS)
     assert m["kappa"]["HAND"]["kappa"] is not None
     assert m["kappa"]["ELBOW"] == {"kappa": None, "n_studies": 0, "undefined": "no samples"}
     assert m["n_studies"] == 60

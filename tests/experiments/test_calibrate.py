@@ -24,6 +24,7 @@ from mura.errors import MuraError
 from mura.evaluation.calibration import expected_calibration_error
 from mura.experiments.calibrate import CALIBRATION_RECORD, calibrate_checkpoints
 from mura.experiments.site_decision import ece_interval, min_class_images
+from mura.inference.cache_predictions import predict_cache
 from mura.inference.predictor import Predictor
 from tests.factories.checkpoints import blobs
 
@@ -113,7 +114,7 @@ def test_the_known_shift_is_recovered_and_the_points_land_within_their_intervals
         assert interval["high"] - interval["low"] < 0.1
     assert report["too_small"] == {}
     # held out: images the decision was not fitted on are calibrated too
-    held_out = Predictor.from_checkpoints(written, device="cpu").predict_cache(site.cache, "test")
+    held_out = predict_cache(Predictor.from_checkpoints(written, device="cpu"), site.cache, "test")
     assert expected_calibration_error(held_out["label"], held_out["fracture_prob"]) < 0.05
 
 

@@ -16,8 +16,11 @@ from mura.cli import main
 from mura.config import load_config
 from mura.data.splits import assign_folds, fold_groups
 from mura.errors import MuraError
+from mura.evaluation.localisation import NO_MAP_OUTPUT
 from mura.experiments.cv import cross_validate
+from mura.inference.cache_predictions import predict_cache
 from mura.inference.predictor import Predictor
+from mura.training.part_floor import fit_body_part_floor
 
 
 def _fracatlas_like(n: int = 400, seed: int = 0) -> pd.DataFrame:
@@ -110,9 +113,12 @@ def test_the_fold_ensemble_carries_the_oof_decision(cv_run, synthetic_mura) -> N
     low, high = summary["operating_points"]["suspicious"]["ci"]["sensitivity"]
     assert low < summary["operating_points"]["suspicious"]["sensitivity"] <= high  # Wilson: never a point
     assert "Subgroups by view" in (result.out_dir / "oof" / "report.md").read_text()
+    # the synthetic index has boxes, this model no map head: said once, nothing stands in for its boxes
+    assert summary["localisation"] == {"status": NO_MAP_OUTPUT}
+    assert f"## Localisation\n\n{NO_MAP_OUTPUT}." in (result.out_dir / "oof" / "report.md").read_text()
     ensemble = Predictor.from_checkpoints(result.final_checkpoints, device="cpu")
     assert ensemble.threshold_name == "suspicious"
-    assert len(ensemble.predict_cache(synthetic_mura.small_cache_dir, "test")) > 0
+    assert len(predict_cache(ensemble, synthetic_mura.small_cache_dir, "test")) > 0
 
 
 def test_every_fold_carries_a_scope_detector_thresholded_on_the_pooled_out_of_fold_scores(cv_run) -> None:
@@ -127,6 +133,26 @@ def test_every_fold_carries_a_scope_detector_thresholded_on_the_pooled_out_of_fo
     assert refused == pytest.approx(detectors[0].rate_reached) and refused <= 0.01
     summary = json.loads((result.out_dir / "cv.json").read_text())["scope_detector"]
     assert summary["rate_reached_out_of_fold"] == detectors[0].rate_reached
+
+
+def test_every_fold_carries_one_body_part_floor_fitted_on_the_out_of_fold_films(cv_run) -> None:
+    _, result = cv_run
+    metas = [load_checkpoint(p).meta for p in result.final_checkpoints]
+    floors = {m.body_part_floor for m in metas}
+    assert len(floors) == 1 and None not in floors  # one floor for the fold ensemble
+    oof = pd.read_csv(result.oof_predictions)  # each film's part guessed by the fold that held it out
+    known = oof["body_part"].isin(metas[0].body_parts)
+    assert known.sum() > 50
+    correct = (oof.loc[known, "body_part_pred"] == oof.loc[known, "body_part"]).to_numpy()
+    assert floors == {fit_body_part_floor(oof.loc[known, "body_part_prob"].to_numpy(), correct)}
+    own = [
+        load_checkpoint(p.parent.parent / p.stem / "last.pt").meta.body_part_floor
+        for p in result.final_checkpoints
+    ]
+    assert len(set(own)) > 1  # each fold's own floor (its val films) differs: the deployed one is pooled
+    report = json.loads((result.out_dir / "oof" / "metrics.json").read_text())
+    assert report["meta"]["body_part_floor"] == floors.pop()  # the report scores what is deployed
+    assert report["body_part"]["n"] == known.sum()
 
 
 def test_a_rerun_resumes_and_a_foreign_folder_is_refused(cv_run, tmp_path) -> None:

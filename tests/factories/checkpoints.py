@@ -73,6 +73,21 @@ def spread_logits(model: torch.nn.Module, size: int, seed: int, target_std: floa
             last.bias.copy_(-gain * (out.mean(0) - last.bias))
 
 
+def mark_central_cells(model: torch.nn.Module) -> None:
+    """Set the map head so its map is the film's central cells: every cell at least one cell from the
+    border is sure (sigmoid ~1), the border ones are not (~0), whatever the film. Its reduced maps are a
+    constant 1 and the 3x3 conv sums them over its window, which the zero padding cuts short at the
+    border; the bias sits between the 9-cell and 6-cell sums. So one finding, a box one cell inside the
+    film, for every film: a fixed place to look for in what a surface draws."""
+    head = model.map_head
+    convolution, norm = head.reduce[0], head.reduce[1]
+    with torch.no_grad():
+        convolution.weight.zero_()
+        norm.running_mean.zero_(), norm.running_var.fill_(1.0), norm.weight.zero_(), norm.bias.fill_(1.0)
+        head.predict.weight.fill_(1.0)
+        head.predict.bias.fill_(-7.5 * norm.num_features)  # between 9 x and 6 x the channels
+
+
 def write_checkpoint(
     path: Path,
     name: str = "custom_cnn",
@@ -87,16 +102,19 @@ def write_checkpoint(
     val_metrics: dict[str, Any] | None = None,
     test_metrics: dict[str, Any] | None = None,
     legacy_body_parts: bool = False,
+    central_map: bool = False,
 ) -> Path:
     """A `name` model at `size` px saved as training saves its best epoch; `test_metrics` as `mura
     evaluate --record` stores them. `legacy_body_parts` builds one as mura did before the body-part
-    vocabulary grew: MURA's seven parts and no unknown-part embedding."""
+    vocabulary grew: MURA's seven parts and no unknown-part embedding. `central_map` gives it a map head
+    that boxes the film's central cells (`mark_central_cells`)."""
     cfg = load_config(
         overrides={
             "model.name": name,
             "model.size": size,
             "model.freeze": "full",
             "model.body_part_head": body_part_head,
+            "model.map_head": central_map,
         }
     )
     torch.manual_seed(seed)
@@ -104,6 +122,8 @@ def write_checkpoint(
     model = model_from_config(cfg.model, **legacy)
     calibrate_batchnorm(model, size, seed)
     spread_logits(model, size, seed)
+    if central_map:
+        mark_central_cells(model)
     preprocessing = Preprocessing(size, resize_mode, **model.default_preprocessing)
     calibration = Calibration("temperature", 1.0 / temperature, 0.0) if temperature != 1.0 else Calibration()
     decision = Decision(calibration, dict(threshold or {"default": 0.5}))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import mura
 from mura.cli import main
 from mura.constants import BODY_PARTS
 from mura.prediction import Prediction, StudyPrediction, csv_fields
@@ -106,6 +107,26 @@ def test_nothing_predictable_exits_2(make_checkpoint, studies, capsys) -> None:
 def test_missing_checkpoint_is_one_line(studies, tmp_path, capsys) -> None:
     code, _, err = run(capsys, "predict", str(studies), "-c", str(tmp_path / "missing.pt"))
     assert code == 2 and err.strip().count("\n") == 0 and "checkpoint not found" in err
+
+
+def test_explain_draws_the_findings_of_a_map_head_on_its_figure(
+    make_checkpoint, smooth_images, tmp_path, capsys
+) -> None:
+    ckpt = make_checkpoint(
+        "central.pt", "custom_cnn", 32, threshold={"suspicious": 0.01, "definite": 0.02}, central_map=True
+    )
+    film = tmp_path / "films" / "view1.png"
+    film.parent.mkdir()
+    Image.fromarray(smooth_images(1, seed=5)[0]).resize((480, 600), Image.BILINEAR).save(film)
+    code, out, _ = run(capsys, "explain", str(film.parent), "-c", str(ckpt), "--out", str(tmp_path / "cam"))
+    assert code == 0 and len(out.splitlines()) == 1
+    written = np.asarray(Image.open(tmp_path / "cam" / "films_view1_cam.png"))
+    pixels = np.asarray(Image.open(film))
+    explanation = mura.load(ckpt, device="cpu").explain(film)
+    (finding,) = explanation.prediction.findings  # the film's centre, one cell inside each edge
+    assert np.array_equal(written, explanation.figure(pixels))  # the API's figure: heatmap + boxes
+    x0, y0, x1, _ = (int(c) for c in finding.box)
+    assert written[y0, x0:x1].tolist() == [[255, 255, 255]] * (x1 - x0)  # solid: definite
 
 
 def test_explain_and_export(make_checkpoint, studies, tmp_path, capsys) -> None:

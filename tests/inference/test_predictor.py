@@ -1,15 +1,13 @@
-"""Predictor: exact checkpoint preprocessing, ensembles, TTA, thresholds, body-part modes, caches."""
+"""Predictor: exact checkpoint preprocessing, ensembles, TTA, thresholds, body-part modes."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from scipy.special import expit
 
 from mura.checkpoint import load_model
-from mura.constants import BODY_PARTS
 from mura.errors import MuraError
 from mura.inference.predictor import Predictor
 from mura.preprocessing import resize_image
@@ -111,43 +109,6 @@ def test_model_without_body_part_head_needs_given_parts(make_checkpoint) -> None
     assert len(predictor.predict_images(images(2), [1, 2])) == 2
     with pytest.raises(MuraError, match="no body-part head"):
         predictor.predict_images(images(2), [1, -1])
-
-
-def test_predict_cache_is_aligned_with_the_index(make_checkpoint, synthetic_mura) -> None:
-    from mura.data.cache import open_cache
-
-    path = make_checkpoint("cnn64.pt", "custom_cnn", 64, seed=6)
-    cache = open_cache(synthetic_mura.cache_dir)
-    predictor = Predictor.from_checkpoints([path], runtime="torch")
-    predictor.batch_size = 7  # several batches and a ragged last one
-    frame = predictor.predict_cache(cache, "val", body_part_mode="given")
-    expected_rows = cache.index[cache.index["split"] == "val"]
-    assert list(frame.columns[:7]) == [
-        "path",
-        "study_id",
-        "body_part",
-        "label",
-        "fracture_prob",
-        "body_part_pred",
-        "body_part_used",
-    ]
-    assert list(frame.index) == list(expected_rows.index) and len(frame) > 5
-    pd.testing.assert_series_equal(frame["path"], expected_rows["path"])
-    assert set(frame["body_part_used"]) == {"given"} and set(frame["body_part_pred"]) <= set(BODY_PARTS)
-    # Same numbers as predicting the cached pixels one by one.
-    rows = expected_rows["cache_row"].to_numpy()[:3]
-    parts = [BODY_PARTS.index(p) for p in expected_rows["body_part"][:3]]
-    one_by_one = predictor.predict_images([np.asarray(cache.images[r]) for r in rows], parts)
-    np.testing.assert_allclose(frame["fracture_prob"].to_numpy()[:3], one_by_one.fracture_prob, atol=1e-5)
-    predicted = predictor.predict_cache(cache, "val", body_part_mode="predicted")
-    assert set(predicted["body_part_used"]) == {"predicted"}
-    assert not np.allclose(predicted["fracture_prob"], frame["fracture_prob"])
-
-
-def test_predict_cache_refuses_a_differently_resized_cache(make_checkpoint, synthetic_mura) -> None:
-    path = make_checkpoint("letterbox48.pt", "custom_cnn", 48, seed=3, resize_mode="letterbox")
-    with pytest.raises(MuraError, match="letterbox"):
-        Predictor.from_checkpoints([path]).predict_cache(synthetic_mura.cache_dir, "val")
 
 
 def test_missing_checkpoint_is_a_one_line_error(tmp_path) -> None:

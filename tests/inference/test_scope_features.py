@@ -12,6 +12,7 @@ from PIL import Image
 
 from mura.checkpoint import load_checkpoint
 from mura.data.cache import open_cache
+from mura.inference.cache_predictions import predict_cache
 from mura.inference.files import iter_file_predictions
 from mura.inference.predictor import Predictor
 from mura.inference.scope import image_reasons, not_assessed_rows
@@ -102,7 +103,7 @@ def test_evaluation_counts_refusals_by_the_feature_layer(trained) -> None:
     member = predictor.members[0]
     member.scope_detector = replace(member.scope_detector, threshold=-np.inf)  # refuses every film
     cache = open_cache(cfg.data.cache)
-    predictions = predictor.predict_cache(cache, "test")
+    predictions = predict_cache(predictor, cache, "test")
     rows = cache.index[cache.index["split"] == "test"]
     refused = not_assessed_rows(cache.images, rows, predictions)
     assert len(refused) == len(rows) and set(refused["layer"]) == {"features"}

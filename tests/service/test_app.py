@@ -320,6 +320,7 @@ class HeldPredictor:
         self.inner = inner
         self.threshold, self.identity = inner.threshold, inner.identity
         self.threshold_name, self.members = inner.threshold_name, inner.members
+        self.body_parts = inner.body_parts
         self.entered = threading.Event()
         self.release = threading.Event()
 
@@ -387,7 +388,7 @@ def test_uploads_are_neither_written_to_disk_nor_logged(
 class FailingPredictor:
     """A model that breaks with a message quoting what it was given (as real exceptions can)."""
 
-    threshold, threshold_name, members = 0.5, "default", ()
+    threshold, threshold_name, members, body_parts = 0.5, "default", (), ("HAND",)
 
     def predict_images(self, images, body_parts):
         raise RuntimeError("failed on patient-jane-doe-1234")

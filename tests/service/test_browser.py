@@ -222,9 +222,17 @@ def test_the_viewer_zooms_pans_windows_and_toggles_the_overlay(server: str, brow
     page.close()
 
 
+def yellow_along_top_edge(page, box: list[float]) -> np.ndarray:
+    """Whether the canvas is a finding's yellow at 51 points along the top side of `box` (film pixels)."""
+    state = viewer_state(page)
+    scale, (x, y) = float(state["scale"]), pan_of(page)
+    left, right, top = x + box[0] * scale, x + box[2] * scale, y + box[1] * scale - 0.5
+    rgb = canvas_rgb(page, [(left + (right - left) * i / 60, top) for i in range(5, 56)])
+    return (rgb[:, 0] > 180) & (rgb[:, 1] > 150) & (rgb[:, 2] < 100)
+
+
 def test_findings_are_boxes_over_the_film_dotted_when_suspicious(server: str, browser, film) -> None:
-    """Boxes come from `findings` (none from today's models, so the page is given the film's answer
-    with two)."""
+    """How each operating point is drawn: the page is given the film's answer with one box of each."""
     path, answer = film
     width, height = answer["image_size"]
     boxes = {"suspicious": [0.1 * width, 0.2 * height, 0.45 * width, 0.5 * height],
@@ -236,20 +244,36 @@ def test_findings_are_boxes_over_the_film_dotted_when_suspicious(server: str, br
     page.set_input_files("#file-input", str(path))
     page.wait_for_selector("[data-testid=viewer][data-ready=true]", timeout=60_000)
     page.fill("[data-testid=opacity]", "0")  # the heatmap vanishes; the boxes stay readable
-    state = viewer_state(page)
-    scale, (x, y) = float(state["scale"]), pan_of(page)
-
-    def top_edge(box: list[float]) -> np.ndarray:
-        left, right, top = x + box[0] * scale, x + box[2] * scale, y + box[1] * scale - 0.5
-        return canvas_rgb(page, [(left + (right - left) * i / 60, top) for i in range(5, 56)])
-
-    def yellow(rgb: np.ndarray) -> np.ndarray:
-        return (rgb[:, 0] > 180) & (rgb[:, 1] > 150) & (rgb[:, 2] < 100)
-
-    assert yellow(top_edge(boxes["definite"])).all()
-    dotted = yellow(top_edge(boxes["suspicious"]))
-    assert 0.3 < dotted.mean() < 0.9
+    assert yellow_along_top_edge(page, boxes["definite"]).all()
+    assert 0.3 < yellow_along_top_edge(page, boxes["suspicious"]).mean() < 0.9
     screenshot(page, "findings.png")
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def map_server(serve_cli, make_checkpoint, tmp_path_factory: pytest.TempPathFactory):
+    """`mura serve` with a model whose map head boxes every film's central cells, graded so that box is
+    `definite` (`tests.factories.checkpoints.mark_central_cells`)."""
+    checkpoint = make_checkpoint(
+        "central.pt", "custom_cnn", 32, threshold={"suspicious": 0.01, "definite": 0.02}, central_map=True
+    )
+    with serve_cli(checkpoint, tmp_path_factory.mktemp("serve-map") / "serve.log") as base:
+        yield base
+
+
+def test_a_map_heads_finding_is_drawn_on_the_film_from_the_real_answer(
+    map_server: str, browser, fracatlas_dir: Path
+) -> None:
+    path = sorted((fracatlas_dir / "images" / "Fractured").glob("*.jpg"))[0]
+    answer = httpx.post(
+        f"{map_server}/v1/predict", files={"file": (path.name, path.read_bytes())}, timeout=60
+    )
+    (finding,) = answer.json()["findings"]
+    assert finding["operating_point"] == "definite"
+    page = open_film(browser, map_server, path)  # the page's own request: nothing routed
+    page.fill("[data-testid=opacity]", "0")
+    assert yellow_along_top_edge(page, finding["box"]).all()  # solid, where the answer put it
+    screenshot(page, "map_finding.png")
     page.close()
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mura.constants import NUM_BODY_PARTS
 from mura.errors import MuraError
 from mura.outputs import ModelOutput
 from mura.training.losses import MultiTaskLoss, class_weights_from_index, focal_loss
@@ -45,16 +46,18 @@ def test_a_batch_of_unknown_body_parts_gives_zero_body_part_loss_not_nan():
 
 
 def test_per_body_part_weights_apply_per_image_and_unknown_parts_use_the_global_row():
-    table = torch.ones(8, 2)
+    table = torch.ones(NUM_BODY_PARTS + 1, 2)
     table[2] = torch.tensor([0.5, 3.0])  # FOREARM
-    table[7] = torch.tensor([1.0, 2.0])  # global, for unknown parts
+    table[NUM_BODY_PARTS] = torch.tensor([1.0, 2.0])  # global, for unknown parts
     fracture = torch.zeros(3, 2)  # every image: -log(0.5)
     loss = MultiTaskLoss(class_weights=table)(
         ModelOutput(fracture, torch.zeros(3, 7)), torch.tensor([1, 0, 1]), torch.tensor([2, 2, -1])
     )
     assert loss.fracture.item() == pytest.approx(math.log(2) * (3.0 + 0.5 + 2.0) / 3, rel=1e-6)
-    seven = MultiTaskLoss(class_weights=table[:7])  # [7, 2]: unknown parts get the row mean
-    assert seven.class_weights[7].tolist() == pytest.approx(table[:7].mean(0).tolist())
+    per_part = MultiTaskLoss(class_weights=table[:NUM_BODY_PARTS])  # [parts, 2]: unknown gets the row mean
+    assert per_part.class_weights[NUM_BODY_PARTS].tolist() == pytest.approx(
+        table[:NUM_BODY_PARTS].mean(0).tolist()
+    )
     with pytest.raises(MuraError, match="shape"):
         MultiTaskLoss(class_weights=torch.ones(3))
 
@@ -69,13 +72,15 @@ def test_class_weights_weigh_the_rare_class_up_per_body_part():
     )
     df = pd.DataFrame(rows, columns=["split", "body_part", "label"])
     table = class_weights_from_index(df, "per_body_part")
-    assert table.shape == (8, 2)
+    assert table.shape == (NUM_BODY_PARTS + 1, 2)
     wrist = table[6]
     assert wrist.tolist() == pytest.approx([4 / 2, 4 / 6])  # normal, abnormal
     assert (wrist[1] / wrist[0]).item() == pytest.approx(1 / 3)  # MURA: w_abnormal/w_normal = |N|/|A|
     assert (3 * wrist[1] + 1 * wrist[0]).item() / 4 == pytest.approx(1.0)  # mean weight 1
     overall = [10 / (2 * 5), 10 / (2 * 5)]  # 5 normal, 5 abnormal in train
-    assert table[3].tolist() == pytest.approx(overall) and table[7].tolist() == pytest.approx(overall)
+    assert table[3].tolist() == pytest.approx(overall) and table[NUM_BODY_PARTS].tolist() == pytest.approx(
+        overall
+    )
     assert class_weights_from_index(df, "global").tolist() == pytest.approx(overall)
     assert class_weights_from_index(df, "none") is None
     with pytest.raises(MuraError, match="class_weights 'sometimes'"):

@@ -12,14 +12,22 @@ import torch
 
 from mura.checkpoint import load_checkpoint
 from mura.config import load_config
+from mura.constants import UNSURE_BODY_PART
 from mura.data.cache import build_cache
 from mura.data.folders import build_folder_index
 from mura.data.index import write_index
+from mura.inference.cache_predictions import predict_cache
 from mura.inference.predictor import Predictor
 from mura.training.loop import train
 from mura.training.part_floor import NO_TRUSTED_GUESS, drop_body_parts, fit_body_part_floor
 
-FILMS_PER_REGION = {"HAND": 60, "LEG": 60, "HIP": 60, "SHOULDER": 60}
+REGIONS = ("HAND", "LEG", "HIP", "SHOULDER")
+FILMS_PER_REGION = 60
+
+
+def spread(rows: pd.DataFrame, count: int) -> pd.DataFrame:
+    """`count` rows evenly spread over `rows` (FracAtlas lists each region's films in id order)."""
+    return rows.iloc[np.linspace(0, len(rows) - 1, min(count, len(rows))).astype(int)]
 
 
 def test_the_floor_is_the_lowest_confidence_whose_films_are_named_right_95_percent() -> None:
@@ -39,14 +47,16 @@ def test_part_dropout_hides_about_its_share_of_given_parts() -> None:
     assert 0.13 < float(hidden.float().mean()) < 0.17 and torch.equal(fed[~hidden], parts[~hidden])
 
 
-def test_fracatlas_hand_leg_and_hip_films_are_shoulder_only_above_the_floor(
+def test_fracatlas_hand_leg_and_hip_films_are_shoulder_only_above_a_validated_floor(
     fracatlas_dir, tmp_path: Path
 ) -> None:
+    """The issue's test: a small FracAtlas run names held-out films right, says UNKNOWN rather than a
+    bad guess, and calls a hand, leg or hip SHOULDER only as surely as it was validated to be. Trained
+    the old way (every region but SHOULDER unlabelled) it fails: every film named SHOULDER, a quarter
+    of them right."""
     started = time.process_time()
     frame, _ = build_folder_index(fracatlas_dir)
-    picked = pd.concat(
-        [frame[frame["body_part"] == part].iloc[::7].head(n) for part, n in FILMS_PER_REGION.items()]
-    )
+    picked = pd.concat([spread(frame[frame["body_part"] == part], FILMS_PER_REGION) for part in REGIONS])
     picked = picked.assign(split=np.resize(["train", "train", "train", "val", "test"], len(picked)))
     write_index(picked, tmp_path / "index.csv")
     build_cache(tmp_path / "index.csv", tmp_path / "cache", size=64, progress=False)
@@ -55,22 +65,31 @@ def test_fracatlas_hand_leg_and_hip_films_are_shoulder_only_above_the_floor(
             "data.cache": str(tmp_path / "cache"),
             "data.index": str(tmp_path / "index.csv"),
             "data.workers": 0,
+            "data.augment": "none",
             "model.name": "custom_cnn",
             "model.size": 64,
             "model.freeze": "full",
-            "train.epochs": 4,
+            "train.epochs": 10,
             "train.batch_size": 16,
+            "train.lr": 0.003,
             "train.threads": 0,
             "out": str(tmp_path / "run"),
         }
     )
     result = train(cfg)
     floor = load_checkpoint(result.best_checkpoint).meta.body_part_floor
-    assert floor is not None and 0.0 < floor <= 1.0
+    assert floor is not None and 0.0 < floor < 1.0
     predictor = Predictor.from_checkpoints([result.best_checkpoint], device="cpu")
-    test = predictor.predict_cache(tmp_path / "cache", split="test", body_part_mode="predicted")
+    val, test = (
+        predict_cache(predictor, tmp_path / "cache", split=split, body_part_mode="predicted")
+        for split in ("val", "test")
+    )
+    sure = val[val["body_part_prob"] >= floor]  # the floor was validated: 95% right above it
+    assert len(sure) >= 10 and (sure["body_part_pred"] == sure["body_part"]).mean() >= 0.95
     others = test[test["body_part"].isin(["HAND", "LEG", "HIP"])]
     called_shoulder = others["body_part_fed"] == "SHOULDER"
-    assert len(others) >= 20 and (others.loc[called_shoulder, "body_part_prob"] >= floor).all()
-    assert set(test["body_part_pred"]) - {"SHOULDER"}  # the head learned the other regions too
-    assert time.process_time() - started < 180
+    assert len(others) >= 30 and (others.loc[called_shoulder, "body_part_prob"] >= floor).all()
+    named = test[test["body_part_fed"] != UNSURE_BODY_PART]
+    assert len(named) >= 0.5 * len(test)  # not a model that hides behind UNKNOWN
+    assert (named["body_part_fed"] == named["body_part"]).mean() >= 0.8  # and right when it names one
+    assert time.process_time() - started < 120

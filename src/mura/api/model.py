@@ -27,7 +27,7 @@ from mura.inference.predictor import Predictor
 from mura.inference.scope import image_reasons, scored_anyway
 from mura.inference.study_identity import check_one_study
 from mura.inference.trace import RunTrace, check_trace_target
-from mura.prediction import ModelIdentity, Prediction, StudyPrediction
+from mura.prediction import Finding, ModelIdentity, Prediction, StudyPrediction
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +43,23 @@ class Explanation(NamedTuple):
 
     prediction: Prediction
     heatmap: np.ndarray | None  # float32 [H, W] in [0, 1]; None when `prediction` is not_assessed
+
+    def figure(self, pixels: np.ndarray) -> np.ndarray | None:
+        """What `mura explain` writes for the explained film `pixels` (uint8 [H, W]): RGB uint8 [H, W, 3]
+        (`explanation_figure`); None when not assessed."""
+        if self.heatmap is None:
+            return None
+        return explanation_figure(pixels, self.heatmap, self.prediction.findings)
+
+
+def explanation_figure(pixels: np.ndarray, heatmap: np.ndarray, findings: Sequence[Finding]) -> np.ndarray:
+    """The film under its Grad-CAM heatmap, each finding of the fracture map boxed on top (dotted at
+    `suspicious`, solid at `definite`, as the page and the DICOM captures draw them): the heatmap says
+    where the fracture score looked, the boxes what the model localised; RGB uint8 [H, W, 3]."""
+    from mura.inference.gradcam import overlay
+    from mura.pacs.capture import draw_findings
+
+    return draw_findings(overlay(pixels, heatmap), list(findings), 1.0)
 
 
 class Model:
@@ -132,7 +149,9 @@ class Model:
         if scored:
             batch = self._predictor.predict_images([x for _, x in scored], [part] * len(scored))
             for j, (i, _) in enumerate(scored):
-                out[i] = batch.prediction(j, self.identity, warnings=scored_anyway(reasons[i]))
+                out[i] = batch.prediction(
+                    j, self.identity, warnings=scored_anyway(reasons[i]), score_all=self.score_all
+                )
         paths = [(i, Path(x)) for i, x in enumerate(images) if not isinstance(x, np.ndarray)]
         results = iter_file_predictions(
             self._predictor, [p for _, p in paths], body_part, score_all=self.score_all

@@ -29,7 +29,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         "--body-part",
         choices=[p.lower() for p in BODY_PARTS] + list(BODY_PARTS),
         default=None,
-        help="body part of every image (default: DICOM tags, else predicted)",
+        help="body part of every image, one the model was trained on (checked once it is loaded; "
+        "default: DICOM tags, else predicted)",
     )
     parser.set_defaults(
         parameter_flags={
@@ -158,15 +159,24 @@ def _cam_name(path: Path) -> str:
 
 
 def _write_cam(explainer: Any, result: Any, directory: Path) -> Path:
-    """Grad-CAM overlay of one predicted file, for the body part its prediction used."""
-    from mura.inference.gradcam import overlay, save_png
+    """Grad-CAM overlay of one predicted file, for the body part its prediction used, with its findings
+    boxed (`mura.api.model.explanation_figure`)."""
+    from mura.api.model import explanation_figure
+    from mura.inference.gradcam import save_png
 
     prediction = result.prediction
     given = prediction.body_part_origin != "predicted"
     part = BODY_PARTS.index(prediction.body_part) if given and prediction.body_part else -1
-    return save_png(
-        directory / _cam_name(result.path), overlay(result.pixels, explainer.heatmap(result.pixels, part))
-    )
+    heatmap = explainer.heatmap(result.pixels, part)
+    figure = explanation_figure(result.pixels, heatmap, prediction.findings)
+    return save_png(directory / _cam_name(result.path), figure)
+
+
+def _check_body_part(name: str | None, predictor: Any) -> None:
+    """argparse knows mura's whole vocabulary; the model knows its head's classes, checked once loaded."""
+    if name and name.upper() not in predictor.body_parts:
+        known = ", ".join(part.lower() for part in predictor.body_parts)
+        raise MuraError(f"--body-part {name}: not a part this model was trained on ({known})")
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -203,6 +213,7 @@ def run_predict(args: argparse.Namespace) -> int:
         threshold=_threshold(args.threshold),
         batch_size=args.batch_size,
     )
+    _check_body_part(args.body_part, predictor)
     trace = RunTrace(predictor, _settings(args), score_all=args.score_all) if args.trace else None
     explainer = None
     if args.cam:
@@ -299,6 +310,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
     files = expand_paths(args.paths)
     predictor = Predictor.from_checkpoints(args.checkpoint, device=args.device, runtime="torch")
+    _check_body_part(args.body_part, predictor)
     explainer = GradCamExplainer.from_predictor(predictor)
     written = 0
     results = iter_file_predictions(

@@ -46,10 +46,17 @@ def classification_table(report: Mapping[str, Any] | None, caption: str, digits:
     return Table(REPORT_HEADERS, rows, caption)
 
 
-def confusion_table(matrix: list[list[int]] | None, names: tuple[str, ...], caption: str) -> Table:
-    headers = ("true \\ predicted", *names)
+def confusion_table(
+    matrix: list[list[int]] | None,
+    names: Sequence[str],
+    caption: str,
+    columns: Sequence[str] | None = None,
+) -> Table:
+    """Rows: the true `names`; columns: the predicted ones (`columns` when answers go beyond them)."""
+    columns = list(names if columns is None else columns)
+    headers = ("true \\ predicted", *columns)
     if matrix is None:
-        return Table(headers, [("undefined", *([None] * len(names)))], caption)
+        return Table(headers, [("undefined", *([None] * len(columns)))], caption)
     return Table(headers, [(names[i], *row) for i, row in enumerate(matrix)], caption)
 
 

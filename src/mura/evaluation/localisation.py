@@ -214,7 +214,7 @@ NO_MAP_OUTPUT = (
 def predictions_localisation(
     predictions: Any, truth_by_row: dict[int, np.ndarray], n_resamples: int = 1000, seed: int = 0
 ) -> dict[str, Any]:
-    """The localisation section of a report from predicted rows (`Predictor.predict_cache`: `cache_row`,
+    """The localisation section of a report from predicted rows (`predict_cache`: `cache_row`,
     `map_boxes` JSON [[x0, y0, x1, y1, score], ...], `map_peak_x/y`, all in the cache's input frame) and
     the cache's true boxes by row (same frame; IoU and containment do not change with the frame's
     scaling). A model without a map head gets `status` only: nothing else stands in for its boxes."""

@@ -23,7 +23,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from mura.constants import BODY_PARTS, NUM_BODY_PARTS, body_part_index
 from mura.decision import apply_threshold
 
 FRACTURE_CLASS_NAMES: tuple[str, ...] = ("0", "1")  # the spec's report labels the classes 0 and 1
@@ -149,44 +148,6 @@ def kappa(y_true: np.ndarray, y_pred: np.ndarray, undefined: dict[str, str]) -> 
     return value
 
 
-def body_part_codes(values: pd.Series) -> np.ndarray:
-    """Body-part names (or already 0..6 codes) -> int codes, unknown -> -1."""
-    if pd.api.types.is_numeric_dtype(values):
-        return values.fillna(-1).astype(int).to_numpy()
-    return np.array([body_part_index(v) for v in values.fillna("")], dtype=int)
-
-
-def body_part_metrics(true_codes: np.ndarray, pred_codes: np.ndarray) -> dict[str, Any]:
-    """Accuracy and per-part precision/recall/F1 of the auxiliary head, on images whose part is known."""
-    true_codes = np.asarray(true_codes, dtype=int)
-    pred_codes = np.asarray(pred_codes, dtype=int)
-    known = true_codes >= 0
-    if not (pred_codes >= 0).any():
-        reason = "the model has no body-part predictions"
-        return dict(
-            n=int(known.sum()),
-            accuracy=None,
-            report=None,
-            confusion_matrix=None,
-            macro_f1=None,
-            undefined={"body_part": reason},
-        )
-    y_true, y_pred = true_codes[known], pred_codes[known]
-    report = classification_report(y_true, y_pred, labels=range(NUM_BODY_PARTS), names=BODY_PARTS)
-    undefined = dict(report.pop("undefined"))
-    if not known.any():
-        undefined["body_part"] = "no image has a known body part (external data): nothing to compare"
-    cm = confusion_matrix(y_true, y_pred, labels=list(range(NUM_BODY_PARTS))) if known.any() else None
-    return dict(
-        n=int(known.sum()),
-        accuracy=report["accuracy"],
-        report=report,
-        confusion_matrix=None if cm is None else cm.astype(int).tolist(),
-        macro_f1=report["macro_avg"]["f1"],
-        undefined=undefined,
-    )
-
-
 def per_group_fracture_metrics(
     frame: pd.DataFrame,
     column: str,
@@ -196,7 +157,7 @@ def per_group_fracture_metrics(
 ) -> dict[str, dict[str, Any]]:
     """Fracture metrics for each value of `column` (a body part, hardware flag, view, ...).
 
-    `groups` lists values that must appear even with no samples (the seven body parts), so a missing
+    `groups` lists values that must appear even with no samples (the model's body parts), so a missing
     part is reported as "undefined: no samples" rather than silently dropped.
     """
     keys = frame[column].astype(str).replace({"nan": "", "None": ""})

@@ -92,22 +92,27 @@ def plot_curves(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path,
 
 
 def plot_confusion(
-    matrix: Sequence[Sequence[int]] | None, names: Sequence[str], path: Path, title: str
+    matrix: Sequence[Sequence[int]] | None,
+    names: Sequence[str],
+    path: Path,
+    title: str,
+    columns: Sequence[str] | None = None,
 ) -> Path | None:
-    """A confusion matrix with counts in every cell (rows: truth, columns: prediction)."""
+    """A confusion matrix with counts in every cell (rows: truth `names`, columns: prediction, the same
+    names unless `columns` adds answers no truth has, such as "unknown (unsure)")."""
     if matrix is None:
         return None
     cm = np.asarray(matrix)
-    size = 3.5 + 0.5 * len(names)
-    fig = Figure(figsize=(size, size * 0.9))
+    columns = list(names if columns is None else columns)
+    size = 3.5 + 0.5 * len(columns)
+    fig = Figure(figsize=(size, 3.5 + 0.45 * len(names)))
     ax = fig.add_subplot()
     ax.imshow(cm, cmap="Blues")
     top = cm.max() if cm.size else 0
     for (i, j), value in np.ndenumerate(cm):
         ax.text(j, i, str(value), ha="center", va="center", color="white" if value > top / 2 else "black")
-    ticks = np.arange(len(names))
-    ax.set_xticks(ticks, [n.title() for n in names], rotation=30)
-    ax.set_yticks(ticks, [n.title() for n in names])
+    ax.set_xticks(np.arange(len(columns)), [n.title() for n in columns], rotation=30)
+    ax.set_yticks(np.arange(len(names)), [n.title() for n in names])
     ax.set(xlabel="predicted", ylabel="true", title=title)
     return _save(fig, path)
 

@@ -15,21 +15,16 @@ import numpy as np
 import pandas as pd
 
 from mura.atomic import write_text
-from mura.constants import BODY_PARTS
 from mura.data.cache import ImageCache
 from mura.decision import DEFAULT_THRESHOLD, DEFINITE
 from mura.errors import MuraError
 from mura.evaluation import plots
+from mura.evaluation.body_parts import body_part_answers, body_part_codes, body_part_metrics
 from mura.evaluation.bootstrap import bootstrap_report
 from mura.evaluation.calibration import calibration_summary
 from mura.evaluation.compare import compare_runs
 from mura.evaluation.localisation_section import example_films, finding_points
-from mura.evaluation.metrics import (
-    body_part_codes,
-    body_part_metrics,
-    fracture_metrics,
-    per_group_fracture_metrics,
-)
+from mura.evaluation.metrics import fracture_metrics, per_group_fracture_metrics
 from mura.evaluation.report_folder import PLOTS_FOLDER, REPORT_FILES, claim_report_folder
 from mura.evaluation.sections import build_sections
 from mura.evaluation.study import study_level_scores, study_metrics, write_mura_scorer_csv
@@ -51,8 +46,11 @@ SYNTHETIC_BANNER = (
 PREDICTED_PART = "body_part_predicted_name"
 
 
-def prepare_predictions(predictions: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Check the columns, normalise types, and drop unlabelled rows (returned as a count)."""
+def prepare_predictions(
+    predictions: pd.DataFrame, body_parts: Sequence[str], body_part_floor: float | None
+) -> tuple[pd.DataFrame, int]:
+    """Check the columns, normalise types, and drop unlabelled rows (returned as a count). The part each
+    row's prediction reports (`PREDICTED_PART`: UNKNOWN below the floor) is in the model's `body_parts`."""
     missing = [c for c in ("label", "fracture_prob") if c not in predictions]
     if missing:
         raise MuraError(f"predictions table lacks column(s) {', '.join(missing)}")
@@ -70,9 +68,9 @@ def prepare_predictions(predictions: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         df["study_id"] = df["path"] if "path" in df else df.index.astype(str)
     df["study_id"] = df["study_id"].fillna("").astype(str)
     df["body_part"] = df["body_part"].fillna("").astype(str) if "body_part" in df else ""
+    df[PREDICTED_PART] = body_part_answers(df, body_parts, body_part_floor)
     pred = df["body_part_pred"] if "body_part_pred" in df else pd.Series(-1, index=df.index)
-    df["body_part_pred"] = body_part_codes(pred)  # names (the predictor's) or 0..6 codes
-    df[PREDICTED_PART] = [BODY_PARTS[c] if 0 <= c < len(BODY_PARTS) else "" for c in df["body_part_pred"]]
+    df["body_part_pred"] = body_part_codes(pred)  # the head's argmax: names (the predictor's) or codes
     return df, int((~keep).sum())
 
 
@@ -102,14 +100,18 @@ def evaluate_predictions(
     predictions: pd.DataFrame,
     thresholds: Mapping[str, float],
     *,
+    body_parts: Sequence[str],
+    body_part_floor: float | None = None,
     calibration_method: str = "",
     by: Sequence[str] = (),
     n_bootstrap: int = 1000,
     seed: int = 0,
     meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every figure of the evaluation for one split, as a JSON-ready dictionary."""
-    df, dropped = prepare_predictions(predictions)
+    """Every figure of the evaluation for one split, as a JSON-ready dictionary. `body_parts` is the
+    model's vocabulary (its per-part rows), `body_part_floor` the confidence its head's answers must
+    reach (None: a model without one)."""
+    df, dropped = prepare_predictions(predictions, body_parts, body_part_floor)
     unknown = [c for c in by if c not in df]
     if unknown:
         raise MuraError(
@@ -138,6 +140,8 @@ def evaluate_predictions(
             "external": external,
             "body_part_source": ", ".join(f"{k}: {v}" for k, v in sorted(used.items())) or "unknown",
             "per_body_part_grouping": "predicted body part" if external else "given body part",
+            "body_parts": list(body_parts),
+            "body_part_floor": body_part_floor,
         },
         "thresholds": thresholds,
         "summary": {},
@@ -151,12 +155,12 @@ def evaluate_predictions(
     for name, value in thresholds.items():
         result["summary"][name] = point_summary(labels, probs, value)
         result["image"][name] = fracture_metrics(labels, probs, value)
-        result["per_body_part"][name] = per_group_fracture_metrics(df, group_column, value, groups=BODY_PARTS)
-        result["study"][name] = study_metrics(df, value)
+        result["per_body_part"][name] = per_group_fracture_metrics(df, group_column, value, groups=body_parts)
+        result["study"][name] = study_metrics(df, value, body_parts)
         result["bootstrap"][name] = bootstrap_report(df, value, n_bootstrap, seed)
         for column in by:
             result["subgroups"][column][name] = per_group_fracture_metrics(df, column, value)
-    result["body_part"] = body_part_metrics(body_part_codes(df["body_part"]), df["body_part_pred"].to_numpy())
+    result["body_part"] = body_part_metrics(df["body_part"], df[PREDICTED_PART], body_parts)
     uncalibrated = df["uncalibrated_prob"].to_numpy() if "uncalibrated_prob" in df else probs
     result["calibration"] = calibration_summary(labels, uncalibrated, probs, calibration_method)
     result["headline"] = headline(result)
@@ -185,7 +189,7 @@ def _draw_plots(
     curves = {"overall": (df["label"].to_numpy(), df["fracture_prob"].to_numpy())}
     studies = study_level_scores(df)
     curves["overall (study level)"] = (studies["label"].to_numpy(), studies["fracture_prob"].to_numpy())
-    for part in BODY_PARTS:
+    for part in result["meta"]["body_parts"]:
         rows = df[df[group_column] == part]
         curves[part] = (rows["label"].to_numpy(), rows["fracture_prob"].to_numpy())
     body = result["body_part"]
@@ -206,7 +210,11 @@ def _draw_plots(
             f"Fracture ({at})",
         ),
         "confusion_body_part": plots.plot_confusion(
-            body["confusion_matrix"], BODY_PARTS, figs / "confusion_body_part.png", "Body part"
+            body["confusion_matrix"],
+            body["confusion_rows"],
+            figs / "confusion_body_part.png",
+            "Body part",
+            columns=body["confusion_columns"],
         ),
         "reliability": plots.plot_reliability(result["calibration"], figs / "reliability.png"),
         "per_body_part": plots.plot_group_bars(
@@ -253,7 +261,7 @@ def write_report(
     new or empty folder, or one an earlier report wrote (`report_folder`); any other is refused. With
     the `cache` the predictions were made from, films with their true and predicted boxes are drawn
     when `result` has a localisation section."""
-    df, _ = prepare_predictions(predictions)
+    df, _ = prepare_predictions(predictions, result["meta"]["body_parts"], result["meta"]["body_part_floor"])
     out = claim_report_folder(out_dir)
     names = ("metrics", "predictions", "markdown", "html")  # the keys of REPORT_FILES, in order
     files = dict(zip(names, (out / name for name in REPORT_FILES), strict=True))

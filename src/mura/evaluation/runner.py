@@ -32,11 +32,12 @@ from mura.evaluation.localisation import predictions_localisation
 from mura.evaluation.report import PREDICTED_PART, evaluate_predictions, write_report
 from mura.evaluation.report_folder import NOT_ASSESSED_FILE, check_report_folder
 from mura.evaluation.summary import not_assessed_text
+from mura.inference.cache_predictions import predict_cache
 from mura.inference.scope import not_assessed_rows
 
 log = logging.getLogger(__name__)
 
-# Columns the predictions gain besides the index's (`Predictor.predict_cache`, `prepare_predictions`).
+# Columns the predictions gain besides the index's (`predict_cache`, `prepare_predictions`).
 PREDICTION_COLUMNS = (
     "fracture_prob",
     "uncalibrated_prob",
@@ -75,7 +76,7 @@ def _thresholds(
         return stored, f"stored in the checkpoint(s), chosen on {predictor.decision_origin}"
     if not (caches[0].index["split"] == "val").any():
         return {}, "none stored and the cache has no val split: 0.5 only"
-    val = predictor.predict_cache(list(caches), "val", body_part_source)
+    val = predict_cache(predictor, list(caches), "val", body_part_source)
     targets = predictor.members[0].decision.targets
     chosen = operating_points(
         val["label"].to_numpy(),
@@ -150,7 +151,7 @@ def evaluate_checkpoints(
     index = read_index(index_path) if index_path else cache.index
     check_by_columns(by, cache.index, index)
     predictor = Predictor.from_checkpoints([Path(c) for c in checkpoints], device=device, tta=tta)
-    predictions = predictor.predict_cache(caches, split, body_part_source, progress=True)
+    predictions = predict_cache(predictor, caches, split, body_part_source, progress=True)
     rows = cache.index[cache.index["split"] == split]
     predictions, refused, not_assessed = leave_out_of_scope(cache, rows, predictions, f"of split {split!r}")
     if not any(m.has_body_part_head for m in predictor.members):
@@ -174,6 +175,8 @@ def evaluate_checkpoints(
     result = evaluate_predictions(
         predictions,
         thresholds,
+        body_parts=predictor.body_parts,
+        body_part_floor=predictor.body_part_floor or None,  # 0: no member has a floor
         calibration_method=", ".join(calibrations),
         by=by,
         n_bootstrap=n_bootstrap,

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from mura.evaluation.body_parts import body_part_text
 from mura.evaluation.layouts import (
     bootstrap_table,
     ci_text,
@@ -153,10 +154,17 @@ def build_sections(
         Section(
             "Body part classification",
             [
-                f"Accuracy: {fmt(body['accuracy'])} on {body['n']} images with a known body part. "
-                f"Macro F1: {fmt(body['macro_f1'])}.",
+                body_part_text(body, meta["body_part_floor"]),
                 classification_table(
-                    body["report"], "Body part classification report (layout of the spec's Tables 3, 5, 7)."
+                    body["report"],
+                    "Body part classification report over the films the model named (layout of the "
+                    "spec's Tables 3, 5, 7).",
+                ),
+                confusion_table(
+                    body["confusion_matrix"],
+                    body["confusion_rows"],
+                    "Body part confusion matrix (unsure answers in their own column).",
+                    columns=body["confusion_columns"],
                 ),
                 Image(
                     plots.get("confusion_body_part"),

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mura.constants import BODY_PARTS
 from mura.decision import apply_threshold
 from mura.evaluation.metrics import fracture_metrics, kappa, per_group_fracture_metrics
 
@@ -49,12 +49,13 @@ def study_level_scores(df: pd.DataFrame) -> pd.DataFrame:
     return studies.reset_index()
 
 
-def study_metrics(df: pd.DataFrame, threshold: float) -> dict[str, Any]:
-    """Study-level fracture metrics overall and per body part, plus the MURA paper's kappa table."""
+def study_metrics(df: pd.DataFrame, threshold: float, body_parts: Sequence[str]) -> dict[str, Any]:
+    """Study-level fracture metrics overall and per body part (a row for each of the model's
+    `body_parts`, and any other part the studies have), plus the MURA paper's kappa table."""
     studies = study_level_scores(df)
     overall = fracture_metrics(studies["label"].to_numpy(), studies["fracture_prob"].to_numpy(), threshold)
     per_part = (
-        per_group_fracture_metrics(studies, "body_part", threshold, groups=BODY_PARTS) if len(studies) else {}
+        per_group_fracture_metrics(studies, "body_part", threshold, groups=body_parts) if len(studies) else {}
     )
     kappa_table = {}
     for part, metrics in per_part.items():

@@ -34,6 +34,7 @@ from mura.data.index import read_index
 from mura.decision import CALIBRATION_METHODS, margins_from_probs, point_figures
 from mura.errors import MuraError
 from mura.experiments.site_decision import POINT_TARGETS, figures, fit_site, report_text, too_small
+from mura.inference.cache_predictions import predict_cache
 from mura.inference.predictor import Predictor
 
 CALIBRATION_RECORD = "calibration.json"
@@ -101,9 +102,9 @@ def member_margins(
 ) -> tuple[list[np.ndarray], pd.DataFrame]:
     """Each member's raw margins on the sample's rows (aligned by path), and those rows."""
     frames = [
-        Predictor([member], batch_size=predictor.batch_size)
-        .predict_cache(list(caches), split, body_part_source)
-        .set_index("path", drop=False)
+        predict_cache(
+            Predictor([member], batch_size=predictor.batch_size), list(caches), split, body_part_source
+        ).set_index("path", drop=False)
         for member in predictor.members
     ]
     rows = frames[0]

@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.isotonic import IsotonicRegression
 
 from mura import checkpoint as ckpt
 from mura.atomic import write_text
@@ -45,9 +44,8 @@ from mura.config import Config
 from mura.data.cache import ImageCache, open_cache
 from mura.data.index import read_index
 from mura.data.splits import assign_folds
-from mura.decision import binary_nll, fit_calibration, fit_decision, margins_from_probs
+from mura.decision import fit_decision, margins_from_probs
 from mura.errors import MuraError
-from mura.evaluation.calibration import expected_calibration_error
 from mura.evaluation.localisation import predictions_localisation, rescored_map_boxes
 from mura.evaluation.report import evaluate_predictions, write_report
 from mura.evaluation.runner import (
@@ -56,7 +54,6 @@ from mura.evaluation.runner import (
     leave_out_of_scope,
     write_not_assessed,
 )
-from mura.evaluation.summary import PROPORTIONS
 from mura.experiments.cv_resume import (
     DONE,
     FOLD_RECORD,
@@ -66,6 +63,8 @@ from mura.experiments.cv_resume import (
     stale_folds,
     trained_folds,
 )
+from mura.experiments.cv_summary import cross_fitted_calibration, cv_summary
+from mura.inference.cache_predictions import predict_cache
 from mura.inference.predictor import Predictor
 from mura.training.loop import train
 from mura.training.part_floor import fit_body_part_floor
@@ -74,7 +73,6 @@ from mura.training.scope_fit import fit_fold_detectors
 
 log = logging.getLogger(__name__)
 CV_MARKER = "cv_config.yaml"
-MEASURED_CALIBRATIONS = ("none", "temperature", "platt", "isotonic")
 
 
 @dataclass
@@ -122,31 +120,6 @@ def train_fold(cfg: Config, record: FoldRecord) -> dict[str, float]:
     return seconds
 
 
-def _cross_fitted_calibration(oof: pd.DataFrame, folds: int) -> dict[str, dict[str, float | None]]:
-    """ECE and NLL of each calibration method, fitted on the other folds' OOF rows and applied to fold k
-    (so a method is not scored on the predictions it was fitted to)."""
-    labels = oof["label"].to_numpy(dtype=int)
-    margins = margins_from_probs(oof["uncalibrated_prob"].to_numpy())
-    fold = oof["fold"].to_numpy()
-    out: dict[str, dict[str, float | None]] = {}
-    for method in MEASURED_CALIBRATIONS:
-        probs = np.zeros(len(oof))
-        for k in range(folds):
-            fit, apply = fold != k, fold == k
-            if method == "isotonic":
-                iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6)
-                probs[apply] = iso.fit(margins[fit], labels[fit]).predict(margins[apply])
-            else:
-                probs[apply] = fit_calibration(margins[fit], labels[fit], method).probabilities(
-                    margins[apply]
-                )
-        out[method] = {
-            "ece": expected_calibration_error(labels, probs),
-            "nll": binary_nll(margins_from_probs(probs), labels),
-        }
-    return out
-
-
 def pooled_folds(cfg: Config, cache: ImageCache, folds: int) -> tuple[pd.DataFrame, np.ndarray]:
     """The index rows of the pooled splits and the fold of each."""
     pooled = [s.strip() for s in cfg.data.fold_splits.split(",") if s.strip()]
@@ -164,7 +137,7 @@ def predict_folds(cfg: Config, folds: int, out: Path, tta: bool) -> pd.DataFrame
             [out / f"fold{k}" / LAST_CHECKPOINT], device=cfg.train.device, tta=tta
         )
         paths = inside.loc[assigned == k, "path"].astype(str).tolist()
-        part = predictor.predict_cache(cache, split=None, paths=paths)
+        part = predict_cache(predictor, cache, split=None, paths=paths)
         parts.append(part.assign(fold=k))
     return pd.concat(parts).sort_values("cache_row").reset_index(drop=True)
 
@@ -252,9 +225,15 @@ def cross_validate(
         "calibration": decision.calibration.method,
         "not_assessed": not_assessed,
     }
+    sources = [ckpt.load_checkpoint(out / f"fold{k}" / LAST_CHECKPOINT) for k in range(folds)]
+    floor = oof_body_part_floor(oof, sources[0].meta.body_parts)
+    # Models without an unknown-part embedding keep feeding their argmax (no floor).
+    deployed_floor = None if sources[0].meta.body_part_floor is None else floor
     result = evaluate_predictions(
         oof,
         thresholds,
+        body_parts=sources[0].meta.body_parts,
+        body_part_floor=deployed_floor,
         calibration_method=decision.calibration.method,
         by=by,
         n_bootstrap=n_bootstrap,
@@ -266,25 +245,20 @@ def cross_validate(
     write_report(result, oof, out / "oof", run_dirs=[out / f"fold{k}" for k in range(folds)], cache=cache)
     write_not_assessed(out / "oof", refused)
     final = []
-    sources = [ckpt.load_checkpoint(out / f"fold{k}" / LAST_CHECKPOINT) for k in range(folds)]
-    floor = oof_body_part_floor(oof, sources[0].meta.body_parts)
     for k, source in enumerate(sources):
         provenance = {
             **source.meta.provenance,
             "cross_validation": {"folds": folds, "fold": k, "out": str(out)},
         }
-        # Models without an unknown-part embedding keep feeding their argmax (no floor).
-        fold_floor = None if source.meta.body_part_floor is None else floor
         meta_k = source.meta.replace(
-            decision=decision, provenance=provenance, body_part_floor=fold_floor, scope_detector=detectors[k]
+            decision=decision,
+            provenance=provenance,
+            body_part_floor=deployed_floor,
+            scope_detector=detectors[k],
         )
         final.append(ckpt.save_checkpoint(out / "final" / f"fold{k}.pt", source.model_state, meta_k))
-    summary = _summary(result, decision, _cross_fitted_calibration(oof, folds), seconds, final)
-    summary["scope_detector"] = {
-        "threshold": detectors[0].threshold,
-        "target_rate": detectors[0].target_rate,
-        "rate_reached_out_of_fold": detectors[0].rate_reached,
-    }
+    calibration = cross_fitted_calibration(oof, folds)
+    summary = cv_summary(result, decision, calibration, seconds, final, detectors[0])
     write_text(out / "cv.json", json.dumps(summary, indent=1, default=float) + "\n")
     return CvResult(out, final, oof_csv, summary)
 
@@ -297,45 +271,3 @@ def oof_body_part_floor(oof: pd.DataFrame, body_parts: Sequence[str]) -> float:
     known = truth.isin(list(body_parts))
     correct = oof.loc[known, "body_part_pred"].to_numpy() == truth[known].to_numpy()
     return fit_body_part_floor(oof.loc[known, "body_part_prob"].to_numpy(), correct)
-
-
-def _summary(
-    result: dict[str, Any],
-    decision: Any,
-    calibration: dict[str, Any],
-    seconds: list[dict[str, float]],
-    final: list[Path],
-) -> dict[str, Any]:
-    points = {}
-    for name in decision.thresholds:
-        image, wilson = result["image"][name], result["summary"][name]
-        points[name] = {
-            "threshold": image["threshold"],
-            **{k: image[k] for k in ("sensitivity", "specificity", "ppv", "npv", "accuracy", "kappa")},
-            "ci": {k: [wilson[k]["low"], wilson[k]["high"]] for k in PROPORTIONS},  # Wilson
-        }
-    auc = result["bootstrap"]["default"]["image"]["roc_auc"]
-    return {
-        "headline": result["headline"],
-        "n_images": result["meta"]["n_images"],
-        "not_assessed": result["meta"]["not_assessed"],  # {} or counts per layer and reason (oof/)
-        "n_positive": result["meta"]["n_positive"],
-        "prevalence": result["image"]["default"]["prevalence"],
-        "oof_auc": result["image"]["default"]["roc_auc"],
-        "oof_auc_ci": [auc.get("low"), auc.get("high")],
-        "localisation": result.get("localisation"),  # None: the index has no boxes
-        "calibration": {
-            "stored": decision.calibration.to_dict(),
-            "ece_before": result["calibration"]["ece_uncalibrated"],
-            "ece_after_in_sample": result["calibration"]["ece"],
-            "cross_fitted": calibration,
-        },
-        "operating_points": points,
-        "default_operating_point": decision.default_point(),
-        "seconds": {
-            "wall": float(sum(s["wall_seconds"] for s in seconds)),
-            "cpu": float(sum(s["cpu_seconds"] for s in seconds)),
-            "per_fold_wall": [float(s["wall_seconds"]) for s in seconds],
-        },
-        "final_checkpoints": [str(p) for p in final],
-    }

@@ -137,8 +137,15 @@ def ensemble_runs(
     oof["decision"] = (probs >= thresholds["suspicious"]).astype(int)
     meta = {"split": f"out-of-fold, ensemble of {names}", "models": [names], "threshold_source": fitted_on}
     kept = {k: v for k, v in thresholds.items() if k != "default"}
+    first_member = members[0][2].meta  # the OOF body-part answers are the first run's
     result = evaluate_predictions(
-        oof, kept, calibration_method="per member", n_bootstrap=n_bootstrap, meta=meta
+        oof,
+        kept,
+        body_parts=first_member.body_parts,
+        body_part_floor=first_member.body_part_floor,
+        calibration_method="per member",
+        n_bootstrap=n_bootstrap,
+        meta=meta,
     )
     written = [out / "final" / f"{run.name}_{path.name}" for run, path, _ in members]
     summary = _summary(result, thresholds, labels, probs, written) | {"runs": record}

@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from mura.checkpoint import CheckpointMeta, load_model
+from mura.checkpoint import load_model
+from mura.checkpoint_meta import CheckpointMeta
 from mura.decision import Decision
 from mura.errors import MuraError
 from mura.inference.scope_features import member_scores

@@ -3,9 +3,10 @@
 - Preprocessing is each checkpoint's own (`mura.preprocessing`): a file is resized once per distinct
   (size, resize mode) exactly as `mura prepare` resizes it for the cache, so `evaluate` (cache rows),
   `predict` and `serve` (files, uploads) feed a model the same pixels. A cache of another size is
-  refused, never resized a second time.
+  refused, never resized a second time (cache rows: `mura.inference.cache_predictions`).
 - Probabilities are the deployed ones: each member's stored calibration (`mura.decision`) applied to
-  its margin. Ensembles average member probabilities; flip TTA averages image and mirror.
+  its margin (`mura.inference.member_probabilities`). Ensembles average member probabilities; flip TTA
+  averages image and mirror.
 - Decisions are made at a named operating point: by default `suspicious` (high sensitivity) where
   every member stores it, else `youden`, else 0.5; an ensemble decides at the mean of its members'
   thresholds for that point. Every answer says which point and threshold it used.
@@ -27,30 +28,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from scipy.special import expit, softmax
 
 from mura import __version__
 from mura.checkpoint import file_sha256
-from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART, body_part_index
+from mura.constants import BODY_PARTS, UNKNOWN_BODY_PART
 from mura.decision import POINT_PREFERENCE
 from mura.devices import resolve_device
 from mura.errors import MuraError
-from mura.inference.batch import PredictionBatch, cache_frame
-from mura.inference.findings import FINDING_POINTS, MemberMaps, finding_thresholds, map_probabilities
+from mura.inference.batch import PredictionBatch
+from mura.inference.findings import FINDING_POINTS, MemberMaps, finding_thresholds
+from mura.inference.member_probabilities import member_body_parts, member_probabilities
 from mura.inference.members import Member, load_member
 from mura.inference.scope_features import FeatureGate
 from mura.prediction import ModelIdentity
 from mura.tiers import TierScale
 
-BODY_PART_MODES = ("given", "predicted")
-
 InputSpec = tuple[int, str]  # (size, resize mode)
-
-
-def member_body_parts(member: Member) -> tuple[str, ...]:
-    """A member's body-part classes, as its checkpoint records them."""
-    return tuple(member.info.get("body_parts") or BODY_PARTS)
 
 
 class Predictor:
@@ -223,15 +216,19 @@ class Predictor:
         for member in self.members:
             spec = (member.preprocessing.size, member.preprocessing.resize_mode)
             width = len(member_body_parts(member))
-            member_fracture, member_raw, member_body, member_map, member_scores = self._member_probs(
-                member, arrays[spec], np.where(parts < width, parts, UNKNOWN_BODY_PART)
+            member_probs = member_probabilities(
+                member,
+                arrays[spec],
+                np.where(parts < width, parts, UNKNOWN_BODY_PART),
+                batch_size=self.batch_size,
+                tta=self.tta,
             )
-            fracture += member_fracture / len(self.members)
-            uncalibrated += member_raw / len(self.members)
-            body[:, : member_body.shape[1]] += member_body / len(self.members)
-            if member_map is not None:
-                maps.append(MemberMaps(member.preprocessing, member_map))
-            scope_scores.append(member_scores)
+            fracture += member_probs.fracture / len(self.members)
+            uncalibrated += member_probs.uncalibrated / len(self.members)
+            body[:, : member_probs.body_parts.shape[1]] += member_probs.body_parts / len(self.members)
+            if member_probs.maps is not None:
+                maps.append(MemberMaps(member.preprocessing, member_probs.maps))
+            scope_scores.append(member_probs.scope_scores)
         if image_sizes is None:
             side = self.input_specs[0][0]
             image_sizes = [(side, side)] * len(parts)
@@ -256,106 +253,3 @@ class Predictor:
             finding_thresholds=self.finding_thresholds,
             feature_reasons=self.feature_gate.reasons(scope_scores),
         )
-
-    def _member_probs(
-        self, member: Member, images: np.ndarray, parts: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """(calibrated fracture probability, uncalibrated, body-part probabilities, map probabilities
-        [N, h, w] or None without a map head, layer 3's scores of the unflipped view or None without a
-        detector) of one member."""
-        fracture, raw, body, maps, scores = [], [], [], [], []
-        for start in range(0, len(parts), self.batch_size):
-            x = np.asarray(member.preprocessing.normalize(images[start : start + self.batch_size, None]))
-            p = parts[start : start + self.batch_size]
-            views = [x, x[..., ::-1].copy()] if self.tta else [x]
-            outputs = [member.run(view, p) for view in views]
-            margins = [
-                (o.fracture_logits[:, 1] - o.fracture_logits[:, 0]).astype(np.float64) for o in outputs
-            ]
-            fracture.append(np.mean([member.decision.probabilities(m) for m in margins], axis=0))
-            raw.append(np.mean([expit(m) for m in margins], axis=0))
-            body.append(
-                np.mean([softmax(o.body_part_logits.astype(np.float64), axis=1) for o in outputs], axis=0)
-            )
-            if outputs[0].fracture_map is not None:
-                maps.append(map_probabilities([o.fracture_map for o in outputs], [False, True][: len(views)]))
-            if outputs[0].scope_scores is not None:
-                scores.append(outputs[0].scope_scores)
-        if not fracture:
-            none = np.zeros(0) if member.scope_detector is not None else None
-            return np.zeros(0), np.zeros(0), np.zeros((0, len(member_body_parts(member)))), None, none
-        combined = np.concatenate(maps) if maps else None
-        found = np.concatenate(scores) if scores else None
-        return np.concatenate(fracture), np.concatenate(raw), np.concatenate(body), combined, found
-
-    # --- caches ---------------------------------------------------------------------------
-    def caches_for_members(self, caches: Sequence[Any]) -> dict[InputSpec, Any]:
-        """For each input spec the cache prepared at that size and resize mode; one line naming the fix."""
-        from mura.data.cache import open_cache
-
-        opened = [open_cache(c) if isinstance(c, str | Path) else c for c in caches]
-        by_spec: dict[InputSpec, Any] = {}
-        for cache in opened:
-            by_spec.setdefault(cache.settings.input_spec, cache)
-        for member in self.members:
-            spec = (member.preprocessing.size, member.preprocessing.resize_mode)
-            if spec not in by_spec:
-                have = ", ".join(f"{c.directory} ({size} px {mode})" for (size, mode), c in by_spec.items())
-                raise MuraError(
-                    f"{member.source}: takes {spec[0]} px {spec[1]} images but no cache given is prepared "
-                    f"that way (given: {have}); run `mura prepare INDEX --size {spec[0]} --resize {spec[1]} "
-                    "--out DIR` and give that cache too"
-                )
-        return {spec: by_spec[spec] for spec in self.input_specs}
-
-    def predict_cache(
-        self,
-        cache: Any,
-        split: str | None = "test",
-        body_part_mode: str = "given",
-        progress: bool = False,
-        paths: Sequence[str] | None = None,
-    ) -> pd.DataFrame:
-        """Predict every cached image of `split` (None = all); rows keep the first cache's order and labels.
-
-        `cache` is one cache (directory or opened) or a list of them, one per input size of the members
-        (an ensemble of 224 and 288 px models needs a 224 and a 288 px cache of the same index).
-        `given` feeds each row's body part (unknown rows fall back to predicted); `predicted` ignores it.
-        `paths` restricts the rows to these images (e.g. one cross-validation fold).
-        """
-        if body_part_mode not in BODY_PART_MODES:
-            raise MuraError(f"body_part_mode must be one of {BODY_PART_MODES}, not {body_part_mode!r}")
-        caches = self.caches_for_members(cache if isinstance(cache, list | tuple) else [cache])
-        first = next(iter(caches.values()))
-        rows = first.index if split is None else first.index[first.index["split"] == split]
-        if paths is not None:
-            rows = rows[rows["path"].astype(str).isin(set(map(str, paths)))]
-        paths = rows["path"].astype(str).tolist()
-        positions: dict[InputSpec, np.ndarray] = {}
-        for spec, each in caches.items():
-            lookup = pd.Series(each.index["cache_row"].to_numpy(), index=each.index["path"].astype(str))
-            missing = [p for p in paths if p not in lookup.index]
-            if missing:
-                raise MuraError(
-                    f"{each.directory}: holds no row for {missing[0]} (and {len(missing) - 1} more) that "
-                    f"{first.directory} has: prepare both caches from the same index"
-                )
-            positions[spec] = lookup.loc[paths].to_numpy(dtype=np.int64)
-        if body_part_mode == "given":
-            parts = np.array([body_part_index(v) if isinstance(v, str) else -1 for v in rows["body_part"]])
-        else:
-            parts = np.full(len(rows), UNKNOWN_BODY_PART)
-        chunk = self.batch_size * 8
-        starts = range(0, len(rows), chunk)
-        if progress:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, desc=f"predict {split or 'all'}", unit="chunk")
-        batches = []
-        for start in starts:
-            arrays = {
-                spec: np.asarray(caches[spec].images[positions[spec][start : start + chunk]])
-                for spec in caches
-            }
-            batches.append(self.predict_arrays(arrays, parts[start : start + chunk]))
-        return cache_frame(rows, batches)

@@ -94,7 +94,7 @@ def not_assessed_rows(
 ) -> pd.DataFrame:
     """The cache rows (`images[cache_row]`, decoded films) the gate refuses: path, study_id, label,
     reasons ("; "-joined), layer (the first reason's). A cache holds grey pixels without headers, so layer 2
-    applies, and layer 3 where `predictions` (`Predictor.predict_cache`) carry its `scope_reasons`."""
+    applies, and layer 3 where `predictions` (`cache_predictions.predict_cache`) carry its `scope_reasons`."""
     by_features: dict[str, str] = {}
     if predictions is not None and "scope_reasons" in predictions:
         by_features = dict(zip(predictions["path"].astype(str), predictions["scope_reasons"], strict=True))

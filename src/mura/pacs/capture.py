@@ -65,15 +65,18 @@ def _edges(box: tuple[float, ...], dotted: bool, dash: int) -> list[tuple[tuple[
 
 
 def draw_findings(image: np.ndarray, findings: list[Finding], scale: float) -> np.ndarray:
-    """The grey image with each finding's box (original pixels x `scale`) drawn white on a black edge:
-    dotted when `suspicious`, solid when `definite`; uint8 [H, W]."""
+    """The image (grey uint8 [H, W], or RGB [H, W, 3]: `mura explain`'s heatmap) with each finding's box
+    (original pixels x `scale`) drawn white on a black edge: dotted when `suspicious`, solid when
+    `definite`."""
     out = image.copy()
     width = _line_width(image)
     dash = max(4, round(DASH * image.shape[1] / MIN_CAPTURE_WIDTH))
+    channels = image.shape[2] if image.ndim == 3 else 1
     for finding in findings:
         box = tuple(c * scale for c in finding.box)
         segments = _edges(box, finding.operating_point == "suspicious", dash)
-        for colour, thickness in ((0, width * 2 + 1), (255, width)):
+        for level, thickness in ((0, width * 2 + 1), (255, width)):
+            colour = (level,) * channels
             for start, end in segments:
                 cv2.line(out, start, end, colour, thickness)
     return out

@@ -40,6 +40,7 @@ class SupportsPredictImages(Protocol):
     identity: ModelIdentity
     tiers: TierScale
     members: Sequence[Any]  # what the scope gate reads each checkpoint's scope from
+    body_parts: tuple[str, ...]  # the body-part head's classes: what a request may name
 
     def predict_images(self, images: Sequence[np.ndarray], body_parts: Sequence[int]) -> PredictionBatch: ...
 
@@ -162,6 +163,7 @@ def predict_uploads(
                 path=image.filename,
                 given_origin=image.body_part_origin,
                 warnings=(*image.warnings, *scored_anyway(image.reasons)),
+                score_all=score_all,
             )
             answer = ImageAnswer(**prediction.model_dump())
         if image.identity is not None:

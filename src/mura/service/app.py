@@ -169,7 +169,7 @@ def create_app(
         request: Request, max_files: int, study: bool
     ) -> tuple[list[ImageAnswer], list[dict[str, str]]]:
         form = await _read_form(request, max_files)
-        part, cam = body_part(form), switch(request, form, "cam")
+        part, cam = body_part(form, predictor.body_parts), switch(request, form, "cam")
         score_all = switch(request, form, "score_all")  # research only: see form_fields.SCORE_ALL_TEXT
         if cam and explainer is None:
             raise bad_request("this server has no Grad-CAM explainer configured")
@@ -193,7 +193,9 @@ def create_app(
 
     @v1.post(
         "/v1/predict",
-        openapi_extra=upload_body(multiple=False, max_files=1, cam=explainer is not None),
+        openapi_extra=upload_body(
+            multiple=False, max_files=1, cam=explainer is not None, body_parts=predictor.body_parts
+        ),
         summary="Predict one radiograph",
         response_model=ImageAnswer,
         response_model_exclude_unset=True,
@@ -205,7 +207,12 @@ def create_app(
 
     @v1.post(
         "/v1/predict/study",
-        openapi_extra=upload_body(multiple=True, max_files=max_study_files, cam=explainer is not None),
+        openapi_extra=upload_body(
+            multiple=True,
+            max_files=max_study_files,
+            cam=explainer is not None,
+            body_parts=predictor.body_parts,
+        ),
         summary="Predict a study (views that cannot be used are skipped and listed)",
         response_model=StudyAnswer,
         response_model_exclude_unset=True,

@@ -8,6 +8,7 @@ parameter, and an unreadable value is refused (400) rather than taken as off.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -26,9 +27,9 @@ SCORE_ALL_TEXT = (
 )
 
 
-def upload_body(multiple: bool, max_files: int, cam: bool) -> dict[str, Any]:
+def upload_body(multiple: bool, max_files: int, cam: bool, body_parts: Sequence[str]) -> dict[str, Any]:
     """OpenAPI description of the multipart body and its switches (`cam` only on a server with a Grad-CAM
-    explainer: elsewhere `cam=true` gets 400)."""
+    explainer: elsewhere `cam=true` gets 400); `body_parts` are the served model's."""
     file_schema = {"type": "string", "format": "binary"}
     files = (
         {"files": {"type": "array", "items": file_schema, "minItems": 1, "maxItems": max_files}}
@@ -39,7 +40,7 @@ def upload_body(multiple: bool, max_files: int, cam: bool) -> dict[str, Any]:
         **files,
         "body_part": {
             "type": "string",
-            "enum": list(BODY_PARTS),
+            "enum": list(body_parts),
             "description": "omit to let the model predict it (DICOM files: read from their tags)",
         },
         "score_all": {"type": "boolean", "default": False, "description": SCORE_ALL_TEXT},
@@ -57,12 +58,19 @@ def upload_body(multiple: bool, max_files: int, cam: bool) -> dict[str, Any]:
     return {"parameters": parameters, "requestBody": body}
 
 
-def body_part(form: MultipartForm) -> int:
-    """The body part the request names (400 for a name the model does not know), or -1."""
+def body_part(form: MultipartForm, body_parts: Sequence[str]) -> int:
+    """The BODY_PARTS index of the part the request names, or -1 for none; 400 for a name that is not one
+    of the served model's `body_parts` (its head was trained on those only)."""
+    name = form.fields.get("body_part", "")
     try:
-        return given_body_part(form.fields.get("body_part", ""))
-    except ValueError as exc:
-        raise bad_request(str(exc)) from None
+        index = given_body_part(name)
+    except ValueError:
+        index = None
+    if index is None or (index >= 0 and BODY_PARTS[index] not in body_parts):
+        raise bad_request(
+            f"body_part {name.strip()[:40]!r} is not one this model knows ({', '.join(body_parts)})"
+        )
+    return index
 
 
 def switch(request: Request, form: MultipartForm, name: str) -> bool:

@@ -14,7 +14,6 @@ import re
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
-from mura.constants import BODY_PARTS
 from mura.inference.scope import ModelScope
 from mura.tiers import TierScale
 
@@ -132,7 +131,7 @@ def model_card(predictor: Any) -> dict[str, Any]:
             "validation": tier_validation(predictor.tiers),
             # `mura evaluate --record` writes a model's (an ensemble's) test figures into its first file
             "held_out_test": members[0]["test_metrics"] or None,
-            "body_parts": list(getattr(predictor, "body_parts", BODY_PARTS)),  # the head's classes
+            "body_parts": list(predictor.body_parts),  # the head's classes: the page's part list
             "members": members,
         }
     )

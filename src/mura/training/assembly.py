@@ -123,7 +123,7 @@ def build_run(cfg: Config, *, info: DistInfo, cache: ImageCache) -> Run:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     augment_gen = torch.Generator()
-    autocast = autocast_for(info.device, cfg.train.amp)
+    autocast = autocast_for(info.device, cfg.train.amp, cfg.train.cpu_bf16)
     train_data, val_data, batch_input = prepare_inputs(
         cfg=cfg,
         info=info,

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from mura import checkpoint as ckpt
+from mura.checkpoint_meta import CheckpointMeta, new_provenance, positive_class_of
 from mura.config import Config
 from mura.constants import BODY_PARTS
 from mura.data.cache import ImageCache
@@ -129,10 +130,10 @@ def checkpoint_meta(
     metrics: dict[str, Any],
     arrays: dict[str, np.ndarray] | None,
     floor: float | None = None,
-) -> ckpt.CheckpointMeta:
+) -> CheckpointMeta:
     """Metadata for best.pt / last.pt; a decision is fitted on the validation predictions when given,
     `floor` is the body-part confidence floor fitted on the same epoch's."""
-    decision = ckpt.CheckpointMeta(run.cfg.to_dict(), run.preprocessing).decision
+    decision = CheckpointMeta(run.cfg.to_dict(), run.preprocessing).decision
     if arrays is not None:
         val_images = len(arrays["labels"])
         decision = fit_decision(
@@ -146,7 +147,7 @@ def checkpoint_meta(
     scope_parts, scope_source = trained_parts(
         run.cache.index, (run.cfg.data.train_split, run.cfg.data.val_split)
     )
-    provenance = ckpt.new_provenance(
+    provenance = new_provenance(
         data={
             "index": run.cfg.data.index,
             "cache": run.cfg.data.cache,
@@ -154,7 +155,7 @@ def checkpoint_meta(
         },
         scope=scope_source,
     )
-    return ckpt.CheckpointMeta(
+    return CheckpointMeta(
         config=run.cfg.to_dict(),
         preprocessing=run.preprocessing,
         decision=decision,
@@ -162,7 +163,7 @@ def checkpoint_meta(
         body_part_floor=floor,
         scope_parts=scope_parts,
         epoch=epoch,
-        positive_class=ckpt.positive_class_of(run.cache.index["source"]),
+        positive_class=positive_class_of(run.cache.index["source"]),
         val_metrics=metrics,
         provenance=provenance,
     )

@@ -97,7 +97,10 @@ def _weight_table(class_weights: torch.Tensor | None) -> torch.Tensor | None:
         return torch.cat([weights, weights.mean(dim=0, keepdim=True)])
     if weights.shape == (NUM_BODY_PARTS + 1, 2):
         return weights.clone()
-    raise MuraError(f"class weights must have shape [2], [7, 2] or [8, 2], got {list(weights.shape)}")
+    raise MuraError(
+        f"class weights must have shape [2], [{NUM_BODY_PARTS}, 2] or [{NUM_BODY_PARTS + 1}, 2], "
+        f"got {list(weights.shape)}"
+    )
 
 
 class MultiTaskLoss(nn.Module):

@@ -93,10 +93,14 @@ class FeatureInput:
         return ModelInput(batch.image.to(self.device, non_blocking=True))
 
 
-def autocast_for(device: torch.device, enabled: bool) -> Callable[[], Any]:
-    """bf16 autocast on CUDA (no loss scaling needed); a no-op elsewhere."""
+def autocast_for(device: torch.device, enabled: bool, cpu_bf16: bool = False) -> Callable[[], Any]:
+    """bf16 autocast on CUDA (no loss scaling needed), and on CPU with `cpu_bf16` where the CPU computes
+    bf16 natively: there it trained the demo's 64 px ResNet50 / DenseNet169 about 1.5x faster, while
+    emulated bf16 would be slower than float32. A no-op elsewhere."""
     if enabled and device.type == "cuda":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    if cpu_bf16 and device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext
 
 
