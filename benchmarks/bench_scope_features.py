@@ -166,10 +166,15 @@ def markdown(m: dict) -> str:
     passing = " | ".join(f"{100 * v:.0f}%" for v in m["layer2_pass"].values())
     lines.append(f"| (pass layers 1-2 as PNG) | | | {passing} |")
     c = m["cost"]
+    best = max(m["results"], key=lambda name: m["results"][name]["auroc"])
     lines += [
         "",
         "The AUROC leaves the controls out (they are in-scope films, changed). Refused shares are at the "
         "1% threshold, each image once per fold model.",
+        "",
+        f"Chosen (what `mura train` and `mura cv` fit): {best}, the variant with the highest AUROC here; "
+        "the relative variant removes what every film shares, and with it, on these features, most of "
+        "what sets a CT slice or a photograph apart.",
         "",
         f"Cost (CPU, one fold model, median of a batch of 128 films): prediction {c['predict']:.2f} ms per "
         f"image, with layer 3 scored from the same pass {c['predict + layer 3']:.2f} ms.",

@@ -96,11 +96,22 @@ pipeline() {
 
 read -r -a MODEL_LIST <<< "$MODELS"
 step "train and evaluate ${MODEL_LIST[*]} in $JOBS lanes, one thread each (logs: $LOGS)"
+# A shared queue, longest first (the two deep nets trained from scratch cost 2-5x the others), so no
+# lane idles while another still holds two models; a lane claims a model by creating its claim folder
+# (mkdir is atomic).
+QUEUE=()
+for model in resnet50 densenet169 "${MODEL_LIST[@]}"; do
+  if [[ " ${MODEL_LIST[*]} " == *" $model "* && " ${QUEUE[*]} " != *" $model "* ]]; then QUEUE+=("$model"); fi
+done
+CLAIMS="$LOGS/.claims"
+rm -rf "$CLAIMS" && mkdir -p "$CLAIMS"
 LANES=()
 for (( lane = 0; lane < JOBS; lane++ )); do
   (
     export OMP_NUM_THREADS=1
-    for (( i = lane; i < ${#MODEL_LIST[@]}; i += JOBS )); do pipeline "${MODEL_LIST[$i]}"; done
+    for model in "${QUEUE[@]}"; do
+      if mkdir "$CLAIMS/$model" 2>/dev/null; then pipeline "$model"; fi
+    done
   ) &
   LANES+=($!)
 done

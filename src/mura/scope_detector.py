@@ -9,7 +9,9 @@ are projected on their first principal components (at most 256) and modelled as 
 Gaussians (one per label) with a shared, Ledoit-Wolf-shrunk covariance. An input's distance at a depth is
 its smallest Mahalanobis distance to a class mean, minus (variant `relative`, Ren et al. 2021) its
 distance to one background Gaussian of all training films, which removes what every film shares and
-keeps what sets this input apart. Each depth's distance is turned into a z-score by the training films'
+keeps what sets this input apart. `plain` (no background) is the default: on FracAtlas it separated
+out-of-scope images with AUROC 0.9995 at three depths against 0.74 for `relative`
+(docs/benchmarks/scope.md). Each depth's distance is turned into a z-score by the training films'
 own distances; the score is the largest z-score over the depths, and an input is refused when its score
 exceeds `threshold`, set so that `target_rate` of held-out in-scope films are refused.
 

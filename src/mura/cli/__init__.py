@@ -14,11 +14,11 @@ import argparse
 import sys
 
 from mura import __version__
-from mura.cli import calibrate, data, dicom, evaluate, infer, serve, train
+from mura.cli import calibrate, data, dicom, evaluate, explain, infer, serve, train
 from mura.errors import MuraError
 from mura.training.fastpath import ensure_fast_allocator, prefer_passive_openmp
 
-COMMAND_MODULES = (data, train, evaluate, calibrate, infer, serve, dicom)
+COMMAND_MODULES = (data, train, evaluate, calibrate, infer, explain, serve, dicom)
 # Commands that run a network: they get tcmalloc preloaded where it is installed (see fastpath).
 MODEL_COMMANDS = {
     "train",

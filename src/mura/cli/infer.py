@@ -1,4 +1,6 @@
-"""Subcommands: predict (files, folders, DICOM; studies), explain (Grad-CAM overlays), export (ONNX)."""
+"""Subcommand `predict`: files, folders and DICOM (one answer per image, or per study), with its outputs
+(JSON lines / CSV, Grad-CAM overlays, DICOM SR + Secondary Captures). `explain` and `export` live in
+`mura.cli.explain` and share the model flags defined here."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from mura.errors import MuraError
 from mura.prediction import Prediction, csv_fields
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image/DICOM files or folders (recursive)")
     parser.add_argument(
         "--checkpoint",
@@ -43,9 +45,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `predict`, `explain` and `export`."""
+    """Add `predict`."""
     predict = subparsers.add_parser("predict", help="fracture probability per image (and per study)")
-    _add_model_args(predict)
+    add_model_args(predict)
     predict.add_argument("--study", action="store_true", help="each folder of views is one study (mean)")
     predict.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     predict.add_argument("--out", "-o", default=None, help="output file (default: stdout)")
@@ -89,26 +91,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "preprocessing, thresholds and where they were fitted, scope, versions, outputs",
     )
     predict.set_defaults(func=run_predict)
-
-    explain = subparsers.add_parser("explain", help="Grad-CAM overlay PNG per image the model assesses")
-    _add_model_args(explain)
-    explain.add_argument("--out", "-o", required=True, metavar="DIR")
-    explain.add_argument(
-        "--score-all",
-        action="store_true",
-        help="explain inputs outside the model's scope too (research); the gate's reasons become warnings",
-    )
-    explain.set_defaults(func=run_explain)
-
-    export = subparsers.add_parser("export", help="export a checkpoint to ONNX (checked, with metadata)")
-    export.add_argument("checkpoint", metavar="CKPT")
-    export.add_argument("--format", choices=("onnx",), default="onnx")
-    export.add_argument("--out", "-o", default=None, help="default: CKPT with .onnx suffix")
-    export.add_argument("--opset", type=int, default=17)
-    export.add_argument(
-        "--overwrite", action="store_true", help="replace --out even if mura did not write it"
-    )
-    export.set_defaults(func=run_export, parameter_flags={"out=": "--out", "overwrite=True": "--overwrite"})
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -154,25 +136,7 @@ def _output(path: str | None) -> Iterator[TextIO]:
         yield handle
 
 
-def _cam_name(path: Path) -> str:
-    return f"{path.parent.name}_{path.stem}_cam.png" if path.parent.name else f"{path.stem}_cam.png"
-
-
-def _write_cam(explainer: Any, result: Any, directory: Path) -> Path:
-    """Grad-CAM overlay of one predicted file, for the body part its prediction used, with its findings
-    boxed (`mura.api.model.explanation_figure`)."""
-    from mura.api.model import explanation_figure
-    from mura.inference.gradcam import save_png
-
-    prediction = result.prediction
-    given = prediction.body_part_origin != "predicted"
-    part = BODY_PARTS.index(prediction.body_part) if given and prediction.body_part else -1
-    heatmap = explainer.heatmap(result.pixels, part)
-    figure = explanation_figure(result.pixels, heatmap, prediction.findings)
-    return save_png(directory / _cam_name(result.path), figure)
-
-
-def _check_body_part(name: str | None, predictor: Any) -> None:
+def check_body_part(name: str | None, predictor: Any) -> None:
     """argparse knows mura's whole vocabulary; the model knows its head's classes, checked once loaded."""
     if name and name.upper() not in predictor.body_parts:
         known = ", ".join(part.lower() for part in predictor.body_parts)
@@ -213,10 +177,11 @@ def run_predict(args: argparse.Namespace) -> int:
         threshold=_threshold(args.threshold),
         batch_size=args.batch_size,
     )
-    _check_body_part(args.body_part, predictor)
+    check_body_part(args.body_part, predictor)
     trace = RunTrace(predictor, _settings(args), score_all=args.score_all) if args.trace else None
     explainer = None
     if args.cam:
+        from mura.cli.explain import write_cam  # the overlay `mura explain` writes
         from mura.inference.gradcam import GradCamExplainer
 
         explainer = GradCamExplainer.from_predictor(predictor)
@@ -246,7 +211,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 print(f"mura predict: warning: {result.path}: not assessed: {reason}", file=sys.stderr)
             writer.write(result.prediction)
             if explainer is not None and result.prediction.assessed:
-                _write_cam(explainer, result, Path(args.cam))
+                write_cam(explainer, result, Path(args.cam))
         for folder, results in studies.items():
             if any(r.ok for r in results):
                 study = study_prediction(str(folder), results, predictor.tiers)
@@ -301,41 +266,3 @@ def _write_dicom_results(args: argparse.Namespace, predictor: Any, files: list[P
             file=sys.stderr,
         )
     return total
-
-
-def run_explain(args: argparse.Namespace) -> int:
-    from mura.inference.files import expand_paths, iter_file_predictions
-    from mura.inference.gradcam import GradCamExplainer
-    from mura.inference.predictor import Predictor
-
-    files = expand_paths(args.paths)
-    predictor = Predictor.from_checkpoints(args.checkpoint, device=args.device, runtime="torch")
-    _check_body_part(args.body_part, predictor)
-    explainer = GradCamExplainer.from_predictor(predictor)
-    written = 0
-    results = iter_file_predictions(
-        predictor, files, args.body_part, keep_pixels=True, score_all=args.score_all
-    )
-    for result in results:
-        if not result.ok:
-            print(f"mura explain: skipped {result.error}", file=sys.stderr)
-            continue
-        if not result.prediction.assessed:  # a heatmap would suggest a finding where the model has no say
-            reasons = "; ".join(result.prediction.reasons)
-            print(f"mura explain: skipped {result.path}: not assessed: {reasons}", file=sys.stderr)
-            continue
-        for warning in result.prediction.warnings:
-            print(f"mura explain: warning: {result.path}: {warning}", file=sys.stderr)
-        target = _write_cam(explainer, result, Path(args.out))
-        prediction = result.prediction
-        print(f"{target}\t{prediction.fracture_probability:.4f}\t{prediction.body_part}")
-        written += 1
-    return 0 if written else 2
-
-
-def run_export(args: argparse.Namespace) -> int:
-    from mura.inference.onnx_export import export_onnx
-
-    report = export_onnx(args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite)
-    print(f"wrote {report.path} (opset {report.opset}, max |p_onnx - p_torch| = {report.max_prob_diff:.1e})")
-    return 0

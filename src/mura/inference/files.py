@@ -262,4 +262,3 @@ def study_prediction(path: str | None, results: Sequence[FileResult], tiers: Tie
         **tiers.assign(probability)._asdict(),
         **common,
     )
-

@@ -3,15 +3,16 @@ training films'?
 
 Why: layers 1-2 (`mura.inference.scope`) read headers and pixel statistics, so a chest film or a CT slice
 exported as PNG, a grey photograph or smooth noise pass them. Their features do not look like the
-training films' (`mura.scope_detector`: relative Mahalanobis distance at three depths, fitted at training
-time, docs/benchmarks/scope.md). The features come from the prediction's own forward pass (the member's
-hooks, `mura.models.feature_depths`), so the layer adds no second pass.
+training films' (`mura.scope_detector`: Mahalanobis distance at three depths, fitted at training time;
+plain rather than relative, as measured in docs/benchmarks/scope.md). The features come from the
+prediction's own forward pass (the member's hooks, `mura.models.feature_depths`), so the layer adds no
+second pass.
 
 An ensemble refuses an input when the mean of its members' margins (score minus the member's threshold)
 is positive: each member's threshold was set for the same refusal rate on films it had not seen, and the
-mean is steadier than any one member (measured in the benchmark against "any member refuses"). Members
-without a detector (older checkpoints, the ONNX runtime, which does not export the depths' features)
-are not gated by this layer; `FeatureGate.status` says which, for the run trace.
+mean is steadier than any one member's verdict (a choice, not yet measured against "any member
+refuses"). Members without a detector (older checkpoints, the ONNX runtime, which does not export the
+depths' features) are not gated by this layer; `FeatureGate.status` says which, for the run trace.
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def _as_stored(array: np.ndarray) -> np.ndarray:
 
 
 def fit_detector(
-    features: dict[str, np.ndarray], labels: np.ndarray, variant: DetectorVariant = "relative"
+    features: dict[str, np.ndarray], labels: np.ndarray, variant: DetectorVariant = "plain"
 ) -> ScopeDetector:
     """A detector without a threshold yet (`set_threshold` sets it on held-out films)."""
     labels = np.asarray(labels)
