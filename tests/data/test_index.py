@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mura.constants import BODY_PARTS, INDEX_COLUMNS
+from mura.constants import INDEX_COLUMNS, MURA_BODY_PARTS
 from mura.data.index import build_mura_index, read_index, write_index
 from mura.errors import MuraError
 
@@ -33,7 +33,7 @@ def test_index_matches_the_csvs(synthetic_mura) -> None:
     assert set(frame["split"]) == {"train", "val", "test"}
     assert list(frame.columns[: len(INDEX_COLUMNS)]) == list(INDEX_COLUMNS)
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in frame["path"])
-    assert set(frame["body_part"]) == set(BODY_PARTS)
+    assert set(frame["body_part"]) == set(MURA_BODY_PARTS)
     assert (frame["source"] == "synthetic").all()
     # labels: from the folder names, equal to the labeled-studies CSV
     studies = dict(

@@ -10,7 +10,7 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
-from mura.constants import BODY_PARTS
+from mura.constants import MURA_BODY_PARTS
 from mura.data.cache import open_cache
 from mura.data.synth import generate_synthetic_mura, plan_studies
 
@@ -50,7 +50,7 @@ def test_plan_is_mura_like() -> None:
     valid_share = sum(s == "valid" for s, _ in patients) / len(patients)
     positive_rate = np.mean([p.label for p in plans])
     assert 0.08 < valid_share < 0.12 and 0.33 < positive_rate < 0.47
-    assert {p.part for p in plans} == set(BODY_PARTS)
+    assert {p.part for p in plans} == set(MURA_BODY_PARTS)
     assert {p.views for p in plans} == {1, 2, 3, 4}
 
 
@@ -118,7 +118,7 @@ def test_abnormal_studies_mix_findings_and_show_them_in_most_views() -> None:
     kinds = set()
     for study in range(200):
         rng = np.random.default_rng([0, study, 1])
-        shapes = _part_shapes(BODY_PARTS[study % len(BODY_PARTS)], rng)
+        shapes = _part_shapes(MURA_BODY_PARTS[study % len(MURA_BODY_PARTS)], rng)
         finding = plan_finding(shapes, rng)
         kinds.add((finding.kind, finding.hardware))
     assert {k for k, _ in kinds} == {"break", "comminuted", "callus", "hardware"}

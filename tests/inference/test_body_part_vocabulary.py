@@ -35,7 +35,7 @@ def test_a_checkpoint_from_before_the_vocabulary_grew_loads_and_feeds_its_argmax
 def test_an_unsure_part_is_reported_unknown_and_a_sure_one_by_name(
     make_checkpoint, smooth_images, tmp_path
 ) -> None:
-    source = make_checkpoint("plain.pt")
+    source = make_checkpoint("vocabulary_plain.pt")
     images = smooth_images(8)
     tops = Predictor.from_checkpoints([source]).predict_images(images).body_part_probs.max(axis=1)
     floored = update_checkpoint(source, tmp_path / "floored.pt", body_part_floor=float(np.median(tops)))

@@ -21,7 +21,7 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
-from mura.constants import BODY_PARTS
+from mura.constants import MURA_BODY_PARTS
 from mura.data.folders import build_folder_index
 from mura.data.images import read_image
 from mura.data.synth import render_image
@@ -30,7 +30,7 @@ from mura.inference.scope_parts import PART_WORDS, named_parts
 from mura.training.scope import FRACATLAS_REGION_PARTS, trained_parts
 from tests.factories.dicom import dicom_bytes, dicom_dataset, twelve_bit
 
-MURA_SCOPE = ModelScope(frozenset(BODY_PARTS))
+MURA_SCOPE = ModelScope(frozenset(MURA_BODY_PARTS))
 FRACATLAS_SCOPE = ModelScope(frozenset(p for parts in FRACATLAS_REGION_PARTS.values() for p in parts))
 
 
@@ -158,7 +158,7 @@ def test_header_words_name_parts_as_a_reader_means_them() -> None:
 
 
 def test_every_part_training_records_is_a_name_the_gate_knows() -> None:
-    recorded = {p for parts in FRACATLAS_REGION_PARTS.values() for p in parts} | set(BODY_PARTS)
+    recorded = {p for parts in FRACATLAS_REGION_PARTS.values() for p in parts} | set(MURA_BODY_PARTS)
     assert recorded <= set(PART_WORDS)
 
 
@@ -169,7 +169,7 @@ def test_an_ensemble_judges_only_the_parts_every_member_was_trained_on() -> None
 
     scope = ModelScope.of_members([Member(["WRIST", "HAND"]), Member(["HAND", "KNEE"])])
     assert scope.parts == {"HAND"}
-    assert ModelScope.of_members([Member(None)]).parts == set(BODY_PARTS)  # older checkpoint
+    assert ModelScope.of_members([Member(None)]).parts == set(MURA_BODY_PARTS)  # older checkpoint
 
 
 def test_real_films_pass_layers_one_and_two(fracatlas_dir: Path, film: np.ndarray) -> None:
@@ -187,7 +187,7 @@ def test_real_films_pass_layers_one_and_two(fracatlas_dir: Path, film: np.ndarra
         if reasons:
             refused.append((row.path, reasons))
     assert refused == []
-    for part in BODY_PARTS:
+    for part in MURA_BODY_PARTS:
         for seed in range(3):
             image = render_image(part, seed % 2 == 0, [seed, 1, 1], seed)
             small = np.asarray(Image.fromarray(image).resize((32, 32), Image.BILINEAR))
@@ -203,4 +203,4 @@ def test_training_records_the_parts_its_data_covered(fracatlas_dir: Path) -> Non
     assert trained_parts(mura, ["train", "val"])[0] == ("ELBOW", "WRIST")
     unnamed = mura.assign(body_part="")
     parts, source = trained_parts(unnamed, ["train"])
-    assert parts == BODY_PARTS and "MURA's seven parts assumed" in source
+    assert parts == MURA_BODY_PARTS and "MURA's seven parts assumed" in source

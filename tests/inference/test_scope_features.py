@@ -48,7 +48,7 @@ def test_training_stores_a_detector_that_refuses_the_stated_share_of_its_validat
     cfg, result = trained
     checkpoint = load_checkpoint(result.best_checkpoint)  # weights_only: tensors and plain types
     detector = checkpoint.meta.scope_detector
-    assert detector is not None and detector.variant == "relative" and len(detector.depths) == 3
+    assert detector is not None and detector.variant == "plain" and len(detector.depths) == 3
     assert detector.target_rate == 0.01 and "val split" in detector.fitted_on
     cache = open_cache(cfg.data.cache)
     model = (
@@ -128,3 +128,16 @@ def test_an_ensemble_refuses_when_its_members_mean_margin_is_positive(trained) -
     reasons = gate.reasons([np.array([1.5, 2.5]), np.array([2.0, 4.0]), None])
     assert reasons[0] == []  # margins +0.5 and -1.0: mean below zero
     assert "distance 3.2 > 2.0, mean of 2 members" in reasons[1][0]  # +1.5 and +1.0
+
+
+def test_auto_runtime_keeps_torch_where_the_export_would_skip_the_detector(trained, tmp_path) -> None:
+    from mura.inference.onnx_export import export_onnx
+
+    _, result = trained
+    checkpoint = tmp_path / "best.pt"
+    shutil.copy2(result.best_checkpoint, checkpoint)
+    export_onnx(checkpoint, checkpoint.with_suffix(".onnx"))  # a fresh sibling `auto` would take
+    assert Predictor.from_checkpoints([checkpoint], device="cpu").runtime == "torch"
+    onnx_only = Predictor.from_checkpoints([checkpoint.with_suffix(".onnx")], device="cpu")
+    assert onnx_only.runtime == "onnx"  # asked for by name, it runs; the trace says layer 3 was not applied
+    assert "not applied" in onnx_only.members[0].info["scope_features"]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mura.cli.infer import add_model_args, check_body_part
+from mura.cli.model_args import add_model_args, check_body_part
 from mura.constants import BODY_PARTS
 
 

@@ -1,6 +1,6 @@
 """Subcommand `predict`: files, folders and DICOM (one answer per image, or per study), with its outputs
 (JSON lines / CSV, Grad-CAM overlays, DICOM SR + Secondary Captures). `explain` and `export` live in
-`mura.cli.explain` and share the model flags defined here."""
+`mura.cli.explain`; both take their model flags from `mura.cli.model_args`."""
 
 from __future__ import annotations
 
@@ -12,36 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from mura.constants import BODY_PARTS
+from mura.cli.model_args import add_model_args, check_body_part
 from mura.errors import MuraError
 from mura.prediction import Prediction, csv_fields
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image/DICOM files or folders (recursive)")
-    parser.add_argument(
-        "--checkpoint",
-        "-c",
-        nargs="+",
-        required=True,
-        metavar="CKPT",
-        help="checkpoint(s) (.pt or exported .onnx); several = an ensemble",
-    )
-    parser.add_argument(
-        "--body-part",
-        choices=[p.lower() for p in BODY_PARTS] + list(BODY_PARTS),
-        default=None,
-        help="body part of every image, one the model was trained on (checked once it is loaded; "
-        "default: DICOM tags, else predicted)",
-    )
-    parser.set_defaults(
-        parameter_flags={
-            "body_part=...": "--body-part",
-            "runtime='torch'": "--runtime torch",
-            "trace=": "--trace",
-        }
-    )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -134,13 +107,6 @@ def _output(path: str | None) -> Iterator[TextIO]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as handle:
         yield handle
-
-
-def check_body_part(name: str | None, predictor: Any) -> None:
-    """argparse knows mura's whole vocabulary; the model knows its head's classes, checked once loaded."""
-    if name and name.upper() not in predictor.body_parts:
-        known = ", ".join(part.lower() for part in predictor.body_parts)
-        raise MuraError(f"--body-part {name}: not a part this model was trained on ({known})")
 
 
 def run_predict(args: argparse.Namespace) -> int:

@@ -147,9 +147,10 @@ def _decode_metadata(path: Path, raw: dict[str, str]) -> dict[str, Any]:
     return meta
 
 
-def _onnx_scope_note(meta: CheckpointMeta) -> dict[str, str]:
-    """An exported graph returns no intermediate features, so its detector cannot run (the trace says so)."""
-    if meta.scope_detector is None:
+def _onnx_scope_note(raw: dict[str, Any]) -> dict[str, str]:
+    """An exported graph returns no intermediate features, so its checkpoint's detector was left out of
+    the export and cannot run (the trace says so)."""
+    if not raw.get("scope_detector_left_out"):
         return {}
     return {"scope_features": "not applied: the ONNX runtime gives no depth features; use runtime='torch'"}
 
@@ -183,13 +184,17 @@ def load_onnx_member(path: Path, device: torch.device, threads: int = 0) -> Onnx
         has_body_part_head=bool(raw.get("has_body_part_head", True)),
         model_name=meta.model_name,
         positive_class=meta.positive_class,
-        info={**member_info(meta), "checkpoint": raw.get("checkpoint"), **_onnx_scope_note(meta)},
+        info={**member_info(meta), "checkpoint": raw.get("checkpoint"), **_onnx_scope_note(raw)},
         session=session,
     )
 
 
 def load_member(path: str | Path, device: torch.device, runtime: str = "auto") -> Member:
-    """Pick the runtime for one checkpoint: ONNX for `.onnx` files, an up-to-date sibling on CPU, or torch."""
+    """Pick the runtime for one checkpoint: ONNX for `.onnx` files, an up-to-date sibling on CPU, or torch.
+
+    `auto` takes the sibling only where the graph runs every layer of the scope gate: a checkpoint with a
+    feature-space detector needs its depth features, which the exported graph does not return, so it
+    runs with torch rather than answer for inputs layer 3 would refuse."""
     if runtime not in RUNTIMES:
         raise MuraError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
     path = Path(path)
@@ -207,4 +212,8 @@ def load_member(path: str | Path, device: torch.device, runtime: str = "auto") -
             raise MuraError(f"{path}: no exported {onnx_path.name} beside it (run `mura export {path}`)")
         return load_onnx_member(onnx_path, device)
     sibling = exported_sibling(path) if runtime == "auto" and device.type == "cpu" else None
-    return load_onnx_member(sibling, device) if sibling else load_torch_member(path, device)
+    if sibling:
+        member = load_onnx_member(sibling, device)
+        if "scope_features" not in member.info:  # no detector the graph would leave out
+            return member
+    return load_torch_member(path, device)

@@ -52,8 +52,14 @@ class _Exportable(torch.nn.Module):
 
 
 def _metadata(checkpoint: Checkpoint, model: torch.nn.Module) -> dict[str, Any]:
+    """JSON for the graph's metadata_props. The scope detector (tensors) is left out: the graph returns
+    no depth features to apply it to; `scope_detector_left_out` tells the loader so, for the trace."""
+    meta = checkpoint.meta.to_dict()
+    left_out = meta.get("scope_detector") is not None
+    meta["scope_detector"] = None
     return {
-        "checkpoint_meta": checkpoint.meta.to_dict(),
+        "checkpoint_meta": meta,
+        "scope_detector_left_out": left_out,
         "has_body_part_head": bool(getattr(model, "has_body_part_head", True)),
         "checkpoint": checkpoint.path.name,
         "outputs": "raw logits; probability = the decision's calibration of logit[1] - logit[0]; "

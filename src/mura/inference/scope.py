@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mura.constants import BODY_PARTS
+from mura.constants import MURA_BODY_PARTS
 from mura.data.images import DecodedImage
 from mura.inference.scope_dicom import acquisition_reasons, body_part_reasons
 from mura.inference.scope_pixels import pixel_reasons
@@ -57,8 +57,8 @@ class ModelScope:
         Each member's parts come from its checkpoint (`CheckpointMeta.scope_parts`, in `member.info`);
         a checkpoint written before scopes were recorded holds MURA's seven parts.
         """
-        parts = [frozenset(m.info.get("scope_parts") or BODY_PARTS) for m in members]
-        return cls(frozenset.intersection(*parts) if parts else frozenset(BODY_PARTS))
+        parts = [frozenset(m.info.get("scope_parts") or MURA_BODY_PARTS) for m in members]
+        return cls(frozenset.intersection(*parts) if parts else frozenset(MURA_BODY_PARTS))
 
 
 def dicom_reasons(header: Mapping[str, Any], scope: ModelScope) -> list[str]:
