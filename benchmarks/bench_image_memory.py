@@ -77,7 +77,7 @@ def _client(folder: Path):
     from fastapi.testclient import TestClient
 
     from mura.checkpoint import build_model, save_model
-    from mura.config import load_config
+    from mura.config_loading import load_config
     from mura.preprocessing import Preprocessing
     from mura.service.loading import app_from_checkpoints
 

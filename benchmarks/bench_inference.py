@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from mura.checkpoint import save_model
-from mura.config import load_config
+from mura.config_loading import load_config
 from mura.inference.files import expand_paths, iter_file_predictions
 from mura.inference.onnx_export import export_onnx
 from mura.inference.predictor import Predictor

@@ -174,7 +174,7 @@ def survey(every: int) -> tuple[dict[str, dict[str, Any]], dict[str, list[tuple[
 def timed_costs(sample: int) -> dict[str, float]:
     """Median ms per image: decode, gate (layers 1-2), prediction (efficientnet_b0, 224 px, batch 16)."""
     from mura.checkpoint import save_model
-    from mura.config import load_config
+    from mura.config_loading import load_config
     from mura.models.registry import model_from_config
     from mura.preprocessing import Preprocessing
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scope import photographs  # noqa: E402
 
 from mura.checkpoint import load_model  # noqa: E402
-from mura.config import load_config  # noqa: E402
+from mura.config_loading import load_config  # noqa: E402
 from mura.constants import MURA_BODY_PARTS  # noqa: E402
 from mura.data.cache import open_cache  # noqa: E402
 from mura.data.images import read_image  # noqa: E402

@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from mura.checkpoint import build_model, save_model
-from mura.config import load_config
+from mura.config_loading import load_config
 from mura.data.images import load_grayscale
 from mura.data.synth import render_image
 from mura.inference.predictor import Predictor

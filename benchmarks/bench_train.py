@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from mura.checkpoint import build_model
-from mura.config import load_config
+from mura.config_loading import load_config
 from mura.data.dataset import CachedImageDataset, make_loader
 from mura.preprocessing import Preprocessing
 from mura.training.distributed import DistInfo, ShardSampler

@@ -57,7 +57,7 @@ SIZES=$("$PYTHON" - "$CONFIGS" $MODELS <<'PY'
 import sys
 from pathlib import Path
 
-from mura.config import load_config
+from mura.config_loading import load_config
 
 for model in sys.argv[2:]:
     config = Path(sys.argv[1]) / f"{model}.yaml"

@@ -41,7 +41,7 @@ mkdir -p "$OUT"
 #    consecutive image ids together (neighbouring ids are often views of one study).
 [ -f "$OUT/index.csv" ] || "$MURA" index "$DATA" --format folders --block-size 20 --seed 0 --out "$OUT/index.csv"
 
-config_size() { "$PY" -c 'import sys; from mura.config import load_config; print(load_config(sys.argv[1]).model.size)' "$1"; }
+config_size() { "$PY" -c 'import sys; from mura.config_loading import load_config; print(load_config(sys.argv[1]).model.size)' "$1"; }
 
 # 2. Per recipe: a cache at its input size (a model reads exactly the pixels `mura predict` computes
 #    from the file), then k-fold cross-validation; all splits of the index are pooled into the folds.

@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 
-from mura.config import Config, load_config
+from mura.config import Config
+from mura.config_loading import load_config
 from mura.data.boxes import write_index_boxes
 from mura.data.cache import build_cache
 from mura.data.index import build_mura_index, write_index

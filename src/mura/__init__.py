@@ -26,7 +26,7 @@ _PUBLIC = {
     "StudyPrediction": ("mura.prediction", "StudyPrediction"),
     "create_model": ("mura.models.registry", "create_model"),
     "list_models": ("mura.models.registry", "list_models"),
-    "load_config": ("mura.config", "load_config"),
+    "load_config": ("mura.config_loading", "load_config"),
     "Config": ("mura.config", "Config"),
     "train": ("mura.training.loop", "train"),
     "evaluate": ("mura.evaluation.runner", "evaluate_checkpoints"),

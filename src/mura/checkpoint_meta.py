@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mura.config import Config, config_from_dict
+from mura.config import Config
+from mura.config_loading import config_from_dict
 from mura.constants import BODY_PARTS, MURA_BODY_PARTS
 from mura.decision import Decision
 from mura.prediction import POSITIVE_CLASSES, PositiveClass

@@ -6,7 +6,8 @@ reported on one line naming the key, the value, what is allowed and where the va
 The schema is pydantic (already a dependency through FastAPI) rather than hand-written coercion.
 
 The resolved config is saved next to every checkpoint (and inside it), so a run can be reproduced
-exactly with `mura train --config RUN_DIR/config.yaml`.
+exactly with `mura train --config RUN_DIR/config.yaml`. This module is the schema and its one-line
+errors; reading YAML and flags into it is `mura.config_loading`.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class _Section(BaseModel):
             super().__setattr__(name, value)
         except ValidationError as exc:
             section = next((key for key, cls in SECTIONS.items() if isinstance(self, cls)), "")
-            raise _config_error(exc, {}, None, prefix=f"{section}." if section else "") from None
+            raise config_error(exc, {}, None, prefix=f"{section}." if section else "") from None
 
 
 class DataConfig(_Section):
@@ -261,103 +262,7 @@ def _range_text(metadata: list[Any]) -> str:
     return f"[{', '.join(bounds)}]" if bounds else ""
 
 
-def resolve_key(key: str) -> str:
-    """`lr` -> `train.lr`; `train.lr` stays; `out` stays."""
-    key = key.lstrip("-").replace("-", "_")
-    if "." in key or key == "out":
-        return key
-    known = {spec.short: spec.dotted for spec in config_fields() if spec.short}
-    if key not in known:
-        raise MuraError(f"config: unknown option --{key}{_suggestion(key, list(known))}")
-    return known[key]
-
-
-def load_config(
-    yaml_path: str | Path | None = None,
-    overrides: dict[str, Any] | list[str] | None = None,
-    *,
-    from_flags: bool = False,
-) -> Config:
-    """Defaults, then the YAML file (nested sections), then overrides (`key=value` or a mapping).
-
-    `from_flags` says the overrides are command-line flags, so an error names `--train.lr`.
-    """
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    if yaml_path:
-        path = str(yaml_path)
-        for key, value in _read_yaml(Path(yaml_path)).items():
-            if isinstance(value, dict):
-                for leaf, leaf_value in value.items():
-                    _put(values, sources, f"{key}.{leaf}", leaf_value, path)
-            elif not (value is None and key in SECTIONS):  # `train:` with nothing under it
-                _put(values, sources, str(key), value, path)
-    for key, value in _override_items(overrides):
-        dotted = resolve_key(key)
-        _put(values, sources, dotted, value, f"--{dotted}" if from_flags else "overrides")
-    return _validate(values, sources)
-
-
-def config_from_dict(data: dict[str, Any], source: str = "saved config") -> Config:
-    """Rebuild a Config saved with `to_dict` (e.g. from a checkpoint); unknown keys are errors."""
-    if not isinstance(data, dict):
-        raise MuraError(f"config: {source} is not a mapping of sections (data, model, train)")
-    return _validate(data, {}, default_source=source)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise MuraError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise MuraError(f"{path}: not valid YAML{where} ({reason})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MuraError(f"{path}: cannot read config ({exc})") from None
-    if not isinstance(data, dict):
-        raise MuraError(f"{path}: expected a mapping of sections (data, model, train)")
-    return data
-
-
-def _override_items(overrides: dict[str, Any] | list[str] | None) -> list[tuple[str, Any]]:
-    if isinstance(overrides, dict):
-        return list(overrides.items())
-    items = []
-    for text in overrides or []:
-        key, sep, value = text.partition("=")
-        if not sep:
-            raise MuraError(f"config: override {text!r} is not key=value")
-        items.append((key, value))
-    return items
-
-
-def _put(values: dict[str, Any], sources: dict[str, str], dotted: str, value: Any, source: str) -> None:
-    """Set one key in the nested raw mapping, remembering where its value came from."""
-    section, _, leaf = dotted.partition(".")
-    if leaf:
-        if section not in SECTIONS:
-            raise MuraError(
-                f"config: unknown key {dotted!r}{_suggestion(dotted, _dotted_keys())} (from {source})"
-            )
-        if not isinstance(values.get(section, {}), dict):
-            raise MuraError(f"config: {section} must be a mapping of keys, so {dotted!r} cannot be set")
-        values.setdefault(section, {})[leaf] = value
-    else:
-        values[section] = value
-    sources[dotted] = source
-
-
-def _validate(values: dict[str, Any], sources: dict[str, str], default_source: str | None = None) -> Config:
-    try:
-        return Config.model_validate(values)
-    except ValidationError as exc:
-        raise _config_error(exc, sources, default_source) from None
-
-
-def _config_error(
+def config_error(
     exc: ValidationError, sources: dict[str, str], default_source: str | None, prefix: str = ""
 ) -> MuraError:
     """All of pydantic's complaints on one line, each naming key, value, what is allowed and source."""
@@ -373,7 +278,7 @@ def _describe(error: Any, sources: dict[str, str], default_source: str | None, p
     value = _show(error["input"])
     kind = error["type"]
     if kind == "extra_forbidden":
-        return f"unknown key {dotted!r}{_suggestion(dotted, _dotted_keys())}{where}"
+        return f"unknown key {dotted!r}{suggestion(dotted, dotted_keys())}{where}"
     if kind == "literal_error":
         choices = next(spec.choices for spec in config_fields() if spec.dotted == dotted)
         return f"{dotted}={value} is not one of {', '.join(choices or ())}{where}"
@@ -393,10 +298,10 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _dotted_keys() -> list[str]:
+def dotted_keys() -> list[str]:
     return [spec.dotted for spec in config_fields()]
 
 
-def _suggestion(key: str, known: list[str]) -> str:
+def suggestion(key: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
     return f" (did you mean {close[0]}?)" if close else ""

@@ -142,6 +142,33 @@ class Prediction(BaseModel):
             raise ValueError(f"a {self.decision} prediction needs a tier, its text and its figures")
         return self
 
+    @classmethod
+    def refused(
+        cls,
+        path: str | None,
+        reasons: Sequence[str],
+        *,
+        operating_point: str,
+        threshold: float,
+        model: ModelIdentity,
+        warnings: Sequence[str] = (),
+    ) -> Prediction:
+        """The answer for an input the scope gate refused (any layer): its reasons, no probability, no
+        body part, no finding."""
+        return cls(
+            path=path,
+            fracture_probability=None,
+            decision=NOT_ASSESSED,
+            operating_point=operating_point,
+            threshold=float(threshold),
+            body_part=None,
+            body_part_origin="predicted",
+            body_part_probabilities={},
+            warnings=list(warnings),
+            reasons=list(reasons),
+            model=model,
+        )
+
     @property
     def assessed(self) -> bool:
         return self.decision != NOT_ASSESSED

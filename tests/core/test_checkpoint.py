@@ -16,7 +16,7 @@ from mura.checkpoint import (
     update_checkpoint,
 )
 from mura.checkpoint_meta import CheckpointMeta
-from mura.config import load_config
+from mura.config_loading import load_config
 from mura.constants import BODY_PARTS
 from mura.decision import Decision
 from mura.errors import MuraError

@@ -12,7 +12,8 @@ import yaml
 
 import mura
 from mura.cli import main
-from mura.config import Config, config_fields, config_from_dict, load_config, resolve_key
+from mura.config import Config, config_fields
+from mura.config_loading import config_from_dict, load_config, resolve_key
 from mura.errors import MuraError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

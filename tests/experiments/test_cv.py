@@ -13,7 +13,7 @@ import pytest
 
 from mura.checkpoint import load_checkpoint
 from mura.cli import main
-from mura.config import load_config
+from mura.config_loading import load_config
 from mura.data.splits import assign_folds, fold_groups
 from mura.errors import MuraError
 from mura.evaluation.localisation import NO_MAP_OUTPUT

@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image
 
 from mura.checkpoint import load_checkpoint
-from mura.config import load_config
+from mura.config_loading import load_config
 from mura.data.cache import build_cache
 from mura.data.index import write_index
 from mura.experiments.cv import cross_validate

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mura.checkpoint import save_model
-from mura.config import load_config
+from mura.config_loading import load_config
 from mura.constants import MURA_BODY_PARTS
 from mura.decision import Calibration, Decision
 from mura.models.registry import model_from_config

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mura import checkpoint as ckpt
-from mura.config import load_config
+from mura.config_loading import load_config
 from mura.errors import MuraError
 from mura.models import create_model, model_from_config
 from mura.models.fracture_map import lse_pool

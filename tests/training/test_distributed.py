@@ -81,7 +81,7 @@ def _free_port() -> int:
 WORKER = """
 import json, os, sys
 import torch
-from mura.config import config_from_dict
+from mura.config_loading import config_from_dict
 from mura.training.loop import train
 
 torch.set_num_threads(1)

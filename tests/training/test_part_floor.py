@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from mura.checkpoint import load_checkpoint
-from mura.config import load_config
+from mura.config_loading import load_config
 from mura.constants import UNSURE_BODY_PART
 from mura.data.cache import build_cache
 from mura.data.folders import build_folder_index

@@ -16,7 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from mura.config import Config, FieldSpec, config_fields, load_config
+from mura.config import Config, FieldSpec, config_fields
+from mura.config_loading import load_config
 
 OVERRIDE_PREFIX = "override:"
 DEFAULT_FOLDS = 5

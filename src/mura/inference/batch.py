@@ -25,7 +25,7 @@ from mura.inference.findings import (
     map_regions,
 )
 from mura.inference.scope import scored_anyway
-from mura.prediction import NOT_ASSESSED, BodyPartOrigin, Finding, ModelIdentity, Prediction, decide
+from mura.prediction import BodyPartOrigin, Finding, ModelIdentity, Prediction, decide
 from mura.tiers import TierScale
 
 
@@ -102,18 +102,13 @@ class PredictionBatch:
         is `not_assessed` with its reasons, unless `score_all` (then they are among its warnings)."""
         refused = self.feature_reasons[i] if self.feature_reasons else []
         if refused and not score_all:
-            return Prediction(
-                path=path,
-                fracture_probability=None,
-                decision=NOT_ASSESSED,
+            return Prediction.refused(
+                path,
+                refused,
                 operating_point=self.operating_point,
-                threshold=float(self.threshold),
-                body_part=None,
-                body_part_origin="predicted",
-                body_part_probabilities={},
-                warnings=list(warnings),
-                reasons=list(refused),
+                threshold=self.threshold,
                 model=model,
+                warnings=warnings,
             )
         warnings = [*warnings, *scored_anyway(refused)]
         used = self.body_part_used[i]

@@ -196,18 +196,13 @@ def not_assessed(
     predictor: Predictor, path: str | None, reasons: Sequence[str], warnings: Sequence[str] = ()
 ) -> Prediction:
     """The answer for an input the scope gate refused: its reasons, no probability, no body part."""
-    return Prediction(
-        path=path,
-        fracture_probability=None,
-        decision=NOT_ASSESSED,
+    return Prediction.refused(
+        path,
+        reasons,
         operating_point=predictor.threshold_name,
-        threshold=float(predictor.threshold),
-        body_part=None,
-        body_part_origin="predicted",
-        body_part_probabilities={},
-        warnings=list(warnings),
-        reasons=list(reasons),
+        threshold=predictor.threshold,
         model=predictor.identity,
+        warnings=warnings,
     )
 
 
