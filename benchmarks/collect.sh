@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
   echo
   echo "Written by \`make bench\` (benchmarks/run_all.sh) from the sections in docs/benchmarks/."
   echo "The machine is shared and noisy: read the ratios measured side by side, not single absolute times."
-  for section in data models training learning fracatlas inference scope memory service dicom; do
+  for section in data models training train_step learning fracatlas inference scope memory service dicom; do
     f=docs/benchmarks/$section.md
     [ -f "$f" ] && { echo; cat "$f"; }
   done

@@ -10,6 +10,7 @@ TCMALLOC=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 "$PY" benchmarks/bench_cache.py
 "$PY" benchmarks/bench_models.py --markdown docs/benchmarks/models.md
 "$PY" benchmarks/bench_train.py
+"$PY" benchmarks/bench_train_step.py --markdown docs/benchmarks/train_step.md
 "$PY" benchmarks/bench_inference.py --markdown docs/benchmarks/inference.md
 "$PY" benchmarks/bench_scope.py --markdown docs/benchmarks/scope.md
 "$PY" benchmarks/bench_image_memory.py

@@ -142,7 +142,14 @@ def build_run(cfg: Config, *, info: DistInfo, cache: ImageCache) -> Run:
         raise MuraError(
             f"model {cfg.model.name!r} with freeze={cfg.model.freeze!r} has no trainable parameters"
         )
-    optimizer = torch.optim.Adam(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    # One fused kernel per step instead of a loop over tensors: half the optimizer time of ResNet50 on
+    # one CPU thread (46 -> 22 ms a step, benchmarks/bench_train_step.py); CPU and CUDA both have it.
+    optimizer = torch.optim.Adam(
+        params,
+        lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        fused=info.device.type in ("cpu", "cuda"),
+    )
     train_rows = cache.index[cache.index["cache_row"].isin(train_set.rows)]
     loss_fn = MultiTaskLoss(
         fracture_loss=cfg.train.loss,

@@ -95,8 +95,10 @@ class FeatureInput:
 
 def autocast_for(device: torch.device, enabled: bool, cpu_bf16: bool = False) -> Callable[[], Any]:
     """bf16 autocast on CUDA (no loss scaling needed), and on CPU with `cpu_bf16` where the CPU computes
-    bf16 natively: there it trained the demo's 64 px ResNet50 / DenseNet169 about 1.5x faster, while
-    emulated bf16 would be slower than float32. A no-op elsewhere."""
+    bf16 natively: there a 64 px ResNet50 / DenseNet169 / custom CNN step costs 1.5-2x less, while
+    emulated bf16 would be slower than float32. Not for every model: EfficientNet-Lite's depthwise
+    convolutions train ~1.7x SLOWER in CPU bf16 (their backward has no fast bf16 kernel;
+    benchmarks/bench_train_step.py), which is why it is a per-recipe switch. A no-op elsewhere."""
     if enabled and device.type == "cuda":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     if cpu_bf16 and device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
