@@ -173,6 +173,18 @@ class Prediction(BaseModel):
     def assessed(self) -> bool:
         return self.decision != NOT_ASSESSED
 
+    @property
+    def body_part_words(self) -> str:
+        """The body part as a reader should see it: "hand (from the DICOM header)", or, for
+        UNSURE_BODY_PART, that the model did not recognise a part it was trained on with the confidence
+        it was validated at (never a bare "UNKNOWN", which reads like a missing field)."""
+        if self.body_part is None:
+            return "body part not assessed"
+        if self.body_part == UNSURE_BODY_PART:
+            return "body part not recognised (not a trained part, or below the validated confidence)"
+        origin = {"given": "given", "dicom": "from the DICOM header", "predicted": "predicted"}
+        return f"{self.body_part.lower()} ({origin[self.body_part_origin]})"
+
     def flat(self) -> dict[str, object]:
         """One CSV row: lists joined with "; ", the findings as the JSON list the JSON lines carry (a box
         needs its four numbers, score and point together; `findings_count` for a spreadsheet's filter),

@@ -78,6 +78,14 @@ def test_a_record_is_consistent_or_refused() -> None:
         Prediction.model_validate({**refused("ct.dcm").model_dump(), "tier": "no_fracture_seen"})
 
 
+def test_the_body_part_reads_in_plain_words_and_an_unsure_part_never_as_unknown() -> None:
+    assert assessed("a.dcm", 0.5, "HAND", "dicom").body_part_words == "hand (from the DICOM header)"
+    assert assessed("a.png", 0.5, "HIP", "predicted").body_part_words == "hip (predicted)"
+    unsure = assessed("b.png", 0.5, "UNKNOWN", "predicted").body_part_words
+    assert unsure.startswith("body part not recognised") and "UNKNOWN" not in unsure
+    assert refused("c.dcm").body_part_words == "body part not assessed"
+
+
 def test_one_identity_per_set_of_checkpoint_files() -> None:
     one = ModelIdentity.of(["a", "b"], ["1" * 64, "2" * 64], "0.1.0")
     assert one == ModelIdentity.of(["a", "b"], ["2" * 64, "1" * 64], "0.1.0")  # order-free

@@ -140,8 +140,7 @@ def view_lines(prediction: Prediction, identity: ModelIdentity) -> list[str]:
     return [
         f"{prediction.tier_text or prediction.decision}: p = {prediction.fracture_probability:.2f} "
         f"({prediction.operating_point} operating point {prediction.threshold:.3f}; {shown})",
-        f"body part {prediction.body_part} ({prediction.body_part_origin}), {model_label(identity)} "
-        f"{identity.version}",
+        f"{prediction.body_part_words}; {model_label(identity)} {identity.version}",
         NOT_FOR_DIAGNOSIS,
     ]
 
