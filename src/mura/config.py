@@ -135,6 +135,9 @@ class ModelConfig(_Section):
     map_to_logit: bool = Field(
         False, description="fracture map: add its pooled evidence (LSE) to the image fracture logit"
     )
+    map_stride: Int = Field(
+        32, ge=8, le=32, description="fracture map: 16 also reads the stride-16 stage (finer boxes)"
+    )
 
 
 class TrainConfig(_Section):

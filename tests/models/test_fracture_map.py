@@ -154,3 +154,62 @@ def test_the_map_exports_to_onnx_with_the_same_values(tmp_path):
         expected = model(image, body_part)
     np.testing.assert_allclose(fracture_map, expected.fracture_map.numpy(), atol=1e-5)
     np.testing.assert_allclose(logits, expected.fracture_logits.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "size", "side"), [("tf_efficientnet_lite0", 128, 16), ("resnet50", 64, 8)])
+def test_a_stride_16_map_reads_the_earlier_stage_from_the_same_pass(name, size, side):
+    torch.manual_seed(0)
+    model = create_model(name, img_size=size, map_head=True, map_subcells=2, map_stride=16).eval()
+    plain = create_model(name, img_size=size).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("map_head.")})
+    image, body_part = torch.randn(2, 1, size, size), torch.tensor([0, -1])
+    with torch.no_grad():
+        output = model(image, body_part)
+        expected = plain(image, body_part)
+    assert output.fracture_map.shape == (2, 1, side, side)  # stride 16 / 2 sub-cells = 8 input pixels
+    # The backbone runs once for both stages and its image logits are those of the model without a map.
+    assert torch.allclose(output.fracture_logits, expected.fracture_logits, atol=1e-5)
+    with pytest.raises(ValueError, match="stride-16"):
+        model.forward_head(model.forward_features(image), body_part)
+
+
+def test_a_map_stride_the_backbone_lacks_is_refused_naming_the_fix():
+    with pytest.raises(MuraError, match="map_stride=16 needs a timm backbone.*use map_stride=32"):
+        create_model("custom_cnn", img_size=64, map_head=True, map_stride=16)
+    with pytest.raises(MuraError, match="map_stride=16"):
+        create_model("tf_efficientnet_lite0", img_size=64, map_stride=16)
+
+
+@pytest.mark.filterwarnings("ignore:.*axis name.*:UserWarning")
+def test_a_stride_16_map_exports_to_onnx_with_the_same_values(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = create_model("tf_efficientnet_lite0", img_size=64, map_head=True, map_stride=16).eval()
+
+    class Exported(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, image: torch.Tensor, body_part: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            output = self.model(image, body_part)
+            return output.fracture_logits, output.fracture_map
+
+    path = tmp_path / "fine_map.onnx"
+    torch.onnx.export(
+        Exported().eval(),
+        (torch.randn(2, 1, 64, 64), torch.tensor([0, -1])),
+        str(path),
+        input_names=["image", "body_part"],
+        output_names=["fracture_logits", "fracture_map"],
+        dynamo=True,
+    )
+    image, body_part = torch.randn(2, 1, 64, 64), torch.tensor([3, -1])
+    logits, fracture_map = ort.InferenceSession(str(path)).run(
+        None, {"image": image.numpy(), "body_part": body_part.numpy()}
+    )
+    with torch.no_grad():
+        expected = model(image, body_part)
+    assert fracture_map.shape == (2, 1, 4, 4)
+    np.testing.assert_allclose(fracture_map, expected.fracture_map.numpy(), atol=1e-4)
+    np.testing.assert_allclose(logits, expected.fracture_logits.numpy(), atol=1e-4)

@@ -11,6 +11,12 @@ of the map. Stride 32 is coarse for small fractures (4x4 cells at 128 px); the s
 map without a second feature path (an earlier stage's maps would not survive `forward_head` on
 `forward_features`' output, which the Grad-CAM and export paths rely on).
 
+`fine_channels` (> 0, `model.map_stride: 16`) adds a second input: the maps of an earlier backbone stage
+at stride 16 (Lite2's `blocks.4`), 1x1-reduced and added to the last maps' reduction brought up to
+their grid, so the map's cells carry stride-16 information rather than sub-cells of stride-32 cells
+(FracAtlas's boxes have a median side of half a stride-32 cell at 256 px). `MultiTaskModel.forward`
+reads both stages from one pass through the backbone (timm's `forward_intermediates`).
+
 `to_logit=True` lets the image decision use the map: a learned weight (0 at the start, so training
 begins as without it) times the map's log-sum-exp pool is added to the fracture logit. Every step is
 a fixed graph of convolutions and reductions: no data-dependent branch, so it exports to ONNX.
@@ -38,20 +44,41 @@ def lse_pool(fracture_map: torch.Tensor) -> torch.Tensor:
 class FractureMapHead(nn.Module):
     """Unpooled maps [B, C, h, w] -> fracture-map logits [B, 1, h * subcells, w * subcells]."""
 
-    def __init__(self, channels: int, *, subcells: int = 1, to_logit: bool = False) -> None:
+    def __init__(
+        self,
+        channels: int,
+        *,
+        subcells: int = 1,
+        to_logit: bool = False,
+        fine_channels: int = 0,
+        fine_index: int | None = None,
+    ) -> None:
         super().__init__()
         self.subcells = subcells
         self.to_logit = to_logit
+        self.fine_index = fine_index  # the backbone's feature_info index of the fine stage, if any
         self.reduce = nn.Sequential(
             nn.Conv2d(channels, HIDDEN, 1, bias=False), nn.BatchNorm2d(HIDDEN), nn.ReLU(inplace=True)
+        )
+        self.fine = (
+            nn.Sequential(
+                nn.Conv2d(fine_channels, HIDDEN, 1, bias=False), nn.BatchNorm2d(HIDDEN), nn.ReLU(inplace=True)
+            )
+            if fine_channels
+            else None
         )
         self.predict = nn.Conv2d(HIDDEN, subcells * subcells, 3, padding=1)
         nn.init.constant_(self.predict.bias, PRIOR_LOGIT)
         self.shuffle = nn.PixelShuffle(subcells)
         self.evidence_weight = nn.Parameter(torch.zeros(())) if to_logit else None
 
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        return self.shuffle(self.predict(self.reduce(maps)))
+    def forward(self, maps: torch.Tensor, fine: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.reduce(maps)
+        if self.fine is not None:
+            if fine is None:
+                raise ValueError("this map reads a stride-16 stage too: call the model, not forward_head")
+            hidden = nn.functional.interpolate(hidden, size=fine.shape[-2:], mode="nearest") + self.fine(fine)
+        return self.shuffle(self.predict(hidden))
 
     def with_evidence(self, fracture_logits: torch.Tensor, fracture_map: torch.Tensor) -> torch.Tensor:
         """The [B, 2] fracture logits, with the map's pooled evidence added to the fracture class when
@@ -62,4 +89,4 @@ class FractureMapHead(nn.Module):
         return fracture_logits + torch.stack([torch.zeros_like(evidence), evidence], dim=1)
 
     def extra_repr(self) -> str:
-        return f"subcells={self.subcells}, to_logit={self.to_logit}"
+        return f"subcells={self.subcells}, to_logit={self.to_logit}, fine_index={self.fine_index}"

@@ -94,15 +94,20 @@ class MultiTaskModel(nn.Module):
         return self.backbone.forward_head(unpooled, pre_logits=True)
 
     def forward_head(
-        self, features: torch.Tensor, body_part: torch.Tensor, *, return_features: bool = False
+        self,
+        features: torch.Tensor,
+        body_part: torch.Tensor,
+        *,
+        return_features: bool = False,
+        fine: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Both heads on pooled [B, feature_dim] features, or on unpooled output (pooled here first; the
-        map head, if any, reads it too)."""
+        map head, if any, reads it too, and `fine`, the stride-16 stage's maps, when it was built to)."""
         pooled = features if features.ndim == 2 else self.pool(features)
         output = self.heads(pooled, body_part)
         if self.map_head is not None and features.ndim != 2:
             maps = features if self.cam_reshape is None else self.cam_reshape(features)
-            fracture_map = self.map_head(maps)
+            fracture_map = self.map_head(maps, fine)
             output = output._replace(
                 fracture_logits=self.map_head.with_evidence(output.fracture_logits, fracture_map),
                 fracture_map=fracture_map,
@@ -112,7 +117,12 @@ class MultiTaskModel(nn.Module):
     def forward(
         self, image: torch.Tensor, body_part: torch.Tensor, *, return_features: bool = False
     ) -> ModelOutput:
-        return self.forward_head(self.forward_features(image), body_part, return_features=return_features)
+        fine_index = None if self.map_head is None else self.map_head.fine_index
+        if fine_index is None:
+            return self.forward_head(self.forward_features(image), body_part, return_features=return_features)
+        # One pass through the backbone for both stages; its final output is `forward_features`' own.
+        final, (fine,) = self.backbone.forward_intermediates(image, indices=[fine_index])
+        return self.forward_head(final, body_part, return_features=return_features, fine=fine)
 
     def extra_repr(self) -> str:
         return (

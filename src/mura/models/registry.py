@@ -71,6 +71,7 @@ def create_model(
     map_head: bool = False,
     map_subcells: int = 1,
     map_to_logit: bool = False,
+    map_stride: int = 32,
     unknown_part: bool = True,
     **timm_kwargs: Any,
 ) -> MultiTaskModel:
@@ -84,16 +85,17 @@ def create_model(
     only slows learning). `img_size` sizes custom_cnn's flatten and fixed-size backbones (ViT); extra
     keyword arguments go to `timm.create_model` (e.g. `drop_path_rate`). `map_head=True` adds the dense
     fracture-map head (`mura.models.fracture_map`: `map_subcells` per backbone cell side, `map_to_logit`
-    feeding its evidence to the fracture logit). `num_body_parts` is the width of the body-part head
+    feeding its evidence to the fracture logit, `map_stride=16` adding the stride-16 stage's maps).
+    `num_body_parts` is the width of the body-part head
     (`BODY_PARTS[:num_body_parts]`); `unknown_part=True` gives the fracture head a learned "unknown
     part" embedding (`mura.models.heads`); checkpoints written before it load with False and 7 parts.
     """
     if pretrained and weights_file:
         raise MuraError(f"{name}: give either pretrained=True (download) or a weights file, not both")
-    if not map_head and (map_subcells != 1 or map_to_logit):
+    if not map_head and (map_subcells != 1 or map_to_logit or map_stride != 32):
         raise MuraError(
-            f"{name}: map_subcells={map_subcells} / map_to_logit={map_to_logit} shape a fracture map the "
-            "model does not have; set map_head=True, or leave them at 1 / False"
+            f"{name}: map_subcells={map_subcells} / map_to_logit={map_to_logit} / map_stride={map_stride} "
+            "shape a fracture map the model does not have; set map_head=True, or leave them at 1 / False / 32"
         )
     if freeze == "auto":
         freeze = "last_stage" if (pretrained or weights_file) else "full"
@@ -125,10 +127,31 @@ def create_model(
     if map_head:
         # Built last, so a model's other weights are initialised as without a map head.
         channels = int(getattr(model.backbone, "map_channels", None) or model.backbone.num_features)
-        model.map_head = FractureMapHead(channels, subcells=map_subcells, to_logit=map_to_logit)
+        fine_index, fine_channels = _fine_stage(model, map_stride) if map_stride != 32 else (None, 0)
+        model.map_head = FractureMapHead(
+            channels,
+            subcells=map_subcells,
+            to_logit=map_to_logit,
+            fine_channels=fine_channels,
+            fine_index=fine_index,
+        )
     if unknown_part:
         model.heads.add_unknown_part()
     return model
+
+
+def _fine_stage(model: MultiTaskModel, stride: int) -> tuple[int, int]:
+    """(feature_info index, channels) of the backbone stage at `stride`, for a map head that reads it."""
+    info = getattr(model.backbone, "feature_info", None)
+    stages = [] if info is None else list(info)
+    found = [i for i, stage in enumerate(stages) if stage["reduction"] == stride]
+    if not found or not hasattr(model.backbone, "forward_intermediates"):
+        strides = sorted({int(stage["reduction"]) for stage in stages}) or [32]
+        raise MuraError(
+            f"{model.name}: map_stride={stride} needs a timm backbone with a stage at that stride "
+            f"(this one has {strides}); use map_stride=32"
+        )
+    return found[-1], int(stages[found[-1]]["num_chs"])
 
 
 def model_from_config(
@@ -153,6 +176,7 @@ def model_from_config(
         map_head=model_cfg.map_head,
         map_subcells=model_cfg.map_subcells,
         map_to_logit=model_cfg.map_to_logit,
+        map_stride=model_cfg.map_stride,
         num_body_parts=num_body_parts,
         unknown_part=unknown_part,
     )
