@@ -29,9 +29,25 @@ import math
 import torch
 from torch import nn
 
+from mura.errors import MuraError
+
 # Initial map bias: sigmoid(-3) ~ 0.05, most cells of most films hold no fracture (RetinaNet's prior).
 PRIOR_LOGIT = -3.0
 HIDDEN = 64
+
+
+def fine_stage(backbone: nn.Module, name: str, stride: int) -> tuple[int, int]:
+    """(feature_info index, channels) of the backbone stage at `stride`, for a map head that reads it."""
+    info = getattr(backbone, "feature_info", None)
+    stages = [] if info is None else list(info)
+    found = [i for i, stage in enumerate(stages) if stage["reduction"] == stride]
+    if not found or not hasattr(backbone, "forward_intermediates"):
+        strides = sorted({int(stage["reduction"]) for stage in stages}) or [32]
+        raise MuraError(
+            f"{name}: map_stride={stride} needs a timm backbone with a stage at that stride "
+            f"(this one has {strides}); use map_stride=32"
+        )
+    return found[-1], int(stages[found[-1]]["num_chs"])
 
 
 def lse_pool(fracture_map: torch.Tensor) -> torch.Tensor:

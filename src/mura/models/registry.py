@@ -26,7 +26,7 @@ from torch import nn
 from mura.constants import NUM_BODY_PARTS
 from mura.errors import MuraError
 from mura.models.custom_cnn import build_custom_cnn_parts
-from mura.models.fracture_map import FractureMapHead
+from mura.models.fracture_map import FractureMapHead, fine_stage
 from mura.models.heads import build_heads
 from mura.models.multitask import MultiTaskModel
 from mura.models.stems import load_backbone_weights
@@ -127,7 +127,9 @@ def create_model(
     if map_head:
         # Built last, so a model's other weights are initialised as without a map head.
         channels = int(getattr(model.backbone, "map_channels", None) or model.backbone.num_features)
-        fine_index, fine_channels = _fine_stage(model, map_stride) if map_stride != 32 else (None, 0)
+        fine_index, fine_channels = (None, 0)
+        if map_stride != 32:
+            fine_index, fine_channels = fine_stage(model.backbone, model.name, map_stride)
         model.map_head = FractureMapHead(
             channels,
             subcells=map_subcells,
@@ -138,20 +140,6 @@ def create_model(
     if unknown_part:
         model.heads.add_unknown_part()
     return model
-
-
-def _fine_stage(model: MultiTaskModel, stride: int) -> tuple[int, int]:
-    """(feature_info index, channels) of the backbone stage at `stride`, for a map head that reads it."""
-    info = getattr(model.backbone, "feature_info", None)
-    stages = [] if info is None else list(info)
-    found = [i for i, stage in enumerate(stages) if stage["reduction"] == stride]
-    if not found or not hasattr(model.backbone, "forward_intermediates"):
-        strides = sorted({int(stage["reduction"]) for stage in stages}) or [32]
-        raise MuraError(
-            f"{model.name}: map_stride={stride} needs a timm backbone with a stage at that stride "
-            f"(this one has {strides}); use map_stride=32"
-        )
-    return found[-1], int(stages[found[-1]]["num_chs"])
 
 
 def model_from_config(
