@@ -101,13 +101,19 @@ def fit_detector(
 
 
 def refusal_threshold(scores: np.ndarray, rate: float) -> tuple[float, float]:
-    """(threshold, share of `scores` above it): the smallest stored score that refuses at most `rate`."""
+    """(threshold, share of `scores` above it): refuses at most `rate` of `scores`, placed halfway between
+    the highest kept score and the next one up (past the highest: 0.1% above it). Never AT a score: the
+    same film scored again in another batch differs in the last float digits (another kernel path), and
+    a threshold equal to its score would refuse it one time and keep it the next."""
     if not 0.0 < rate < 1.0:
         raise MuraError(f"scope refusal rate {rate} must lie between 0 and 1 (e.g. 0.01 for 1%)")
     scores = np.sort(np.asarray(scores, dtype=np.float64))
     if not len(scores):
         raise MuraError("scope detector: no held-out films to set its threshold on")
-    threshold = float(np.quantile(scores, 1.0 - rate, method="higher"))
+    kept = float(np.quantile(scores, 1.0 - rate, method="higher"))
+    above = scores[scores > kept]
+    upper = float(above[0]) if len(above) else kept + max(abs(kept) * 1e-3, 1e-6)
+    threshold = (kept + upper) / 2
     return threshold, float(np.mean(scores > threshold))
 
 
