@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +159,15 @@ def run_dicom_node(args: argparse.Namespace) -> int:
     for chatty in ("pynetdicom", "highdicom"):  # the node logs what matters, once per event
         logging.getLogger(chatty).setLevel(logging.CRITICAL if chatty == "pynetdicom" else logging.WARNING)
     node = DicomNode(settings, _analyser(args), targets)
+
+    def request_stop(*_: object) -> None:
+        # Set from another thread: a handler runs in the main thread, which may be inside
+        # `node.stop.wait()` holding the event's (non-reentrant) lock; setting it here could deadlock
+        # (seen once in CI: the node never stopped on SIGTERM).
+        threading.Thread(target=node.stop.set, name="mura-dicom-stop", daemon=True).start()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: node.stop.set())
+        signal.signal(signum, request_stop)
 
     def ready() -> None:
         allowed = ", ".join(settings.allowed_calling) or "any calling AE title"
