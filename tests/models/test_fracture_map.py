@@ -14,6 +14,18 @@ from mura.models.fracture_map import lse_pool
 from mura.preprocessing import Preprocessing
 
 
+class LogitsAndMap(torch.nn.Module):
+    """The two outputs an ONNX export of a map-head model carries, as a plain tuple."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, body_part: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        output = self.model(image, body_part)
+        return output.fracture_logits, output.fracture_map
+
+
 @pytest.mark.parametrize(
     ("name", "size", "subcells", "side"),
     [
@@ -126,19 +138,10 @@ def test_the_map_exports_to_onnx_with_the_same_values(tmp_path):
     model.map_head.evidence_weight.data.fill_(0.5)
     model.eval()
 
-    class Exported(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, image: torch.Tensor, body_part: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            output = self.model(image, body_part)
-            return output.fracture_logits, output.fracture_map
-
     batch = torch.export.Dim("batch", min=1, max=1024)
     path = tmp_path / "map.onnx"
     torch.onnx.export(
-        Exported().eval(),
+        LogitsAndMap(model).eval(),
         (torch.randn(2, 1, 32, 32), torch.tensor([0, -1])),
         str(path),
         input_names=["image", "body_part"],
@@ -186,18 +189,9 @@ def test_a_stride_16_map_exports_to_onnx_with_the_same_values(tmp_path):
     torch.manual_seed(0)
     model = create_model("tf_efficientnet_lite0", img_size=64, map_head=True, map_stride=16).eval()
 
-    class Exported(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, image: torch.Tensor, body_part: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            output = self.model(image, body_part)
-            return output.fracture_logits, output.fracture_map
-
     path = tmp_path / "fine_map.onnx"
     torch.onnx.export(
-        Exported().eval(),
+        LogitsAndMap(model).eval(),
         (torch.randn(2, 1, 64, 64), torch.tensor([0, -1])),
         str(path),
         input_names=["image", "body_part"],
