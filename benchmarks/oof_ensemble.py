@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="`mura cv` output folders")
     args = parser.parse_args()
     try:
-        oof = ensemble_oof(args.runs)
+        oof, _ = ensemble_oof(args.runs)
     except MuraError as exc:
         raise SystemExit(f"error: {exc}") from None
     labels, probs = oof["label"].to_numpy(dtype=int), oof["fracture_prob"].to_numpy()

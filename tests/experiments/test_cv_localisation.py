@@ -1,11 +1,14 @@
 """`mura cv` with a map head on an index with boxes: localisation scored out of fold (cv.json, the report
-with its films, the printed line), each box scored at the decision fitted out of fold."""
+with its films, the printed line), each box scored at the decision fitted out of fold; `mura ensemble`
+scores the deployed ensemble's boxes the same way, from the run's own file."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
+import pytest
 
 from mura.cli import main
 from mura.inference import batch
@@ -55,3 +58,31 @@ def test_cv_scores_the_map_boxes_out_of_fold_and_reports_them(
     assert "Box AP50" in section and "Pointing game" in section
     drawn = sorted(p.name for p in (out / "oof" / "plots").glob("film_*.png"))
     assert drawn and all(f"plots/{name}" in section for name in drawn)
+
+    # `mura ensemble` with a run without a map: the deployed ensemble's findings are this run's map
+    # boxes scored at the ensemble's probability, scored against the true boxes the run kept beside them.
+    assert {"true_boxes", "map_boxes"} <= set(oof.columns)
+    plain = tmp_path / "plain"
+    flags.update({"--model.map_head": "false", "--model.map_subcells": "1", "--train.epochs": "1"})
+    flags["--out"] = str(plain)
+    assert main(["cv", *(item for pair in flags.items() for item in pair)]) == 0
+    capsys.readouterr()
+    assert main(["ensemble", str(plain), str(out), "--out", str(tmp_path / "ens"), "--bootstrap", "50"]) == 0
+    assert "\nlocalisation out of fold: AP50 " in capsys.readouterr().out
+    ensemble = json.loads((tmp_path / "ens" / "ensemble.json").read_text())["localisation"]
+    assert ensemble["status"] == "fracture map"
+    assert ensemble["films_with_boxes"] == localisation["films_with_boxes"]
+    assert ensemble["pointing_game"] == localisation["pointing_game"]  # the same map peaks
+    joined = pd.read_csv(tmp_path / "ens" / "oof_predictions.csv").set_index("path")
+    mapped = oof.set_index("path").loc[joined.index]
+    columns = [mapped["map_boxes"], mapped["fracture_prob"], joined["map_boxes"], joined["fracture_prob"]]
+    for boxes, before, mine, after in zip(*columns, strict=True):
+        restated = [b[4] / before * after for b in json.loads(boxes)]
+        assert [b[4] for b in json.loads(mine)] == pytest.approx(restated)
+    assert "## Localisation" in (tmp_path / "ens" / "oof" / "report.md").read_text()
+
+    # Two runs with maps: the deployed mean map is not in their files, and nothing pretends it is.
+    shutil.copytree(out, tmp_path / "again")
+    assert main(["ensemble", str(out), str(tmp_path / "again"), "--out", str(tmp_path / "ens2")]) == 0
+    status = json.loads((tmp_path / "ens2" / "ensemble.json").read_text())["localisation"]["status"]
+    assert status.startswith("not scored: the deployed ensemble averages the maps of cv, again")

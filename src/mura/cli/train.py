@@ -173,6 +173,10 @@ def run_ensemble(args: argparse.Namespace) -> int:
         f"suspicious: sensitivity {point['sensitivity']:.3f} specificity {point['specificity']:.3f}; "
         f"ECE {s['ece']:.3f}; {len(s['members'])} members in {Path(args.out) / 'final'}"
     )
+    if s["localisation"] is not None:  # a member run has a map head and its index carried boxes
+        from mura.evaluation.localisation_section import localisation_text
+
+        print(f"localisation out of fold: {localisation_text(s['localisation'])}")
     return 0
 
 

@@ -230,6 +230,23 @@ def predictions_localisation(
     return {"status": "fracture map", **report.to_dict()}
 
 
+def truth_column(rows: Any, truth_by_row: dict[int, np.ndarray]) -> list[str]:
+    """Per predicted row (`cache_row`), its true boxes as JSON [[x0, y0, x1, y1], ...] in the cache's input
+    frame: `mura cv` keeps them beside `map_boxes` in `oof_predictions.csv`, so `mura ensemble` scores the
+    deployed ensemble's localisation from that file alone (the runs it joins may use other caches)."""
+    empty = np.empty((0, 4))
+    return [json.dumps(np.asarray(truth_by_row.get(int(r), empty), float).tolist()) for r in rows]
+
+
+def truth_by_row(predictions: Any) -> dict[int, np.ndarray]:
+    """`truth_column`'s JSON back to {cache_row: boxes [K, 4]}, films without a box left out."""
+    found = {
+        int(row): np.asarray(json.loads(text), float).reshape(-1, 4)
+        for row, text in zip(predictions["cache_row"], predictions["true_boxes"], strict=True)
+    }
+    return {row: boxes for row, boxes in found.items() if len(boxes)}
+
+
 def rescored_map_boxes(map_boxes: Any, before: np.ndarray, after: np.ndarray) -> list[str]:
     """`map_boxes` JSON (one per row) with each box's score, image probability x region peak, restated at
     another image probability: `mura cv`'s folds scored with their own calibration, the deployed fold

@@ -46,7 +46,7 @@ from mura.data.index import read_index
 from mura.data.splits import assign_folds
 from mura.decision import fit_decision, margins_from_probs
 from mura.errors import MuraError
-from mura.evaluation.localisation import predictions_localisation, rescored_map_boxes
+from mura.evaluation.localisation import predictions_localisation, rescored_map_boxes, truth_column
 from mura.evaluation.report import evaluate_predictions, write_report
 from mura.evaluation.runner import (
     add_index_columns,
@@ -213,6 +213,8 @@ def cross_validate(
     )
     oof["scope_score"] = oof["path"].astype(str).map(pd.Series(oof_scores, index=inside["path"].astype(str)))
     oof["decision"] = (oof["fracture_prob"] >= decision.threshold()).astype(int)
+    if cache.boxes and "map_boxes" in oof:
+        oof["true_boxes"] = truth_column(oof["cache_row"], cache.boxes)
     oof_csv = write_text(out / "oof_predictions.csv", oof.to_csv(index=False))
     thresholds = {k: v for k, v in decision.thresholds.items() if k != "default"}
     meta = {

@@ -6,7 +6,8 @@ from several recipes all come from models that did not see it; their mean is the
 probability (what `Predictor` computes from the members: the mean of their calibrated probabilities).
 Each member keeps its own calibration; the operating points are chosen on the OOF mean and written
 into every member, so the ensemble decides exactly at them (the Predictor takes the mean of its
-members' thresholds, here all equal).
+members' thresholds, here all equal). When one of the runs has a map head and its index carried boxes,
+the ensemble's localisation is scored out of fold too (`_with_map_boxes`).
 
 `ENSEMBLE/ensemble.json` records the runs it was built from and a hash of each member, so the folder
 always describes one ensemble: built again from the same runs it is simply refitted; from other runs,
@@ -29,16 +30,20 @@ from mura.atomic import write_text
 from mura.decision import operating_points, point_figures
 from mura.errors import MuraError
 from mura.evaluation.calibration import expected_calibration_error
+from mura.evaluation.localisation import predictions_localisation, rescored_map_boxes, truth_by_row
 from mura.evaluation.report import evaluate_predictions, write_report
 from mura.evaluation.report_folder import remove_report
 
 ENSEMBLE_FITTED_ON = "out-of-fold mean of the ensemble"  # how an ensemble's members are recognised
 ENSEMBLE_RECORD = "ensemble.json"
+# What a map-head run's out-of-fold rows carry for localisation (`mura cv`), in its cache's input frame.
+MAP_COLUMNS = ("cache_row", "map_boxes", "map_peak_x", "map_peak_y", "true_boxes")
 
 
-def ensemble_oof(runs: list[Path]) -> pd.DataFrame:
-    """The runs' out-of-fold predictions with `fracture_prob` the mean of theirs, indexed by path;
-    MuraError unless every run is a finished `mura cv` of the same images and folds."""
+def ensemble_oof(runs: list[Path]) -> tuple[pd.DataFrame, str | None]:
+    """The runs' out-of-fold predictions with `fracture_prob` the mean of theirs, indexed by path, and the
+    localisation status (`_with_map_boxes`); MuraError unless every run is a finished `mura cv` of the
+    same images and folds."""
     frames = []
     for run in runs:
         if not (run / "cv.json").is_file():
@@ -48,9 +53,32 @@ def ensemble_oof(runs: list[Path]) -> pd.DataFrame:
     for run, frame in zip(runs[1:], frames[1:], strict=True):
         if set(frame.index) != set(first.index) or (frame.loc[first.index, "fold"] != first["fold"]).any():
             raise MuraError(f"{run}: was not cross-validated on the same images and folds as {runs[0]}")
-    oof = first.copy()
+    oof = first.drop(columns=[c for c in MAP_COLUMNS[1:] if c in first])  # the first run's boxes: not ours
     oof["fracture_prob"] = np.mean([f.loc[first.index, "fracture_prob"].to_numpy() for f in frames], axis=0)
-    return oof
+    return _with_map_boxes(oof, runs, frames)
+
+
+def _with_map_boxes(
+    oof: pd.DataFrame, runs: list[Path], frames: list[pd.DataFrame]
+) -> tuple[pd.DataFrame, str | None]:
+    """The ensemble's boxes out of fold, when they can be known: the deployed ensemble reads its findings
+    off the mean map of its map-head members and scores each box at the ensemble's probability. With
+    one such run, its out-of-fold boxes (and its true boxes, `truth_column`) are exactly that, restated
+    at the ensemble's probability. With several, the mean of their maps is not in their files (`mura cv`
+    keeps boxes, not maps): a status says so rather than scoring one run's boxes as the ensemble's."""
+    mapped = [(run, f) for run, f in zip(runs, frames, strict=True) if set(MAP_COLUMNS) <= set(f.columns)]
+    if not mapped:
+        return oof, None
+    if len(mapped) > 1:
+        names = ", ".join(run.name for run, _ in mapped)
+        return oof, (
+            f"not scored: the deployed ensemble averages the maps of {names}, and `mura cv` keeps "
+            "boxes, not maps"
+        )
+    frame = mapped[0][1].loc[oof.index]
+    oof = oof.assign(**{c: frame[c] for c in MAP_COLUMNS})  # cache_row: the map run's own cache
+    oof["map_boxes"] = rescored_map_boxes(frame["map_boxes"], frame["fracture_prob"], oof["fracture_prob"])
+    return oof, "fracture map"
 
 
 def run_members(run: Path) -> dict[str, str]:
@@ -116,7 +144,7 @@ def ensemble_runs(
     """
     if len(runs) < 2:
         raise MuraError("an ensemble needs at least two `mura cv` folders")
-    oof = ensemble_oof(runs)
+    oof, map_status = ensemble_oof(runs)
     if out.exists() and any(out.iterdir()) and not (out / ENSEMBLE_RECORD).is_file():
         raise MuraError(f"{out}: exists and is not a `mura ensemble` folder; choose another output folder")
     record = _record(runs)
@@ -147,8 +175,15 @@ def ensemble_runs(
         n_bootstrap=n_bootstrap,
         meta=meta,
     )
+    if map_status == "fracture map":  # findings graded at the ensemble's own points
+        result["localisation"] = predictions_localisation(oof, truth_by_row(oof), n_bootstrap)
+    elif map_status is not None:
+        result["localisation"] = {"status": map_status}
     written = [out / "final" / f"{run.name}_{path.name}" for run, path, _ in members]
-    summary = _summary(result, thresholds, labels, probs, written) | {"runs": record}
+    summary = _summary(result, thresholds, labels, probs, written) | {
+        "runs": record,
+        "localisation": result.get("localisation"),
+    }
     figures = point_figures(labels, probs, thresholds)
     for (_, _, member), target in zip(members, written, strict=True):
         decision = replace(member.meta.decision, thresholds=thresholds, fitted_on=fitted_on, figures=figures)
